@@ -1,0 +1,172 @@
+"""HTTP plumbing for ChatMaritaca: pooled httpx clients, error translation, retry timing.
+
+Clients are shared by every ChatMaritaca with the same connection settings (base URL,
+timeout, pool limits): one ``httpx.Client`` per process, one ``httpx.AsyncClient`` per
+event loop (an async client's connections belong to the loop that opened them).
+The API key is sent per request, never kept in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from . import errors
+
+__all__ = ["aclose_clients", "async_client", "backoff_delay", "close_clients",
+           "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]
+
+# Enough for hundreds of concurrent streams through one server process.
+LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30)
+
+_lock = threading.Lock()
+_sync: dict[tuple[Any, ...], httpx.Client] = {}
+_async: dict[tuple[Any, ...], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+
+
+def _timeout(seconds: float | None) -> httpx.Timeout:
+    # connect fails fast; read is the gap allowed between two chunks of a stream
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0) if seconds else 10.0)
+
+
+def sync_client(key: tuple[Any, ...], timeout: float | None) -> httpx.Client:
+    """The shared sync client for these connection settings."""
+    client = _sync.get(key)
+    if client is None or client.is_closed:
+        with _lock:
+            client = _sync.get(key)
+            if client is None or client.is_closed:
+                client = _sync[key] = httpx.Client(timeout=_timeout(timeout), limits=LIMITS)
+    return client
+
+
+def async_client(key: tuple[Any, ...], timeout: float | None) -> httpx.AsyncClient:
+    """The shared async client for these settings on the running event loop."""
+    loop = asyncio.get_running_loop()
+    per_loop = _async.get(key)
+    if per_loop is None:
+        with _lock:
+            per_loop = _async.setdefault(key, weakref.WeakKeyDictionary())
+    client = per_loop.get(loop)
+    if client is None or client.is_closed:
+        client = per_loop[loop] = httpx.AsyncClient(timeout=_timeout(timeout), limits=LIMITS)
+    return client
+
+
+def close_clients() -> None:
+    """Close every pooled sync client (e.g. at the end of a script or test session)."""
+    with _lock:
+        clients = list(_sync.values())
+        _sync.clear()
+    for client in clients:
+        client.close()
+
+
+async def aclose_clients() -> None:
+    """Close the pooled async clients of the running loop, and every sync client."""
+    loop = asyncio.get_running_loop()
+    for per_loop in list(_async.values()):
+        client = per_loop.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+    close_clients()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number (float allowed) or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _detail(body: bytes) -> str | None:
+    """The server's explanation: ``detail`` or ``message`` (or nested ``error``)."""
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:500]
+    if isinstance(data, Mapping):
+        inner = data.get("error") if isinstance(data.get("error"), Mapping) else data
+        for key in ("detail", "message", "error"):
+            value = inner.get(key)
+            if value:
+                return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text[:500]
+
+
+_CONTEXT_WORDS = ("context length", "context window", "maximum context", "too long",
+                  "too many tokens", "exceeds the model")
+
+
+def error_from_response(status: int, headers: Mapping[str, str], body: bytes,
+                        *, model: str) -> errors.MaritacaError:
+    """The MaritacaError for an HTTP error response."""
+    detail = _detail(body)
+    if status == 401:
+        return errors.AuthenticationError("Maritaca rejected the API key", status=status,
+                                          detail=detail)
+    if status == 403:
+        return errors.PermissionDeniedError(f"The API key may not use model {model!r}",
+                                            status=status, detail=detail)
+    if status == 429:
+        return errors.RateLimitError("Maritaca's rate limit was reached", status=status,
+                                     detail=detail,
+                                     retry_after=parse_retry_after(headers.get("retry-after")))
+    if status >= 500:
+        return errors.ServerError("The Maritaca API failed", status=status, detail=detail)
+    if status == 404:
+        return errors.BadRequestError(f"Not found: model {model!r} or the endpoint",
+                                      status=status, detail=detail,
+                                      hint="Check the model name and base_url")
+    lowered = (detail or "").lower()
+    if any(word in lowered for word in _CONTEXT_WORDS):
+        return errors.ContextTooLongError(f"The prompt is too long for model {model!r}",
+                                          status=status, detail=detail)
+    return errors.BadRequestError("Maritaca rejected the request", status=status, detail=detail)
+
+
+def error_from_transport(exc: httpx.HTTPError, base_url: str) -> errors.MaritacaError:
+    """The MaritacaError for an httpx transport failure (no HTTP response)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.TimeoutError(f"The request to {base_url} timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.ConnectError):
+        return errors.ConnectionError(f"Could not connect to {base_url}", detail=str(exc) or None)
+    return errors.StreamError(f"The connection to {base_url} broke off",
+                              detail=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def is_retryable(exc: errors.MaritacaError) -> bool:
+    return isinstance(exc, (errors.RateLimitError, errors.ServerError, errors.ConnectionError,
+                            errors.StreamError))
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None, *, base: float = 0.5,
+                  cap: float = 20.0) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): the server's Retry-After when
+    given, else exponential backoff with full jitter."""
+    if retry_after is not None:
+        return min(retry_after, 60.0)
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))

@@ -1,0 +1,442 @@
+"""ChatMaritaca: a streaming-first LangChain chat model for Maritaca AI's Sabiá models.
+
+Use it like any LangChain chat model; streaming is the real implementation::
+
+    from maritaca import ChatMaritaca
+
+    model = ChatMaritaca(model="sabiazinho-4", temperature=0)   # key from MARITACA_API_KEY
+    for chunk in model.stream("Conte uma história curta sobre o Brasil."):
+        print(chunk.content, end="", flush=True)
+    # the last chunk carries response_metadata (model_name, finish_reason, id)
+    # and usage_metadata (input/output/total and cached input tokens)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+import httpx
+import orjson
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+    PydanticToolsParser,
+)
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils import from_env, secret_from_env
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+
+from . import _http, errors
+from ._sse import SSEDecoder
+from ._wire import (
+    StreamAssembler,
+    completion_to_result,
+    messages_to_wire,
+    tool_choice_to_wire,
+)
+from .models import DEFAULT_MODEL
+
+__all__ = ["DEFAULT_BASE_URL", "ChatMaritaca"]
+
+DEFAULT_BASE_URL = "https://chat.maritaca.ai/api"
+MAX_RETRY_WAIT = 60.0  # a Retry-After longer than this is handed to the caller instead
+_DONE = b"[DONE]"
+
+
+class ChatMaritaca(BaseChatModel):
+    """Chat model for Maritaca's OpenAI-compatible chat completions API, over httpx.
+
+    Use it wherever a LangChain chat model goes (LCEL chains, agents, LangServe). The key
+    comes from ``MARITACA_API_KEY`` and the base URL from ``MARITACA_BASE_URL``. Without
+    a key, point ``base_url`` at a local server (see ``maritaca.local``) or the emulator
+    (``maritaca.testing``).
+
+    Streams yield text as it arrives and tool-call chunks; the last chunk carries the
+    server's model name, finish reason, completion id and token usage, exactly once.
+    Failures raise the errors in ``maritaca.errors``; retryable ones (429, 5xx, network)
+    are retried with backoff, but never after a chunk has been yielded.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model_name: str = Field(default=DEFAULT_MODEL, alias="model")
+    """Model name, e.g. ``sabia-4`` or ``sabiazinho-4``; names outside the catalogue pass through."""
+    temperature: float | None = None
+    """Sampling temperature; None leaves the API default (0.7). 0 is sent as 0."""
+    max_tokens: int | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    n: int | None = None
+    """Number of choices (non-streaming calls only)."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra request body fields, sent as they are."""
+    api_key: SecretStr | None = Field(
+        alias="api_key", default_factory=secret_from_env("MARITACA_API_KEY", default=None))
+    base_url: str = Field(
+        alias="base_url", default_factory=from_env("MARITACA_BASE_URL", default=DEFAULT_BASE_URL))
+    timeout: float | None = Field(default=60.0, alias="timeout")
+    """Seconds to connect, and the longest wait for the next chunk of a stream."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries for 429/5xx/network failures before the first chunk; 0 disables them."""
+    stream_usage: bool = True
+    """Ask for token usage at the end of streams (``stream_options.include_usage``)."""
+    streaming: bool = False
+    """Make ``invoke`` stream under the hood (callbacks then see every token)."""
+    default_headers: dict[str, str] | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("temperature")
+    @classmethod
+    def _check_temperature(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 2:
+            raise ValueError(f"temperature must be between 0 and 2, got {value}")
+        return value
+
+    # ----------------------------------------------------------------- LangChain hooks
+    @property
+    def _llm_type(self) -> str:
+        return "maritaca-chat"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "MARITACA_API_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["maritaca"]
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "base_url": self.base_url, **self._sampling_params()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "maritaca"
+        params["ls_model_name"] = kwargs.get("model", self.model_name)
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        return params
+
+    # ----------------------------------------------------------------------- requests
+    def _sampling_params(self) -> dict[str, Any]:
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                  "top_p": self.top_p, "frequency_penalty": self.frequency_penalty,
+                  "presence_penalty": self.presence_penalty, "n": self.n, "stop": self.stop}
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _payload(self, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool,
+                 **kwargs: Any) -> dict[str, Any]:
+        stream_usage = kwargs.pop("stream_usage", self.stream_usage)
+        kwargs.pop("stream", None)
+        payload: dict[str, Any] = {"model": self.model_name,
+                                   "messages": messages_to_wire(messages),
+                                   **self._sampling_params(), **self.model_kwargs}
+        if stop is not None:
+            payload["stop"] = stop
+        payload.update(kwargs)
+        if stream:
+            if (payload.get("n") or 1) > 1:
+                raise errors.BadRequestError(
+                    f"n={payload['n']} asks for several choices, which streams cannot carry",
+                    hint="Use invoke/generate for n > 1, or stream with n=1")
+            payload.pop("n", None)
+            payload["stream"] = True
+            if stream_usage:
+                payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    def _endpoint(self) -> tuple[str, dict[str, str]]:
+        """URL and headers of the chat completions call; decides where requests go."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   **(self.default_headers or {})}
+        base = self.base_url
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        elif base == DEFAULT_BASE_URL:
+            from . import local  # the embedded backend, when the user started it
+
+            backend = local.current()
+            if backend is None:
+                raise errors.AuthenticationError(
+                    "No Maritaca API key is configured",
+                    hint="Set MARITACA_API_KEY (or pass api_key=...) to use Maritaca's API, "
+                         "or start the embedded offline model with `maritaca.local.start()` "
+                         "and pass base_url=backend.base_url")
+            base = backend.base_url
+        return f"{base}/chat/completions", headers
+
+    def _pool_key(self) -> tuple[Any, ...]:
+        return (self.timeout,)
+
+    # ------------------------------------------------------------------- error policy
+    def _should_retry(self, error: errors.MaritacaError, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None to raise."""
+        if attempt > self.max_retries or not _http.is_retryable(error):
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None and retry_after > MAX_RETRY_WAIT:
+            return None
+        return _http.backoff_delay(attempt, retry_after)
+
+    def _error_for(self, response: httpx.Response, body: bytes) -> errors.MaritacaError:
+        return _http.error_from_response(response.status_code, response.headers, body,
+                                         model=self.model_name)
+
+    # -------------------------------------------------------------------- non-streaming
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        if self.streaming and kwargs.get("stream", True):
+            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+        url, headers = self._endpoint()
+        body = orjson.dumps(self._payload(messages, stop, stream=False, **kwargs))
+        client = _http.sync_client(self._pool_key(), self.timeout)
+        attempt = 0
+        while True:
+            try:
+                response = client.post(url, content=body, headers=headers)
+                if response.status_code >= 400:
+                    raise self._error_for(response, response.content)
+                return completion_to_result(_json_body(response))
+            except (httpx.HTTPError, errors.MaritacaError) as exc:
+                error = _as_maritaca_error(exc, self.base_url)
+                attempt += 1
+                delay = self._should_retry(error, attempt)
+                if delay is None:
+                    raise error from (exc if error is not exc else None)
+                time.sleep(delay)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        if self.streaming and kwargs.get("stream", True):
+            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+        url, headers = self._endpoint()
+        body = orjson.dumps(self._payload(messages, stop, stream=False, **kwargs))
+        client = _http.async_client(self._pool_key(), self.timeout)
+        attempt = 0
+        while True:
+            try:
+                response = await client.post(url, content=body, headers=headers)
+                if response.status_code >= 400:
+                    raise self._error_for(response, response.content)
+                return completion_to_result(_json_body(response))
+            except (httpx.HTTPError, errors.MaritacaError) as exc:
+                error = _as_maritaca_error(exc, self.base_url)
+                attempt += 1
+                delay = self._should_retry(error, attempt)
+                if delay is None:
+                    raise error from (exc if error is not exc else None)
+                await asyncio.sleep(delay)
+
+    # ------------------------------------------------------------------------ streaming
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        url, headers = self._endpoint()
+        body = orjson.dumps(self._payload(messages, stop, stream=True, **kwargs))
+        client = _http.sync_client(self._pool_key(), self.timeout)
+        v1 = self.output_version == "v1"
+        attempt = 0
+        while True:
+            assembler = StreamAssembler(output_version_v1=v1)
+            try:
+                with client.stream("POST", url, content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        raise self._error_for(response, response.read())
+                    decoder = SSEDecoder()
+                    loads, feed = orjson.loads, assembler.feed
+                    for raw in response.iter_bytes():
+                        for data in decoder.feed(raw):
+                            if data == _DONE:
+                                break
+                            chunk = feed(loads(data))
+                            if chunk is not None:
+                                if run_manager:
+                                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                                yield chunk
+                        else:
+                            continue
+                        break
+                    _check_complete(assembler, self.base_url)
+                yield assembler.last_chunk()
+                return
+            except (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError) as exc:
+                error = _as_maritaca_error(exc, self.base_url, assembler.yielded)
+                attempt += 1
+                delay = None if assembler.yielded else self._should_retry(error, attempt)
+                if delay is None:
+                    raise error from (exc if error is not exc else None)
+                time.sleep(delay)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        url, headers = self._endpoint()
+        body = orjson.dumps(self._payload(messages, stop, stream=True, **kwargs))
+        client = _http.async_client(self._pool_key(), self.timeout)
+        v1 = self.output_version == "v1"
+        attempt = 0
+        while True:
+            assembler = StreamAssembler(output_version_v1=v1)
+            try:
+                async with client.stream("POST", url, content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        raise self._error_for(response, await response.aread())
+                    decoder = SSEDecoder()
+                    loads, feed = orjson.loads, assembler.feed
+                    done = False
+                    async for raw in response.aiter_bytes():
+                        for data in decoder.feed(raw):
+                            if data == _DONE:
+                                done = True
+                                break
+                            chunk = feed(loads(data))
+                            if chunk is not None:
+                                if run_manager:
+                                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                                yield chunk
+                        if done:
+                            break
+                    _check_complete(assembler, self.base_url)
+                yield assembler.last_chunk()
+                return
+            except (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError) as exc:
+                error = _as_maritaca_error(exc, self.base_url, assembler.yielded)
+                attempt += 1
+                delay = None if assembler.yielded else self._should_retry(error, attempt)
+                if delay is None:
+                    raise error from (exc if error is not exc else None)
+                await asyncio.sleep(delay)
+
+    # ----------------------------------------------------------- tools & structured output
+    def bind_tools(
+        self,
+        tools: Sequence[Mapping[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (pydantic classes, functions, LangChain tools or OpenAI tool dicts).
+
+        ``tool_choice``: "auto", "none", "required"/"any"/True, or a tool's name.
+        """
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        names = [t["function"]["name"] for t in formatted]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice_to_wire(tool_choice, names)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type | None = None,
+        *,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A runnable returning output shaped by ``schema`` (pydantic class, TypedDict,
+        JSON schema or OpenAI tool dict); pydantic schemas give validated instances."""
+        if kwargs:
+            raise ValueError(f"Unexpected arguments: {sorted(kwargs)}")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if method != "json_mode" and schema is None:
+            raise ValueError(f"method={method!r} needs a schema; only json_mode works without one")
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool_name = convert_to_openai_tool(schema)["function"]["name"]  # type: ignore[arg-type]
+            llm = self.bind_tools([schema], tool_choice=tool_name, strict=strict,  # type: ignore[list-item]
+                                  ls_structured_output_format={
+                                      "kwargs": {"method": method, "strict": strict},
+                                      "schema": schema})
+            parser = (PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                      if is_pydantic else
+                      JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True))
+        elif method == "json_schema":
+            tool = convert_to_openai_tool(schema, strict=strict)  # type: ignore[arg-type]
+            json_schema: dict[str, Any] = {"name": tool["function"]["name"],
+                                           "schema": tool["function"]["parameters"]}
+            if strict is not None:
+                json_schema["strict"] = strict
+            llm = self.bind(response_format={"type": "json_schema", "json_schema": json_schema},
+                            ls_structured_output_format={"kwargs": {"method": method,
+                                                                    "strict": strict},
+                                                         "schema": tool})
+            parser = (PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                      if is_pydantic else JsonOutputParser())
+        elif method == "json_mode":
+            llm = self.bind(response_format={"type": "json_object"},
+                            ls_structured_output_format={"kwargs": {"method": method},
+                                                         "schema": schema})
+            parser = (PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                      if is_pydantic else JsonOutputParser())
+        else:
+            raise ValueError(f"Unknown method {method!r}: use 'function_calling', "
+                             "'json_schema' or 'json_mode'")
+        if not include_raw:
+            return llm | parser
+        with_parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser,
+                                                 parsing_error=lambda _: None)
+        without = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | with_parsed.with_fallbacks([without],
+                                                                exception_key="parsing_error")
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ServerError("The API answered with a body that is not JSON",
+                                 status=response.status_code,
+                                 detail=response.text[:200]) from exc
+
+
+def _check_complete(assembler: StreamAssembler, base_url: str) -> None:
+    if not assembler.finished:
+        raise errors.StreamError(
+            f"The stream from {base_url} ended before the model finished "
+            f"({assembler.yielded} chunks received, no finish_reason)",
+            chunks_received=assembler.yielded)
+
+
+def _as_maritaca_error(exc: Exception, base_url: str, yielded: int = 0) -> errors.MaritacaError:
+    if isinstance(exc, errors.MaritacaError):
+        return exc
+    if isinstance(exc, httpx.HTTPError):
+        error = _http.error_from_transport(exc, base_url)
+        if isinstance(error, errors.StreamError):
+            error.chunks_received = yielded
+        return error
+    return errors.StreamError("The API sent an event that is not valid JSON",
+                              detail=str(exc)[:200], chunks_received=yielded)
