@@ -88,7 +88,8 @@ class ChatMaritaca(BaseChatModel):
     api_key: SecretStr | None = Field(
         alias="api_key", default_factory=secret_from_env("MARITACA_API_KEY", default=None))
     base_url: str = Field(
-        alias="base_url", default_factory=from_env("MARITACA_BASE_URL", default=DEFAULT_BASE_URL))
+        alias="base_url", validate_default=True,
+        default_factory=from_env("MARITACA_BASE_URL", default=DEFAULT_BASE_URL))
     timeout: float | None = Field(default=60.0, alias="timeout")
     """Seconds to connect, and the longest wait for the next chunk of a stream."""
     max_retries: int = Field(default=2, ge=0)

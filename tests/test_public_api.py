@@ -1,0 +1,32 @@
+"""The public names are a promise: pin them."""
+
+import maritaca
+from maritaca import errors, models
+
+
+def test_maritaca_public_names():
+    assert sorted(maritaca.__all__) == sorted([
+        "DEFAULT_BASE_URL", "MODELS", "ChatMaritaca", "MaritacaError", "ModelInfo",
+        "aclose_clients", "close_clients", "get_model_info"])
+    for name in maritaca.__all__:
+        assert hasattr(maritaca, name)
+
+
+def test_error_names():
+    assert sorted(errors.__all__) == sorted([
+        "AuthenticationError", "BadRequestError", "ConnectionError", "ContextTooLongError",
+        "MaritacaError", "PermissionDeniedError", "RateLimitError", "ServerError",
+        "StreamError", "TimeoutError"])
+
+
+def test_catalogue_prices_and_aliases():
+    assert models.get_model_info("sabia-4").output_price == 20.00
+    assert models.get_model_info("sabia-4-2026-01-06").name == "sabia-4"
+    assert models.get_model_info("sabiazim-4").name == "sabiazinho-4"
+    assert models.get_model_info("sabia-4-thinking").output_price == 40.00
+    br = models.get_model_info("sabiazinho-4-br-sp")
+    assert br is not None and br.input_price == 1.30
+    assert all(m.context_length == 128_000 and m.max_output_tokens == 32_000
+               for m in models.MODELS.values())
+    assert models.get_model_info("sabia-3") is None  # retired: passed through, not listed
+    assert models.get_model_info("sabiazinho-4").cost_brl(1_000_000, 1_000_000, 500_000) == 4.625
