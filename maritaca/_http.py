@@ -109,7 +109,8 @@ def _detail(body: bytes) -> str | None:
     except ValueError:
         return text[:500]
     if isinstance(data, Mapping):
-        inner = data.get("error") if isinstance(data.get("error"), Mapping) else data
+        error = data.get("error")
+        inner: Mapping[str, Any] = error if isinstance(error, Mapping) else data
         for key in ("detail", "message", "error"):
             value = inner.get(key)
             if value:

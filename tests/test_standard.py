@@ -64,11 +64,12 @@ class TestChatMaritacaIntegration(ChatModelIntegrationTests):
     emulator: MaritacaEmulator | None = None
 
     @pytest.fixture(scope="class", autouse=True)
-    def _emulator(self):
+    @classmethod
+    def _emulator(cls):
         with MaritacaEmulator(reply_tokens=20) as emu:
-            type(self).emulator = emu
+            cls.emulator = emu
             yield emu
-        type(self).emulator = None
+        cls.emulator = None
 
     @property
     def chat_model_class(self) -> type[ChatMaritaca]:

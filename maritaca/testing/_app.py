@@ -146,7 +146,7 @@ class EmulatorApp:
 
     async def _chat(self, rec: RecordedRequest, body: Any, scope: Scope, receive: Receive,
                     send: Send) -> None:
-        scenario, _fault = self.state.next_scenario()
+        scenario = self.state.next_scenario()
         if scenario is not None and scenario.name in ERROR_SCENARIOS:
             rec.scenario = scenario.name
             await self._error(rec, scope, send, scenario)
@@ -279,7 +279,7 @@ class EmulatorApp:
                                       "function": {"name": tc.name, "arguments": tc.arguments}}]
             choices.append({"index": i, "message": msg, "logprobs": None,
                             "finish_reason": r.finish_reason})
-            call.rec.chunks_sent += r.completion_tokens
+            call.rec.chunks_sent += len(r.tool_call.fragments if r.tool_call else r.fragments)
         out = {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
         call.completed = True
         await self._json(call.rec, scope, call.send, out)

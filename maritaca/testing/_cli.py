@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from ._app import EmulatorApp
 from ._runner import ServerThread
@@ -37,11 +38,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated fault names, or a JSON list of Scenario dicts")
     p.add_argument("--model-name-suffix", default="-2026-01-06")
     p.add_argument("--first-delta-content", choices=sorted(_FIRST), default="alternate")
+    p.add_argument("--max-records", type=int, default=100_000,
+                   help="records kept for GET /_emulator/requests (oldest dropped)")
     return p
 
 
 def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
-    extra = {}
+    extra: dict[str, Any] = {}
     if ns.faults is not None:
         if ns.faults.lstrip().startswith("["):
             extra["faults"] = tuple(Scenario.from_dict(d) for d in json.loads(ns.faults))
@@ -53,14 +56,15 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         first_token_delay=ns.first_token_delay, fault_rate=ns.fault_rate,
         fault_seed=ns.fault_seed, model_name_suffix=ns.model_name_suffix,
         first_delta_content=_FIRST[ns.first_delta_content],  # type: ignore[arg-type]
-        **extra,  # type: ignore[arg-type]
+        max_records=ns.max_records,
+        **extra,
     )
 
 
 def argv_from_config(cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> list[str]:
     """The command-line options that rebuild ``cfg`` in a child process."""
     argv = ["--host", host, "--port", str(port),
-            "--reply-tokens", str(cfg.reply_tokens),
+            "--reply-tokens", str(cfg.reply_tokens), "--max-records", str(cfg.max_records),
             "--token-delay", repr(cfg.token_delay),
             "--first-token-delay", repr(cfg.first_token_delay),
             "--fault-rate", repr(cfg.fault_rate), "--fault-seed", str(cfg.fault_seed),

@@ -59,7 +59,11 @@ class MaritacaEmulator(_ContextManagers):
     (names or :class:`Scenario` objects), drawn from an RNG seeded with ``fault_seed``;
     ``model_name_suffix`` is appended to the model name the server reports (a dated
     name is kept); ``first_delta_content`` is the first delta's content, ``""``,
-    ``None`` or ``"alternate"`` (``""`` on even streams, ``null`` on odd ones).
+    ``None`` or ``"alternate"`` (``""`` on even streams, ``null`` on odd ones);
+    ``max_records`` bounds the records kept (oldest dropped first) for long soak runs.
+
+    Non-streaming answers wait as long as the stream would take
+    (``first_token_delay + tokens * token_delay``) before responding.
     """
 
     def __init__(
@@ -76,12 +80,13 @@ class MaritacaEmulator(_ContextManagers):
         host: str = "127.0.0.1",
         port: int = 0,
         first_delta_content: FirstDelta = "alternate",
+        max_records: int = 100_000,
     ) -> None:
         self.config = EmulatorConfig(
             api_key=api_key, reply=reply, reply_tokens=reply_tokens, token_delay=token_delay,
             first_token_delay=first_token_delay, fault_rate=fault_rate, fault_seed=fault_seed,
             faults=tuple(faults), model_name_suffix=model_name_suffix,
-            first_delta_content=first_delta_content,
+            first_delta_content=first_delta_content, max_records=max_records,
         )
         self._state = EmulatorState(self.config)
         self.app = EmulatorApp(self._state)
@@ -123,7 +128,11 @@ class MaritacaEmulator(_ContextManagers):
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every API request so far, in arrival order (live objects)."""
+        """API requests (``/chat/completions``, ``/models``) so far, in arrival order.
+
+        Live objects: their ``chunks_sent``/``finished_at``/disconnect fields update while
+        the response runs.
+        """
         return self._state.requests()
 
     def enqueue(self, *scenarios: Scenario) -> None:
@@ -159,7 +168,11 @@ class SubprocessEmulator(_ContextManagers):
 
     def start(self) -> None:
         self._proc, self._base_url = spawn(self._argv)
-        self._client = httpx.Client(base_url=self._base_url + "/_emulator", timeout=30)
+        try:
+            self._client = httpx.Client(base_url=self._base_url + "/_emulator", timeout=30)
+        except BaseException:
+            self.stop()  # never leave the child behind when start fails half-way
+            raise
 
     def stop(self) -> None:
         if self._client is not None:

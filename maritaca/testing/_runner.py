@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -42,6 +43,15 @@ def closed_port_url() -> str:
         _reserved.append(sock)
         atexit.register(sock.close)
     return f"http://127.0.0.1:{_reserved[0].getsockname()[1]}"
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 class ServerThread:
@@ -70,6 +80,8 @@ class ServerThread:
     def start(self, timeout: float = 10.0) -> None:
         if self._thread is not None:
             raise RuntimeError("the emulator is already started")
+        self._ready.clear()
+        self._error = None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -77,9 +89,8 @@ class ServerThread:
         self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
                                         name=f"maritaca-emulator-{self.port}")
         self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError("the emulator did not start in time")
-        if self._error is not None:
+        if not self._ready.wait(timeout) or self._error is not None:
+            self.stop(timeout=1.0)
             raise RuntimeError("the emulator failed to start") from self._error
 
     def stop(self, timeout: float = 3.0) -> None:
@@ -94,7 +105,7 @@ class ServerThread:
 
     def _run(self, sock: socket.socket) -> None:
         try:
-            with asyncio.Runner(loop_factory=self.config.get_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(self._serve(sock))
         except BaseException as exc:  # report to start(), never crash the host process
             self._error = exc
@@ -106,7 +117,8 @@ class ServerThread:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         server = uvicorn.Server(self.config)
-        self.config.load()
+        if not self.config.loaded:
+            self.config.load()
         server.lifespan = self.config.lifespan_class(self.config)
         await server.startup(sockets=[sock])
         self._ready.set()

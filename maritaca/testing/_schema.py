@@ -31,7 +31,7 @@ _FORMATS = {
 def sample_json(schema: Mapping[str, Any] | bool) -> Any:
     """A deterministic value valid against ``schema``.
 
-    >>> sample_json({"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}},
+    >>> sample_json({"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}},
     ...              "required": ["n"]})
     {'n': 3}
     """
@@ -190,8 +190,8 @@ def _number(schema: Mapping[str, Any], variant: int) -> float | int:
     mult: Any = schema.get("multipleOf")
     if _num(mult) and float(mult).is_integer():
         return _integer({**schema, "multipleOf": int(mult)}, variant)
-    low = schema.get("minimum", -math.inf)
-    high = schema.get("maximum", math.inf)
+    low: float = schema.get("minimum", -math.inf)
+    high: float = schema.get("maximum", math.inf)
     ex_low = schema.get("exclusiveMinimum") if _num(schema.get("exclusiveMinimum")) else None
     ex_high = schema.get("exclusiveMaximum") if _num(schema.get("exclusiveMaximum")) else None
     if ex_low is not None:
@@ -204,7 +204,8 @@ def _number(schema: Mapping[str, Any], variant: int) -> float | int:
         if low <= 0 <= high and 0 not in excluded:
             return 0
         k = math.floor(low / mult) + 1 if math.isfinite(low) else math.ceil(high / mult) - 1
-        return k * mult
+        step: float = k * mult
+        return step
     if low <= value <= high and value not in excluded:
         return value
     if math.isfinite(low) and math.isfinite(high):

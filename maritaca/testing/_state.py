@@ -39,6 +39,7 @@ class EmulatorConfig:
     faults: tuple[str | Scenario, ...] = FAULTS
     model_name_suffix: str = "-2026-01-06"
     first_delta_content: FirstDelta = "alternate"
+    max_records: int = 100_000
     fault_scenarios: tuple[Scenario, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +62,7 @@ class EmulatorState:
         self.config = config
         self._lock = threading.Lock()
         self._queue: deque[Scenario] = deque()
-        self._records: list[RecordedRequest] = []
+        self._records: deque[RecordedRequest] = deque(maxlen=config.max_records)
         self._prefixes: set[bytes] = set()
         self._rng = random.Random(config.fault_seed)
         self._streams = 0
@@ -93,15 +94,15 @@ class EmulatorState:
         with self._lock:
             self._records.append(rec)
 
-    def next_scenario(self) -> tuple[Scenario | None, bool]:
-        """The queued scenario, else maybe a random fault; and whether it was a fault."""
+    def next_scenario(self) -> Scenario | None:
+        """The next queued scenario, else (with ``fault_rate``) maybe a random fault."""
         with self._lock:
             if self._queue:
-                return self._queue.popleft(), False
+                return self._queue.popleft()
             rate = self.config.fault_rate
             if rate and self._rng.random() < rate:
-                return self._rng.choice(self.config.fault_scenarios), True
-        return None, False
+                return self._rng.choice(self.config.fault_scenarios)
+        return None
 
     def next_stream_index(self) -> int:
         with self._lock:

@@ -78,8 +78,12 @@ def validate(body: Any) -> tuple[int, str] | None:
     if (body.get("n") or 1) > 1 and body.get("stream"):
         return 400, "n>1 is not supported with stream"
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str | list):
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
         return 422, "stop: expected a string or a list of strings"
+    for name in ("stream_options", "response_format"):
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            return 422, f"{name}: expected an object"
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list) or not all(
@@ -109,9 +113,9 @@ def validate(body: Any) -> tuple[int, str] | None:
 
 def _find_tool(tools: Sequence[Any], name: str) -> Mapping[str, Any] | None:
     for tool in tools:
-        fn = tool.get("function") or {}
+        fn: Mapping[str, Any] = tool.get("function") or {}
         if fn.get("name") == name:
-            return fn  # type: ignore[no-any-return]
+            return fn
     return None
 
 
@@ -122,7 +126,8 @@ def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     if not tools:
         return None
     if choice == "required":
-        return tools[0].get("function") or {}  # type: ignore[no-any-return]
+        first: Mapping[str, Any] = tools[0].get("function") or {}
+        return first
     if isinstance(choice, dict):
         return _find_tool(tools, choice["function"]["name"])
     return None
