@@ -104,14 +104,17 @@ def count_stream(model: Any) -> int:
     return sum(1 for chunk in model.stream(PROMPT) if chunk.content)
 
 
-def cpu_per_chunk(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    best = float("inf")
-    n = 0
-    for _ in range(repeat):
+def timed(fn: Callable[[], int]) -> Callable[[], tuple[float, int]]:
+    """One run of ``fn``: (CPU seconds, content chunks), after a full collection so every
+    contender starts from the same heap."""
+
+    def run() -> tuple[float, int]:
+        gc.collect()
         start = time.process_time()
         n = fn()
-        best = min(best, (time.process_time() - start) / max(n, 1))
-    return best * 1e6, n
+        return time.process_time() - start, n
+
+    return run
 
 
 def first_token_ms(stream_fn: Callable[[], Iterator[Any]], trials: int) -> float:
@@ -139,43 +142,45 @@ def main() -> None:
 
     with MaritacaEmulator.subprocess(reply_tokens=args.chunks, first_delta_content="") as emu:
         key, base, model = emu.api_key, emu.base_url, "sabia-4"
-        ours = ChatMaritaca(base_url=base, api_key=key, model=model, max_retries=0)
-        floor = PrebuiltChunks()
-        results: dict[str, tuple[float, int]] = {}
-        results["raw httpx (floor)"] = cpu_per_chunk(lambda: raw_httpx(base, key, model),
-                                                     args.repeat)
-
-        def framework_floor() -> int:
-            floor.chunks = [ChatGenerationChunk(message=AIMessageChunk(content=f" palavra{i}"))
-                            for i in range(args.chunks)]
-            start = time.process_time()
-            n = count_stream(floor)
-            # report only the streaming part: undo the build time by timing separately
-            framework_floor.elapsed = time.process_time() - start  # type: ignore[attr-defined]
-            return n
-
-        best = float("inf")
-        for _ in range(args.repeat):
-            n = framework_floor()
-            best = min(best, framework_floor.elapsed / n)  # type: ignore[attr-defined]
-        results["framework floor"] = (best * 1e6, n)
-        built = BuiltPerChunk(n=args.chunks)
-        results["floor + building chunks"] = cpu_per_chunk(lambda: count_stream(built),
-                                                           args.repeat)
-        results["ChatMaritaca (ours)"] = cpu_per_chunk(lambda: count_stream(ours), args.repeat)
-
+        from langchain_maritaca import ChatMaritaca as PeerMaritaca
         from langchain_openai import ChatOpenAI
 
+        ours = ChatMaritaca(base_url=base, api_key=key, model=model, max_retries=0)
         openai_model = ChatOpenAI(base_url=base, api_key=key, model=model, max_retries=0)
-        results["ChatOpenAI"] = cpu_per_chunk(lambda: count_stream(openai_model), args.repeat)
-        try:
-            from langchain_maritaca import ChatMaritaca as PeerMaritaca
+        peer = PeerMaritaca(base_url=base, api_key=key, model=model)
+        floor, built = PrebuiltChunks(), BuiltPerChunk(n=args.chunks)
+        loop = asyncio.new_event_loop()  # one loop: ChatOpenAI's async client is tied to it
 
-            peer = PeerMaritaca(base_url=base, api_key=key, model=model)
-            results["langchain-maritaca 0.4.1"] = cpu_per_chunk(lambda: count_stream(peer),
-                                                                args.repeat)
-        except Exception as exc:  # noqa: BLE001 - report the peer's failure, keep the run
-            print(f"langchain-maritaca failed: {type(exc).__name__}: {exc}")
+        def framework_floor() -> tuple[float, int]:
+            floor.chunks = [ChatGenerationChunk(message=AIMessageChunk(content=f" palavra{i}"))
+                            for i in range(args.chunks)]  # built before the clock starts
+            return timed(lambda: count_stream(floor))()
+
+        def astream_count(chat: Any) -> int:
+            async def run() -> int:
+                return sum([1 async for chunk in chat.astream(PROMPT) if chunk.content])
+
+            return loop.run_until_complete(run())
+
+        contenders: dict[str, Callable[[], tuple[float, int]]] = {
+            "raw httpx (floor)": timed(lambda: raw_httpx(base, key, model)),
+            "framework floor": framework_floor,
+            "floor + building chunks": timed(lambda: count_stream(built)),
+            "ChatMaritaca (ours)": timed(lambda: count_stream(ours)),
+            "ChatOpenAI": timed(lambda: count_stream(openai_model)),
+            "langchain-maritaca 0.4.1": timed(lambda: count_stream(peer)),
+            "ChatMaritaca astream": timed(lambda: astream_count(ours)),
+            "ChatOpenAI astream": timed(lambda: astream_count(openai_model)),
+        }
+        best: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for _ in range(args.repeat):  # round robin, so drift hits everyone alike
+            for name, run in contenders.items():
+                seconds, n = run()
+                counts[name] = n
+                best[name] = min(best.get(name, float("inf")), seconds / max(n, 1))
+        loop.close()
+        results = {name: (best[name] * 1e6, counts[name]) for name in contenders}
 
         floors = results["raw httpx (floor)"][0] + results["framework floor"][0]
         print(f"\nCPU per streamed chunk ({args.chunks} chunks, best of {args.repeat})")
@@ -193,16 +198,21 @@ def main() -> None:
 
         # Diagnostic: the same three with the cyclic GC paused, to separate allocation
         # cost from collection cost (the framework keeps every chunk until the end).
-        gc.collect()
-        gc.disable()
-        try:
-            raw = cpu_per_chunk(lambda: raw_httpx(base, key, model), args.repeat)[0]
-            floor.chunks = [ChatGenerationChunk(message=AIMessageChunk(content=f" p{i}"))
-                            for i in range(args.chunks)]
-            fw = cpu_per_chunk(lambda: count_stream(floor), args.repeat)[0]
-            ours_nogc = cpu_per_chunk(lambda: count_stream(ours), args.repeat)[0]
-        finally:
-            gc.enable()
+        paused: dict[str, float] = {}
+        for _ in range(args.repeat):
+            for name in ("raw httpx (floor)", "framework floor", "ChatMaritaca (ours)"):
+                if name == "framework floor":
+                    floor.chunks = [ChatGenerationChunk(message=AIMessageChunk(content=f" p{i}"))
+                                    for i in range(args.chunks)]
+                gc.collect()
+                gc.disable()
+                try:
+                    seconds, n = contenders[name]() if name != "framework floor" else (
+                        timed(lambda: count_stream(floor))())
+                finally:
+                    gc.enable()
+                paused[name] = min(paused.get(name, float("inf")), seconds / n * 1e6)
+        raw, fw, ours_nogc = paused.values()
         print(f"GC paused: raw {raw:.1f}, framework floor {fw:.1f}, ours {ours_nogc:.1f} "
               f"µs/chunk -> ours / floors = {ours_nogc / (raw + fw):.2f}")
 
