@@ -9,6 +9,7 @@ The API key is sent per request, never kept in the pool.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import email.utils
 import json
 import random
@@ -69,6 +70,9 @@ def close_clients() -> None:
         _sync.clear()
     for client in clients:
         client.close()
+
+
+atexit.register(close_clients)
 
 
 async def aclose_clients() -> None:

@@ -170,8 +170,9 @@ def completion_to_result(body: Mapping[str, Any]) -> ChatResult:
     for choice in body.get("choices") or []:
         raw = choice.get("message") or {}
         calls, invalid = _parse_tool_calls(raw.get("tool_calls") or [])
-        metadata = {"model_name": body.get("model"), "finish_reason": choice.get("finish_reason"),
-                    "id": body.get("id"), "model_provider": PROVIDER}
+        metadata = {"model_name": body.get("model"), "model": body.get("model"),
+                    "finish_reason": choice.get("finish_reason"), "id": body.get("id"),
+                    "model_provider": PROVIDER}
         message = AIMessage(content=raw.get("content") or "", tool_calls=calls,
                             invalid_tool_calls=invalid, usage_metadata=usage,
                             response_metadata=metadata)
@@ -310,8 +311,10 @@ class StreamAssembler:
 
     def last_chunk(self) -> ChatGenerationChunk:
         """The closing chunk: finish reason, server model name, id, and usage, once."""
-        metadata: dict[str, Any] = {"model_name": self.model, "finish_reason": self.finish_reason,
-                                    "id": self.id, "model_provider": PROVIDER}
+        # "model" repeats "model_name" for the streaming guide's tip 2 (.get("model"))
+        metadata: dict[str, Any] = {"model_name": self.model, "model": self.model,
+                                    "finish_reason": self.finish_reason, "id": self.id,
+                                    "model_provider": PROVIDER}
         if self.v1:
             metadata["output_version"] = "v1"
         message = AIMessageChunk(content="", usage_metadata=self.usage,

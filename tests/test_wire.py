@@ -104,6 +104,7 @@ def test_stream_assembler_text_then_metadata_once():
     assert last.chunk_position == "last"
     assert last.response_metadata["finish_reason"] == "stop"
     assert last.response_metadata["model_name"] == "sabia-4-2026-01-06"
+    assert last.response_metadata["model"] == "sabia-4-2026-01-06"  # the guide's tip 2 key
     assert last.response_metadata["id"] == "chatcmpl-1"
     assert last.usage_metadata["total_tokens"] == 5
 
