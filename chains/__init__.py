@@ -1,0 +1,34 @@
+"""LCEL chain templates on ChatMaritaca: story, question answering, summarising.
+
+    from chains import story_chain
+    for chunk in story_chain.stream({"topic": "Brasil"}):
+        print(chunk, end="", flush=True)
+
+Each module-level chain uses ``ChatMaritaca()`` (key from ``MARITACA_API_KEY``); build
+one on another model with ``build_story_chain(model=...)`` and friends, or change the
+model per call with ``with_config(configurable={"model": "sabiazinho-4"})``.
+"""
+
+from .qa import QAInput, build_qa_chain
+from .registry import CHAINS, ChainSpec, build_chains
+from .story import StoryInput, build_story_chain
+from .summarize import SummarizeInput, build_summarize_chain
+
+story_chain = build_story_chain()
+qa_chain = build_qa_chain()
+summarize_chain = build_summarize_chain()
+
+__all__ = [
+    "CHAINS",
+    "ChainSpec",
+    "QAInput",
+    "StoryInput",
+    "SummarizeInput",
+    "build_chains",
+    "build_qa_chain",
+    "build_story_chain",
+    "build_summarize_chain",
+    "qa_chain",
+    "story_chain",
+    "summarize_chain",
+]

@@ -1,0 +1,26 @@
+"""A string output parser that parses each chunk inline.
+
+langchain-core's ``StrOutputParser`` sends every streamed chunk through
+``run_in_executor`` in its async path: a thread-pool hop per token, the largest single
+cost of relaying a chunk through LangServe (DESIGN.md). Taking a chunk's text is cheap
+enough to do on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers import StrOutputParser
+
+
+class InlineStrOutputParser(StrOutputParser):
+    """``StrOutputParser`` with the same output, parsed on the event loop."""
+
+    def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[str]:
+        for chunk in input:
+            yield chunk.text if isinstance(chunk, BaseMessage) else chunk
+
+    async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[str]:
+        async for chunk in input:
+            yield chunk.text if isinstance(chunk, BaseMessage) else chunk
