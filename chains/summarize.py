@@ -58,6 +58,12 @@ def _context_tokens(model: BaseChatModel | None) -> int:
     return info.context_length if info else DEFAULT_CONTEXT_TOKENS
 
 
+async def _limited(gate: asyncio.Semaphore, chain: Runnable[Any, str], value: dict[str, str],
+                   config: RunnableConfig) -> str:
+    async with gate:
+        return await chain.ainvoke(value, config)
+
+
 def build_summarize_chain(model: BaseChatModel | None = None, *,
                           context_tokens: int | None = None) -> Runnable[Any, str]:
     """Summarise ``SummarizeInput``; texts over the model's context go map-reduce.
@@ -85,15 +91,9 @@ def build_summarize_chain(model: BaseChatModel | None = None, *,
         while len(values["text"]) > budget_chars:
             parts = splitter.split_text(values["text"])
             yield f"> Texto longo: resumindo {len(parts)} partes…\n"
-            partials: list[str] = [""] * len(parts)
             gate = asyncio.Semaphore(MAP_CONCURRENCY)
-
-            async def summarise_part(i: int, part: str) -> int:
-                async with gate:
-                    partials[i] = await mapper.ainvoke({**values, "text": part}, config)
-                return i
-
-            tasks = [asyncio.ensure_future(summarise_part(i, p)) for i, p in enumerate(parts)]
+            tasks = [asyncio.ensure_future(_limited(gate, mapper, {**values, "text": part}, config))
+                     for part in parts]
             try:
                 for done, finished in enumerate(asyncio.as_completed(tasks), start=1):
                     await finished
@@ -101,7 +101,7 @@ def build_summarize_chain(model: BaseChatModel | None = None, *,
             finally:  # a cancelled run (client gone) stops every part at once
                 for task in tasks:
                     task.cancel()
-            values = {**values, "text": "\n\n".join(partials)}
+            values = {**values, "text": "\n\n".join(task.result() for task in tasks)}
             yield "\n"
         async for chunk in direct.astream(values, config):
             yield chunk
