@@ -15,12 +15,17 @@ from langchain_core.output_parsers import StrOutputParser
 
 
 class InlineStrOutputParser(StrOutputParser):
-    """``StrOutputParser`` with the same output, parsed on the event loop."""
+    """``StrOutputParser`` with the same text, parsed on the event loop; empty chunks
+    (e.g. the model's closing metadata chunk) are not passed on."""
 
     def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[str]:
         for chunk in input:
-            yield chunk.text if isinstance(chunk, BaseMessage) else chunk
+            text = chunk.text if isinstance(chunk, BaseMessage) else chunk
+            if text:
+                yield text
 
     async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[str]:
         async for chunk in input:
-            yield chunk.text if isinstance(chunk, BaseMessage) else chunk
+            text = chunk.text if isinstance(chunk, BaseMessage) else chunk
+            if text:
+                yield text

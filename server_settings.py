@@ -1,0 +1,90 @@
+"""Server settings: the one place that reads the environment (and ``.env``).
+
+    MARITACA_API_KEY        key for Maritaca's API; without it the embedded model serves
+    MARITACA_BASE_URL       API base URL (default https://chat.maritaca.ai/api)
+    MARITACA_BACKEND        auto | local | maritaca  (auto: key -> maritaca, else local)
+    MARITACA_MODEL          default model of every chain (default sabia-4)
+    MARITACA_CHAINS_HOST / _PORT             where to listen (127.0.0.1:8000)
+    MARITACA_CHAINS_API_KEYS                 comma-separated keys clients must send
+    MARITACA_CHAINS_ALLOW_PUBLIC             serve a non-loopback host without keys
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from maritaca import DEFAULT_BASE_URL
+from maritaca.models import DEFAULT_MODEL
+
+
+class Backend(StrEnum):
+    """Which model serves the chains."""
+
+    MARITACA = "maritaca"
+    LOCAL = "local"
+
+
+class BackendChoice(StrEnum):
+    AUTO = "auto"
+    MARITACA = "maritaca"
+    LOCAL = "local"
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server can be told, from the environment, ``.env`` or flags."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, validation_alias="MARITACA_API_KEY")
+    base_url: str = Field(default=DEFAULT_BASE_URL, validation_alias="MARITACA_BASE_URL")
+    backend: BackendChoice = Field(default=BackendChoice.AUTO, validation_alias="MARITACA_BACKEND")
+    model: str = Field(default=DEFAULT_MODEL, validation_alias="MARITACA_MODEL")
+    host: str = Field(default="127.0.0.1",
+                      validation_alias=AliasChoices("MARITACA_CHAINS_HOST", "host"))
+    port: int = Field(default=8000, ge=0, le=65535,
+                      validation_alias=AliasChoices("MARITACA_CHAINS_PORT", "port"))
+    access_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias="MARITACA_CHAINS_API_KEYS")
+    allow_public: bool = Field(default=False, validation_alias="MARITACA_CHAINS_ALLOW_PUBLIC")
+    log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
+
+    @field_validator("access_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def backend_in_use(self) -> Backend:
+        return choose_backend(self.backend, has_key=self.api_key is not None)
+
+    def check_exposure(self) -> None:
+        """Refuse to serve a non-loopback address without access keys, unless allowed."""
+        if is_loopback(self.host) or self.access_keys or self.allow_public:
+            return
+        raise ValueError(
+            f"Refusing to listen on {self.host} without access keys: anyone who can reach it "
+            f"could spend your Maritaca credits. Set MARITACA_CHAINS_API_KEYS (clients then "
+            f"send X-API-Key), or MARITACA_CHAINS_ALLOW_PUBLIC=true behind your own auth.")
+
+
+def choose_backend(choice: BackendChoice, *, has_key: bool) -> Backend:
+    """auto: the real API when a key is set, else the embedded model; or as forced."""
+    if choice is BackendChoice.AUTO:
+        return Backend.MARITACA if has_key else Backend.LOCAL
+    return Backend(choice.value)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
