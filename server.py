@@ -27,11 +27,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from langchain_core.callbacks import AsyncCallbackHandler
 from langserve import add_routes
+from pydantic import ValidationError
 
 from chains import CHAINS, build_chains
 from chains._model import CONFIGURABLE_KEYS
 from maritaca import ChatMaritaca, errors, local
-from maritaca._child_process import free_port
 from server_settings import Backend, ServerSettings, is_loopback
 
 logger = logging.getLogger("maritaca_chains.server")
@@ -155,6 +155,19 @@ def access_guard(settings: ServerSettings) -> Callable[[Request], None]:
     return guard
 
 
+def _check_configurable(configurable: dict[str, Any]) -> None:
+    if refused := sorted(set(configurable) - CONFIGURABLE_KEYS):
+        raise HTTPException(422, f"config.configurable may only set "
+                                 f"{sorted(CONFIGURABLE_KEYS)}; refused: {refused}")
+    temperature = configurable.get("temperature")
+    if temperature is not None and not (isinstance(temperature, int | float)
+                                        and 0 <= temperature <= 2):
+        raise HTTPException(422, "config.configurable.temperature must be 0 to 2")
+    max_tokens = configurable.get("max_tokens")
+    if max_tokens is not None and not (isinstance(max_tokens, int) and 1 <= max_tokens <= 32_000):
+        raise HTTPException(422, "config.configurable.max_tokens must be 1 to 32000")
+
+
 async def _check_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
     """LangServe's per-request hook: refuse unknown ``configurable`` keys (api_key,
     base_url...) and out-of-range values; record the run's error for the middleware."""
@@ -163,20 +176,10 @@ async def _check_config(config: dict[str, Any], request: Request) -> dict[str, A
             body = await request.json()
         except ValueError:
             body = {}
-        configurable = (body.get("config") or {}).get("configurable") if isinstance(body, dict) \
-            else None
-        if isinstance(configurable, dict):
-            if refused := sorted(set(configurable) - CONFIGURABLE_KEYS):
-                raise HTTPException(422, f"config.configurable may only set "
-                                         f"{sorted(CONFIGURABLE_KEYS)}; refused: {refused}")
-            temperature = configurable.get("temperature")
-            if temperature is not None and not (isinstance(temperature, int | float)
-                                                and 0 <= temperature <= 2):
-                raise HTTPException(422, "config.configurable.temperature must be 0 to 2")
-            max_tokens = configurable.get("max_tokens")
-            if max_tokens is not None and not (isinstance(max_tokens, int)
-                                               and 1 <= max_tokens <= 32_000):
-                raise HTTPException(422, "config.configurable.max_tokens must be 1 to 32000")
+        configs = body.get("config") if isinstance(body, dict) else None
+        for one in configs if isinstance(configs, list) else [configs]:
+            if isinstance(one, dict) and isinstance(one.get("configurable"), dict):
+                _check_configurable(one["configurable"])
     box = request.scope.get("state", {}).get("error_box")
     if box is not None:
         config["callbacks"] = [*(config.get("callbacks") or []), _RecordRunError(box)]
@@ -195,7 +198,7 @@ def create_app(settings: ServerSettings | None = None, *,
     if model is not None:
         backend_name = "custom"
     elif settings.backend_in_use is Backend.LOCAL:
-        backend = local.LocalBackend(port=free_port())
+        backend = local.LocalBackend()
         model = ChatMaritaca(base_url=backend.base_url, model=local.MODEL_NAME)
         backend_name, context_tokens = "local", backend.n_ctx
     else:
@@ -244,6 +247,13 @@ def create_app(settings: ServerSettings | None = None, *,
                              **({"retry_after": payload["retry_after"]}
                                 if "retry_after" in payload else {})},
                             status_code=payload["status_code"], headers=headers)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_input(request: Request, exc: ValidationError) -> JSONResponse:
+        # LangServe's /batch validates its inputs without catching the error (a 500)
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors(include_url=False)]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:

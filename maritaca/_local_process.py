@@ -127,17 +127,20 @@ def spawn(args: Sequence[str], *, log: IO[bytes], name: str) -> subprocess.Popen
     return box["proc"]  # type: ignore[no-any-return]
 
 
-def log_tail(path: pathlib.Path | None, lines: int = 15) -> str:
-    """The last ``lines`` lines of the child's log, without argparse's long usage text."""
+def log_tail(path: pathlib.Path | None, offset: int = 0, lines: int = 15) -> str:
+    """The last ``lines`` lines of the child's log from byte ``offset`` on, without
+    argparse's long usage text (the reason for a bad argument comes before it)."""
     if path is None:
         return ""
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            kept: deque[str] = deque(maxlen=400)
-            for line in f:
-                if line.startswith("usage: "):  # a bad argument: the reason comes before
-                    break
-                kept.append(line.rstrip("\n"))
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(list(kept)[-lines:])
+    kept: deque[str] = deque(maxlen=lines)
+    for line in text.splitlines():
+        if line.startswith("usage: "):
+            break
+        kept.append(line)
+    return "\n".join(kept)

@@ -41,6 +41,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from . import _http, errors
 from ._sse import SSEDecoder
+from ._upstream import UpstreamStream
 from ._wire import (
     StreamAssembler,
     completion_to_result,
@@ -309,13 +310,14 @@ class ChatMaritaca(BaseChatModel):
         while True:
             assembler = StreamAssembler(output_version_v1=v1)
             try:
-                async with client.stream("POST", url, content=body, headers=headers) as response:
-                    if response.status_code >= 400:
-                        raise self._error_for(response, await response.aread())
+                upstream = UpstreamStream(
+                    client, client.build_request("POST", url, content=body, headers=headers),
+                    self._error_for)
+                try:
                     decoder = SSEDecoder()
-                    loads, feed = orjson.loads, assembler.feed
+                    loads, feed, next_block = orjson.loads, assembler.feed, upstream.next_block
                     done = False
-                    async for raw in response.aiter_bytes():
+                    while not done and (raw := await next_block()) is not None:
                         for data in decoder.feed(raw):
                             if data == _DONE:
                                 done = True
@@ -325,9 +327,9 @@ class ChatMaritaca(BaseChatModel):
                                 if run_manager:
                                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                                 yield chunk
-                        if done:
-                            break
                     _check_complete(assembler, self.base_url)
+                finally:
+                    upstream.close()
                 yield assembler.last_chunk()
                 return
             except (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError) as exc:

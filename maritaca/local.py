@@ -114,7 +114,7 @@ class LocalBackend:
     ``port=None`` picks a free port at start. ``n_threads=None`` leaves the server's own
     default. The child's output goes to ``log_file`` (appended) or to a temporary file that
     ``stop()`` removes; ``log_path`` says which. ``base_url`` ends in ``/v1``: give it to
-    ``ChatMaritaca(base_url=...)``, which appends ``/chat/completions``.
+    ``ChatMaritaca(base_url=...)``, which appends ``/chat/completions``::
 
         with LocalBackend() as backend:
             httpx.get(f"{backend.base_url}/models").json()
@@ -135,6 +135,7 @@ class LocalBackend:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: pathlib.Path | None = None
         self._log_is_temp = False
+        self._log_offset = 0
         self._deadline = 0.0
         self._lock = threading.RLock()
 
@@ -168,7 +169,7 @@ class LocalBackend:
         """Where the server's output goes (set at ``start()``)."""
         return self._log_path
 
-    def command(self, port: int) -> list[str]:
+    def _command(self, port: int) -> list[str]:
         """The server's command line for ``port``."""
         args = [sys.executable, "-m", "llama_cpp.server",
                 "--model", str(model_file()), "--model_alias", MODEL_NAME,
@@ -230,7 +231,7 @@ class LocalBackend:
             if not is_installed():
                 raise LocalBackendError(f"The local backend is not installed. {_INSTALL_HINT}.")
             port = self._requested_port or _local_process.free_port(self.host)
-            args = self.command(port)
+            args = self._command(port)
             log = self._open_log()
             try:
                 self._proc = _local_process.spawn(args, log=log, name=f"maritaca-local-{port}")
@@ -261,7 +262,7 @@ class LocalBackend:
         if proc is None:
             raise LocalBackendError("The local model server was stopped while starting.")
         if proc.poll() is not None:
-            tail = _local_process.log_tail(self._log_path)
+            tail = _local_process.log_tail(self._log_path, self._log_offset)
             if (self._requested_port is None and attempt == 1
                     and "address already in use" in tail.lower()):
                 self._forget_process()
@@ -278,7 +279,7 @@ class LocalBackend:
         if time.monotonic() > self._deadline:
             raise LocalBackendError(self._failure(
                 f"did not answer within {self.startup_timeout:g} s",
-                _local_process.log_tail(self._log_path)))
+                _local_process.log_tail(self._log_path, self._log_offset)))
         return False
 
     def _failure(self, what: str, tail: str) -> str:
@@ -292,10 +293,12 @@ class LocalBackend:
         if self.log_file is not None:
             self._log_path, self._log_is_temp = self.log_file, False
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            return self.log_file.open("ab")
-        log = tempfile.NamedTemporaryFile(prefix="maritaca-local-", suffix=".log", delete=False)
-        self._log_path, self._log_is_temp = pathlib.Path(log.name), True
-        return log
+            log = self.log_file.open("ab")
+            self._log_offset = log.tell()  # earlier runs' output is not this run's failure
+            return log
+        temp = tempfile.NamedTemporaryFile(prefix="maritaca-local-", suffix=".log", delete=False)
+        self._log_path, self._log_is_temp, self._log_offset = pathlib.Path(temp.name), True, 0
+        return temp
 
     def _cleanup_log(self) -> None:
         if self._log_is_temp and self._log_path is not None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import httpx
@@ -167,11 +168,12 @@ async def test_async_context_manager_and_default_routing(monkeypatch):
 
 
 @local_model
-def test_no_orphan_when_the_parent_is_killed():
-    code = textwrap.dedent("""
+def test_no_orphan_when_the_parent_is_killed(tmp_path):
+    # (a log of our own: a SIGKILLed parent cannot remove its temporary one)
+    code = textwrap.dedent(f"""
         import sys, time
         from maritaca.local import LocalBackend
-        backend = LocalBackend().start()
+        backend = LocalBackend(log_file={str(tmp_path / "llama.log")!r}).start()
         print(backend.pid, flush=True)
         time.sleep(60)
     """)
@@ -194,20 +196,22 @@ def test_no_orphan_when_the_parent_is_killed():
 
 @local_model
 def test_startup_failure_says_why(tmp_path, monkeypatch):
+    log = tmp_path / "llama.log"  # one log for both runs: each message shows its own run
     with pytest.raises(local.LocalBackendError, match="exited during start-up") as info:
-        local.LocalBackend(n_ctx=-5).start()
+        local.LocalBackend(n_ctx=-5, log_file=log).start()
     assert "n_ctx" in str(info.value) and "greater than or equal to 0" in str(info.value)
     assert "usage:" not in str(info.value)  # argparse's help text is cut off
 
     bogus = tmp_path / "not-a-model.gguf"
     bogus.write_bytes(b"this is not a gguf file")
     monkeypatch.setattr(local, "model_file", lambda: bogus)
-    log = tmp_path / "llama.log"
     backend = local.LocalBackend(log_file=log)
     with pytest.raises(local.LocalBackendError, match="exited during start-up") as info:
         backend.start()
-    assert "llama.log" in str(info.value) and log.stat().st_size > 0
-    assert not backend.running and backend.pid is None
+    assert "llama.log" in str(info.value)
+    assert f"Failed to load model from file: {bogus}" in str(info.value)
+    assert "n_ctx" not in str(info.value)
+    assert not backend.running and backend.pid is None and log.exists()
 
 
 @local_model
@@ -222,13 +226,33 @@ def test_startup_timeout_stops_the_child():
 def test_port_clash_is_retried_once(monkeypatch):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))  # bound, not listening: connect is refused, bind clashes
-    ports = [taken.getsockname()[1]]
+    given: list[int] = []
     real_free_port = _local_process.free_port
-    monkeypatch.setattr(_local_process, "free_port",
-                        lambda host: ports.pop() if ports else real_free_port(host))
+
+    def free_port(host: str) -> int:
+        given.append(real_free_port(host) if given else taken.getsockname()[1])
+        return given[-1]
+
+    monkeypatch.setattr(_local_process, "free_port", free_port)
     try:
         with local.LocalBackend() as backend:
-            assert backend.port != taken.getsockname()[1]
+            assert len(given) == 2 and backend.port == given[1] != given[0]
             assert httpx.get(f"{backend.base_url}/models", trust_env=False).status_code == 200
     finally:
         taken.close()
+
+
+@local_model
+def test_survives_the_thread_that_started_it():
+    # Linux sends the parent-death signal when the forking *thread* exits: start() from a
+    # short-lived thread (an anyio worker, asyncio.to_thread) must not doom the server.
+    backend = local.LocalBackend()
+    thread = threading.Thread(target=backend.start)
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(0.3)
+        assert backend.running
+        assert httpx.get(f"{backend.base_url}/models", trust_env=False).status_code == 200
+    finally:
+        backend.stop()

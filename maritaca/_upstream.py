@@ -1,0 +1,77 @@
+"""One streaming HTTP response read in its own task, for ChatMaritaca's ``_astream``.
+
+Why a task: langchain-core runs a model's ``_astream`` inside helper tasks, and when a
+LangServe client disconnects, sse-starlette's anyio task group re-cancels the run at
+every await. If those cancellations land inside httpcore's read, they also interrupt
+httpcore's close: the upstream connection stays open and Maritaca keeps generating
+(and billing) tokens nobody reads. Here the response lives in a task that only
+``close()`` cancels, exactly once, so httpcore's own shielded close runs to the end and
+the upstream sees the connection close at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+
+__all__ = ["UpstreamStream"]
+
+_END = object()
+# Readers finishing their close after the consumer left; kept here so they are not
+# garbage-collected mid-close.
+_closing: set[asyncio.Task[None]] = set()
+
+
+class UpstreamStream:
+    """Send ``request`` and hand over the response body as byte blocks.
+
+    ``error_for(response, body)`` turns a status >= 400 into the exception to raise.
+    Always ``close()`` it (it never awaits, so it is safe in a cancelled task's finally).
+    """
+
+    __slots__ = ("_queue", "_reader")
+
+    def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
+                 error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
+        # A few blocks of read-ahead; a slow consumer then slows the socket reads down.
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=16)
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(client, request, error_for))
+
+    async def _read(self, client: httpx.AsyncClient, request: httpx.Request,
+                    error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
+        put = self._queue.put
+        try:
+            response = await client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    raise error_for(response, await response.aread())
+                async for block in response.aiter_bytes():
+                    await put(block)
+            finally:
+                await response.aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which raises it
+            await put(exc)
+            return
+        await put(_END)
+
+    async def next_block(self) -> bytes | None:
+        """The next block of the body, or None at its end; raises the reader's error."""
+        item = await self._queue.get()
+        if item is _END:
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop reading and close the response (the close finishes in the background)."""
+        reader = self._reader
+        if not reader.done():
+            reader.cancel()
+            _closing.add(reader)
+            reader.add_done_callback(_closing.discard)

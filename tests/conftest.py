@@ -1,0 +1,109 @@
+"""Shared fixtures: the emulator, the app over it (in-process and on real uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from maritaca import ChatMaritaca, close_clients
+from maritaca.testing import MaritacaEmulator
+
+pytest_plugins = ["maritaca.testing.pytest_plugin"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the full-size slow tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="full-size run: use `make soak` (pytest --soak)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sse_exit_event() -> Iterator[None]:
+    """sse-starlette 1.x keeps one asyncio.Event for the process, bound to the first loop
+    that used it; each test runs its own loop (and uvicorn thread), so reset it."""
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.should_exit_event = None
+    yield
+    AppStatus.should_exit_event = None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_pooled_clients() -> Iterator[None]:
+    yield
+    close_clients()
+
+
+@pytest.fixture
+def emu() -> Iterator[MaritacaEmulator]:
+    with MaritacaEmulator(reply_tokens=12) as emulator:
+        yield emulator
+
+
+def emulator_model(emulator: MaritacaEmulator, **kwargs: object) -> ChatMaritaca:
+    kwargs.setdefault("max_retries", 0)
+    return ChatMaritaca(base_url=emulator.base_url, api_key=emulator.api_key, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(emu: MaritacaEmulator):
+    from server import create_app
+    from server_settings import ServerSettings
+
+    return create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                 timeout=30) as http:
+        yield http
+
+
+class RunningServer:
+    """uvicorn serving an app on 127.0.0.1 at a free port, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                     lifespan="on")
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[RunningServer]:
+    with RunningServer(app) as running:
+        yield running
+
+
+def run_sync(coro):  # noqa: ANN001, ANN201 - tiny helper for sync tests
+    return asyncio.run(coro)
