@@ -32,6 +32,8 @@ from pydantic import ValidationError
 from chains import CHAINS, build_chains
 from chains._model import CONFIGURABLE_KEYS
 from maritaca import ChatMaritaca, errors, local
+from maritaca._local_process import free_port
+from server_faces import mount_faces
 from server_settings import Backend, ServerSettings, is_loopback
 
 logger = logging.getLogger("maritaca_chains.server")
@@ -198,7 +200,8 @@ def create_app(settings: ServerSettings | None = None, *,
     if model is not None:
         backend_name = "custom"
     elif settings.backend_in_use is Backend.LOCAL:
-        backend = local.LocalBackend()
+        # the chains need the URL now: pick the port before the child starts
+        backend = local.LocalBackend(port=free_port("127.0.0.1"))
         model = ChatMaritaca(base_url=backend.base_url, model=local.MODEL_NAME)
         backend_name, context_tokens = "local", backend.n_ctx
     else:
@@ -235,7 +238,7 @@ def create_app(settings: ServerSettings | None = None, *,
         add_routes(app, chain, path=f"/{name}", dependencies=[guard],
                    per_req_config_modifier=_check_config, config_keys=("configurable",))
     app.state.chains = chains
-    # the extra streaming faces (plain text, WebSocket, UI) are mounted here
+    mount_faces(app, chains, guard)
 
     @app.exception_handler(errors.MaritacaError)
     async def _maritaca_error(request: Request, exc: errors.MaritacaError) -> JSONResponse:

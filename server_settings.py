@@ -53,6 +53,11 @@ class ServerSettings(BaseSettings):
     allow_public: bool = Field(default=False, validation_alias="MARITACA_CHAINS_ALLOW_PUBLIC")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("access_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
