@@ -11,6 +11,7 @@ Without ``MARITACA_API_KEY`` the embedded offline model serves (``maritaca.local
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import hmac
 import html
@@ -94,9 +95,13 @@ class _RecordRunError(AsyncCallbackHandler):
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID,
                              parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        if parent_run_id is None and self.box.error is None:
-            self.box.error = error
-            logger.error("run %s failed: %s: %s", run_id, type(error).__name__, error)
+        if parent_run_id is not None or self.box.error is not None:
+            return
+        if isinstance(error, asyncio.CancelledError):  # the client went away: not a failure
+            logger.info("run %s cancelled: the client disconnected", run_id)
+            return
+        self.box.error = error
+        logger.error("run %s failed: %s: %s", run_id, type(error).__name__, error)
 
 
 _GENERIC_ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"}).encode()

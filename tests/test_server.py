@@ -184,9 +184,10 @@ async def test_malformed_json_is_422(client):
 # ---------------------------------------------------------------------------- cancellation
 
 
-def test_client_disconnect_closes_the_upstream_request():
+def test_client_disconnect_closes_the_upstream_request(caplog):
     from maritaca.testing import MaritacaEmulator
 
+    caplog.set_level("INFO", logger="maritaca_chains.server")
     with MaritacaEmulator(reply_tokens=400, token_delay=0.01) as emulator:
         app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
                          model=emulator_model(emulator))
@@ -205,6 +206,10 @@ def test_client_disconnect_closes_the_upstream_request():
                 assert record.client_disconnected, f"{route}: upstream still open"
                 assert record.disconnected_at - closed_at < 0.5
                 assert record.chunks_sent < 100
+    # a client going away is logged as a cancellation, not as a failed run
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert sum("cancelled: the client disconnected" in r.getMessage()
+               for r in caplog.records) == 2
 
 
 # ----------------------------------------------------------------------- access control
