@@ -18,6 +18,7 @@ import html
 import json
 import logging
 import sys
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,11 @@ from server_faces import mount_faces
 from server_settings import Backend, ServerSettings, is_loopback
 
 logger = logging.getLogger("maritaca_chains.server")
+
+# LangServe rebuilds each request's config through a pydantic model whose `model` field is
+# the catalogue enum while its default is the plain name: the value is right, but pydantic
+# warns on every request. Silence only that warning.
+warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", category=UserWarning)
 
 TINY_MODEL_NOTE = ("The embedded model (SmolLM2-135M-Instruct via llama.cpp) is tiny: it shows "
                    "that streaming works, not what Sabiá can do. Set MARITACA_API_KEY for the "
