@@ -230,7 +230,7 @@ def create_app(settings: ServerSettings | None = None, *,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if backend is not None:
             await backend.astart()
-        logger.warning("maritaca-chains serving %s with backend=%s model=%s%s",
+        logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
                        ", ".join(f"/{n}" for n in CHAINS), backend_name, model.model_name,
                        f"\n  note: {TINY_MODEL_NOTE}" if backend is not None else "")
         gc.freeze()  # start-up objects live forever: keep them out of the collector's walk
