@@ -58,6 +58,17 @@ def _context_tokens(model: BaseChatModel | None) -> int:
     return info.context_length if info else DEFAULT_CONTEXT_TOKENS
 
 
+def _shrunk(before: str, partials: list[str]) -> str:
+    """The partial summaries, joined; refuses a round that did not shorten the text (a
+    model that echoes would otherwise loop for ever)."""
+    after = "\n\n".join(partials)
+    if len(after) >= len(before):
+        raise ValueError(f"summarising {len(before)} characters part by part gave "
+                         f"{len(after)} characters: the model is not summarising; "
+                         f"try a lower max_tokens or another model")
+    return after
+
+
 async def _limited(gate: asyncio.Semaphore, chain: Runnable[Any, str], value: dict[str, str],
                    config: RunnableConfig) -> str:
     async with gate:
@@ -101,7 +112,7 @@ def build_summarize_chain(model: BaseChatModel | None = None, *,
             finally:  # a cancelled run (client gone) stops every part at once
                 for task in tasks:
                     task.cancel()
-            values = {**values, "text": "\n\n".join(task.result() for task in tasks)}
+            values = {**values, "text": _shrunk(values["text"], [t.result() for t in tasks])}
             yield "\n"
         async for chunk in direct.astream(values, config):
             yield chunk
@@ -115,7 +126,7 @@ def build_summarize_chain(model: BaseChatModel | None = None, *,
             for done, part in enumerate(parts, start=1):
                 partials.append(mapper.invoke({**values, "text": part}, config))
                 yield f"> parte {done}/{len(parts)} resumida\n"
-            values = {**values, "text": "\n\n".join(partials)}
+            values = {**values, "text": _shrunk(values["text"], partials)}
             yield "\n"
         yield from direct.stream(values, config)
 

@@ -190,3 +190,11 @@ def test_chains_are_built_on_chat_maritaca_by_default(monkeypatch):
     chain = build_qa_chain()
     models = [s for s in chain.config_specs if s.id == "model"]
     assert models and ChatMaritaca().model_name in str(models[0].default)
+
+
+def test_a_model_that_does_not_shorten_the_parts_stops_with_a_clear_error():
+    with MaritacaEmulator(reply_tokens=800) as emu:  # each "summary" outgrows its part
+        chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)
+        text = "\n\n".join("o sabiá canta na palmeira. " * 12 for _ in range(8))
+        with pytest.raises(ValueError, match="not summarising"):
+            list(chain.stream({"text": text}))
