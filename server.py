@@ -312,8 +312,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-public", action="store_true",
                         help="serve a non-loopback host without access keys")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    settings = ServerSettings(**overrides, **({"allow_public": True} if args.allow_public else {}))
+    overrides: dict[str, Any] = {k: v for k, v in {"host": args.host, "port": args.port}.items()
+                                 if v is not None}
+    if args.allow_public:
+        overrides["allow_public"] = True
+    settings = ServerSettings(**overrides)
     try:
         settings.check_exposure()
     except ValueError as exc:
