@@ -1,0 +1,359 @@
+"""The streaming faces over the emulator: /<name>/text, /<name>/ws and the Gradio /ui."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+
+import httpx
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
+from server import create_app
+from server_faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, chat_fn
+from server_settings import ServerSettings
+from tests.conftest import RunningServer, emulator_model
+
+pytestmark = pytest.mark.timeout(60)
+
+INPUTS = {"story": {"topic": "Brasil"}, "qa": {"question": "Qual é a capital do Brasil?"},
+          "summarize": {"text": "O sabiá é a ave símbolo do Brasil. Ele canta ao amanhecer."}}
+SLOW_TOKENS = 400
+
+
+@pytest.fixture
+def slow() -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
+    """A long answer paced at 10 ms a token, behind a real uvicorn: time to hang up."""
+    with MaritacaEmulator(reply_tokens=SLOW_TOKENS, token_delay=0.01) as emulator:
+        app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
+                         model=emulator_model(emulator))
+        with RunningServer(app) as server:
+            yield emulator, server
+
+
+def expected(emu: MaritacaEmulator, record: RecordedRequest | None = None,
+             reply_tokens: int | None = None) -> str:
+    record = record or emu.requests[-1]
+    assert record.body is not None
+    return emu.expected_text(record.body["messages"], reply_tokens)
+
+
+def wait_disconnected(record: RecordedRequest, since: float) -> None:
+    deadline = since + 2
+    while not record.client_disconnected and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert record.client_disconnected, "the upstream request is still open"
+    assert record.disconnected_at is not None and record.disconnected_at - since < 0.5
+    assert record.chunks_sent < SLOW_TOKENS // 2
+
+
+def ws_url(server: RunningServer, name: str) -> str:
+    return server.url.replace("http://", "ws://") + f"/{name}/ws"
+
+
+async def read_run(ws: ClientConnection) -> list[str]:
+    """Frames up to and including [END]."""
+    frames: list[str] = []
+    async with asyncio.timeout(15):
+        while not frames or frames[-1] != END:
+            frame = await ws.recv()
+            assert isinstance(frame, str)
+            frames.append(frame)
+    return frames
+
+
+def error_of(frame: str) -> dict:
+    assert frame.startswith(f"{ERROR} "), frame
+    return json.loads(frame.removeprefix(f"{ERROR} "))
+
+
+# --------------------------------------------------------------------- POST /<name>/text
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
+async def test_text_is_the_chains_answer(client, emu, name):
+    response = await client.post(f"/{name}/text", json=INPUTS[name])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == TEXT_MEDIA_TYPE
+    assert response.text == expected(emu)
+    invoked = await client.post(f"/{name}/invoke", json={"input": INPUTS[name]})
+    assert response.text == invoked.json()["output"]
+
+
+async def test_text_streams_and_hanging_up_closes_the_upstream(slow):
+    emu, server = slow
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("POST", f"{server.url}/story/text",
+                               json=INPUTS["story"]) as response:
+            pieces = []
+            async for piece in response.aiter_text():
+                pieces.append(piece)
+                if len(pieces) == 3:
+                    break
+            record = emu.requests[-1]
+            assert record.finished_at is None, "text arrived only after the model finished"
+        closed_at = time.monotonic()
+    assert expected(emu).startswith("".join(pieces))
+    await asyncio.to_thread(wait_disconnected, record, closed_at)
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"topic": "x" * 501}, "topic"),
+    ({"topic": 42}, "topic"),
+    ({}, "topic"),
+    ({"topic": "x", "length": "enorme"}, "length"),
+    ({"topic": "x", "surprise": 1}, "surprise"),
+    (b"{not json", "json_invalid"),
+])
+async def test_text_bad_input_is_422_naming_the_field(client, emu, body, field):
+    if isinstance(body, bytes):
+        response = await client.post("/story/text", content=body,
+                                     headers={"content-type": "application/json"})
+    else:
+        response = await client.post("/story/text", json=body)
+    assert response.status_code == 422, response.text
+    assert field in json.dumps(response.json()["detail"])
+    assert emu.requests == []
+
+
+async def test_text_needs_a_json_body(client, emu):
+    response = await client.post("/story/text", content=b'{"topic": "Brasil"}',
+                                 headers={"content-type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.text
+    assert emu.requests == []
+
+
+@pytest.mark.parametrize(("scenario", "status", "kind"), [
+    (Scenario.rate_limit(retry_after=2.5), 429, "rate_limit"),
+    (Scenario.unauthorized(), 502, "upstream_authentication"),
+    (Scenario.server_error(), 502, "upstream_error"),
+    (Scenario.context_too_long(), 400, "context_too_long"),
+])
+async def test_text_upstream_failure_before_the_first_byte_is_a_json_error(client, emu,
+                                                                           scenario, status,
+                                                                           kind):
+    emu.enqueue(scenario)
+    response = await client.post("/story/text", json=INPUTS["story"])
+    assert response.status_code == status
+    error = response.json()
+    assert error["type"] == kind and kind in error["detail"]
+    assert "test-key" not in response.text
+    if kind == "rate_limit":
+        assert error["retry_after"] == 2.5 and response.headers["retry-after"] == "2.5"
+    if kind == "upstream_authentication":
+        assert "MARITACA_API_KEY" in error["detail"]
+
+
+@pytest.mark.parametrize("scenario", [
+    Scenario.error_event(after_chunks=3, message="modelo sobrecarregado"),
+    Scenario.drop(after_chunks=3),
+])
+async def test_text_upstream_failure_mid_stream_ends_with_an_error_line(client, emu, scenario):
+    emu.enqueue(scenario)
+    response = await client.post("/story/text", json=INPUTS["story"])
+    assert response.status_code == 200
+    text, _, error = response.text.partition(f"\n{ERROR} ")
+    assert text and expected(emu).startswith(text) and text != expected(emu)
+    assert "upstream_stream_broken" in error and response.text.endswith("\n")
+    if scenario.message:
+        assert scenario.message in error
+
+
+# ----------------------------------------------------------------------- WS /<name>/ws
+
+
+async def test_ws_answers_many_messages_per_connection(live_server, emu):
+    async with connect(ws_url(live_server, "story")) as ws:
+        await ws.send(json.dumps({"topic": "Brasil"}))
+        runs = [await read_run(ws)]
+        await ws.send("Pantanal")  # plain text: the story's topic
+        runs.append(await read_run(ws))
+        await ws.send("Amazônia")  # sent together: answered in turn
+        await ws.send(json.dumps({"topic": "Cerrado", "style": "cordel"}))
+        runs += [await read_run(ws), await read_run(ws)]
+    records = emu.requests
+    assert len(records) == 4
+    for run, record, topic in zip(runs, records, ["Brasil", "Pantanal", "Amazônia", "Cerrado"],
+                                  strict=True):
+        assert len(run) > 3 and run.count(END) == 1
+        assert "".join(run[:-1]) == expected(emu, record)
+        assert topic in json.dumps(record.body, ensure_ascii=False)
+    assert len({"".join(run) for run in runs}) == 4
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
+async def test_ws_plain_text_is_the_main_field(live_server, emu, name):
+    main = next(iter(INPUTS[name].values()))
+    async with connect(ws_url(live_server, name)) as ws:
+        await ws.send(main)
+        run = await read_run(ws)
+    assert "".join(run[:-1]) == expected(emu)
+    assert main in json.dumps(emu.requests[-1].body, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("stop", ["stop", '{"action": "stop"}'])
+async def test_ws_stop_closes_the_upstream_and_the_connection_stays(slow, stop):
+    emu, server = slow
+    async with connect(ws_url(server, "story")) as ws:
+        await ws.send("Brasil")
+        first = [await ws.recv() for _ in range(3)]
+        await ws.send(stop)
+        stopped_at = time.monotonic()
+        rest = await read_run(ws)
+        assert rest[-2:] == [STOPPED, END]
+        await asyncio.to_thread(wait_disconnected, emu.requests[-1], stopped_at)
+        assert expected(emu).startswith("".join(first + rest[:-2]))
+        await ws.send("stop")  # idle: ignored
+        emu.enqueue(Scenario.ok(reply_tokens=5))
+        await ws.send("Pantanal")
+        run = await read_run(ws)
+    assert STOPPED not in run and "".join(run[:-1]) == expected(emu, reply_tokens=5)
+
+
+async def test_ws_hanging_up_closes_the_upstream(slow):
+    emu, server = slow
+    async with connect(ws_url(server, "story")) as ws:
+        await ws.send("Brasil")
+        for _ in range(3):
+            await ws.recv()
+    closed_at = time.monotonic()
+    await asyncio.to_thread(wait_disconnected, emu.requests[-1], closed_at)
+
+
+async def test_ws_errors_are_frames_and_the_connection_stays(live_server, emu):
+    async with connect(ws_url(live_server, "story")) as ws:
+        await ws.send("{not json")
+        run = await read_run(ws)
+        assert len(run) == 2 and error_of(run[0])["type"] == "invalid_input"
+        await ws.send(json.dumps({"topic": "x", "surprise": 1}))
+        error = error_of((await read_run(ws))[0])
+        assert error["status_code"] == 422 and error["errors"][0]["loc"] == ["surprise"]
+        assert "surprise" in error["message"]
+        await ws.send("")  # an empty topic
+        assert error_of((await read_run(ws))[0])["errors"][0]["loc"] == ["topic"]
+        assert emu.requests == []
+
+        emu.enqueue(Scenario.rate_limit(retry_after=2))
+        await ws.send("Brasil")
+        error = error_of((await read_run(ws))[0])
+        assert (error["type"], error["status_code"], error["retry_after"]) == ("rate_limit",
+                                                                               429, 2)
+        emu.enqueue(Scenario.unauthorized())
+        await ws.send("Brasil")
+        error = error_of((await read_run(ws))[0])
+        assert error["type"] == "upstream_authentication" and error["status_code"] == 502
+        assert "test-key" not in json.dumps(error)
+
+        emu.enqueue(Scenario.error_event(after_chunks=3, message="modelo sobrecarregado"))
+        await ws.send("Brasil")
+        run = await read_run(ws)
+        assert len(run) == 5 and error_of(run[3])["type"] == "upstream_stream_broken"
+        assert "modelo sobrecarregado" in run[3]
+
+        await ws.send("Brasil")
+        run = await read_run(ws)
+    assert "".join(run[:-1]) == expected(emu)
+
+
+async def test_faces_are_behind_the_access_guard(emu):
+    settings = ServerSettings(_env_file=None, MARITACA_CHAINS_API_KEYS="k1")  # type: ignore[call-arg]
+    app = create_app(settings, model=emulator_model(emu))
+    key = {"X-API-Key": "k1"}
+    with RunningServer(app) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(server, "story")):
+                pass
+        assert refused.value.response.status_code == 401
+        assert b"X-API-Key" in refused.value.response.body
+        with pytest.raises(InvalidStatus) as cross_site:
+            async with connect(ws_url(server, "story"), additional_headers=key,
+                               origin="http://evil.example"):  # type: ignore[arg-type]
+                pass
+        assert cross_site.value.response.status_code == 403
+        async with connect(ws_url(server, "story"), additional_headers=key) as ws:
+            await ws.send("Brasil")
+            assert "".join((await read_run(ws))[:-1]) == expected(emu)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.post("/story/text", json=INPUTS["story"])).status_code == 401
+            response = await http.post("/story/text", json=INPUTS["story"],
+                                       headers={"Authorization": "Bearer k1"})
+            assert response.text == expected(emu)
+            assert (await http.get("/ui/")).status_code == 401
+            assert (await http.get("/ui/config")).status_code == 401
+            assert (await http.get("/ui/", headers=key)).status_code == 200
+
+
+def test_ws_without_keys_serves_only_loopback(emu):
+    app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    outside = TestClient(app, client=("203.0.113.9", 5000))
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        with outside.websocket_connect("/story/ws"):
+            pass
+    assert refused.value.status_code == 403
+    assert "MARITACA_CHAINS_API_KEYS" in refused.value.text
+    with TestClient(app, client=("127.0.0.1", 5000)).websocket_connect("/story/ws") as ws:
+        ws.send_text("Brasil")
+        frames = []
+        while not frames or frames[-1] != END:
+            frames.append(ws.receive_text())
+    assert "".join(frames[:-1]) == expected(emu)
+
+
+# ----------------------------------------------------------------------------- Gradio /ui
+
+
+async def test_ui_page_and_its_function_streams_the_growing_answer(app, client, emu):
+    page = await client.get("/ui/")
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+    respond = chat_fn(app.state.chains)
+    answers = [answer async for answer in respond("Pantanal", [], "story")]
+    assert len(answers) > 3
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in pairwise(answers))
+    assert answers[-1] == expected(emu)
+    assert "Pantanal" in json.dumps(emu.requests[-1].body, ensure_ascii=False)
+
+
+async def test_ui_function_names_upstream_errors(app, emu):
+    import gradio as gr
+
+    emu.enqueue(Scenario.rate_limit(retry_after=1))
+    with pytest.raises(gr.Error, match="rate_limit"):
+        [a async for a in chat_fn(app.state.chains)("Brasil", [], "story")]
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations
+def test_ui_stop_closes_the_upstream(slow, monkeypatch):
+    """Gradio's own cancel (what the Stop button calls) over HTTP, via gradio_client."""
+    from gradio_client import Client
+
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    emu, server = slow
+    client = Client(f"{server.url}/ui/", verbose=False, analytics_enabled=False)
+    try:
+        job = client.submit("Brasil", "story", api_name="/chat")
+        deadline = time.monotonic() + 15
+        while len(job.outputs()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        growing = job.outputs()
+        assert len(growing) >= 3 and growing[-1].startswith(growing[0])
+        job.cancel()
+        stopped_at = time.monotonic()
+        wait_disconnected(emu.requests[-1], stopped_at)
+    finally:
+        client.close()
+
+
+def test_no_gradio_no_ui(emu, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    assert "gradio is not installed" in caplog.text
+    with TestClient(app) as http:
+        assert http.get("/ui/").status_code == 404
+        assert http.post("/story/text", json=INPUTS["story"]).text == expected(emu)
