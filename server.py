@@ -249,7 +249,7 @@ def create_app(settings: ServerSettings | None = None, *,
         add_routes(app, chain, path=f"/{name}", dependencies=[guard],
                    per_req_config_modifier=_check_config, config_keys=("configurable",))
     app.state.chains = chains
-    mount_faces(app, chains, guard)
+    mount_faces(app, chains, guard, ui=settings.ui)
 
     @app.exception_handler(errors.MaritacaError)
     async def _maritaca_error(request: Request, exc: errors.MaritacaError) -> JSONResponse:
@@ -285,14 +285,16 @@ def create_app(settings: ServerSettings | None = None, *,
         rows = "".join(
             f"<li><b>{html.escape(spec.title)}</b> (<code>/{name}</code>): "
             f"{html.escape(spec.description)} "
-            f'<a href="/{name}/playground/">playground</a></li>'
+            f'<a href="/{name}/playground/">playground</a>, plain text at '
+            f"<code>POST /{name}/text</code>, WebSocket at <code>/{name}/ws</code></li>"
             for name, spec in CHAINS.items())
+        chat = "<a href='/ui/'>chat UI</a> · " if settings.ui else ""
         note = f"<p><em>{html.escape(TINY_MODEL_NOTE)}</em></p>" if backend else ""
         return (f"<!doctype html><html lang='pt-BR'><head><meta charset='utf-8'>"
                 f"<title>maritaca-chains</title></head><body><h1>maritaca-chains</h1>"
                 f"<p>Backend: {html.escape(backend_name)}, model "
                 f"{html.escape(model.model_name)}.</p>{note}<ul>{rows}</ul>"
-                f"<p><a href='/docs'>API docs</a> · <a href='/healthz'>health</a></p>"
+                f"<p>{chat}<a href='/docs'>API docs</a> · <a href='/healthz'>health</a></p>"
                 f"</body></html>")
 
     return app

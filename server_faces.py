@@ -356,8 +356,9 @@ def _mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
 # ----------------------------------------------------------------------------- mount
 
 
-def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guard) -> None:
-    """Add ``/<name>/text`` and ``/<name>/ws`` for every chain, and the Gradio ``/ui``.
+def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guard, *,
+                ui: bool = True) -> None:
+    """Add ``/<name>/text`` and ``/<name>/ws`` for every chain, and (``ui``) the Gradio ``/ui``.
 
     ``guard`` is the access dependency (``Depends(...)`` or the callable itself) that
     protects the LangServe routes; it protects these too, WebSocket handshakes included.
@@ -376,5 +377,5 @@ def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guar
                                   "schema": face.input_type.model_json_schema()}}}},
                           responses={200: {"content": {TEXT_MEDIA_TYPE: {}}}})
         app.add_api_websocket_route(f"/{name}/ws", _socket_endpoint(face, check))
-    if chains:
+    if chains and ui:
         _mount_ui(app, chains, check)

@@ -7,6 +7,7 @@
     MARITACA_CHAINS_HOST / _PORT             where to listen (127.0.0.1:8000)
     MARITACA_CHAINS_API_KEYS                 comma-separated keys clients must send
     MARITACA_CHAINS_ALLOW_PUBLIC             serve a non-loopback host without keys
+    MARITACA_CHAINS_UI                       mount the Gradio chat at /ui (default true)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ServerSettings(BaseSettings):
     access_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="MARITACA_CHAINS_API_KEYS")
     allow_public: bool = Field(default=False, validation_alias="MARITACA_CHAINS_ALLOW_PUBLIC")
+    ui: bool = Field(default=True, validation_alias="MARITACA_CHAINS_UI")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
 
     @field_validator("api_key", mode="before")

@@ -17,6 +17,11 @@ from maritaca import ChatMaritaca
 from maritaca.models import catalogue_names
 
 CONFIGURABLE_KEYS = frozenset({"model", "temperature", "max_tokens"})
+# The chains send these unless their model sets its own. Concrete values, not "unset":
+# they are the defaults the config schema shows, and LangServe's playground cannot
+# render (or validate) a nullable number field.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 2048
 
 
 def configurable_model(model: BaseChatModel | None = None, *,
@@ -30,15 +35,18 @@ def configurable_model(model: BaseChatModel | None = None, *,
     if not isinstance(model, ChatMaritaca):
         return model  # another chat model: used as given
     names = list(dict.fromkeys([model.model_name, *(model_names or catalogue_names())]))
+    model = model.model_copy(update={
+        "temperature": DEFAULT_TEMPERATURE if model.temperature is None else model.temperature,
+        "max_tokens": model.max_tokens or DEFAULT_MAX_TOKENS})
     return model.configurable_fields(
         model_name=ConfigurableFieldSingleOption(
             id="model", name="Model", options={name: name for name in names},
             default=model.model_name,
             description="Which Maritaca model answers (see maritaca.models)."),
         temperature=ConfigurableField(
-            id="temperature", name="Temperature",
+            id="temperature", name="Temperature", annotation=float,
             description="Sampling temperature, 0 to 2; 0 is the most deterministic."),
         max_tokens=ConfigurableField(
-            id="max_tokens", name="Max tokens",
+            id="max_tokens", name="Max tokens", annotation=int,
             description="Longest answer, in tokens (1 to 32000)."),
     )

@@ -25,10 +25,10 @@ class QAInput(BaseModel):
 
     question: str = Field(min_length=1, max_length=4_000, description="The question.",
                           examples=["Quando o Brasil se tornou independente?"])
-    context: str | None = Field(
-        default=None, max_length=100_000,
+    context: str = Field(
+        default="", max_length=100_000,
         description="Text to answer from; the answer then comes only from it, and says "
-                    "plainly when the context does not hold it.")
+                    "plainly when the context does not hold it. Empty: general knowledge.")
     language: str = Language
 
 
@@ -36,7 +36,7 @@ def _variables(value: Any) -> dict[str, str]:
     qa = coerce_input(QAInput, value)
     prompt = load_prompt("qa")
     context = (prompt.context_template or "").replace("{context}", qa.context) \
-        if qa.context and qa.context.strip() else (prompt.no_context or "")
+        if qa.context.strip() else (prompt.no_context or "")
     return {"question": qa.question, "context": context, "language": qa.language}
 
 

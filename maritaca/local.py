@@ -174,7 +174,9 @@ class LocalBackend:
         args = [sys.executable, "-m", "llama_cpp.server",
                 "--model", str(model_file()), "--model_alias", MODEL_NAME,
                 "--host", self.host, "--port", str(port), "--n_ctx", str(self.n_ctx),
-                "--verbose", "False"]
+                "--verbose", "False",
+                # queue overlapping requests; by default a new one cuts the running stream
+                "--interrupt_requests", "False"]
         if self.n_threads is not None:
             args += ["--n_threads", str(self.n_threads)]
         return args

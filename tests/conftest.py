@@ -78,8 +78,9 @@ class RunningServer:
     """uvicorn serving an app on 127.0.0.1 at a free port, in a thread."""
 
     def __init__(self, app: object) -> None:
+        # open streams (a browser's event source) get 2 s to finish at shutdown
         self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                     lifespan="on")
+                                     lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -97,6 +98,8 @@ class RunningServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        if self.thread.is_alive():
+            raise RuntimeError(f"uvicorn at {self.url} did not stop within 10 s")
 
 
 @pytest.fixture

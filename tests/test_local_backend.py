@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -140,6 +141,22 @@ def test_streams_real_tokens_then_stops_cleanly(monkeypatch):
     assert _port_closed("127.0.0.1", port)
     assert not log.exists()  # the temporary log goes with the process
     backend.stop()  # idempotent
+
+
+@local_model
+async def test_overlapping_streams_both_finish():
+    # llama.cpp's server cuts a running stream when another request arrives, unless told
+    # not to: two users (or summarize's parallel parts) must both get whole answers
+    async with local.LocalBackend() as backend:
+        model = ChatMaritaca(base_url=backend.base_url, model=backend.model_name,
+                             max_tokens=64, temperature=0)
+        first = model.astream("Write a long story about birds.")
+        text = [(await anext(first)).content for _ in range(3)]
+        second = asyncio.create_task(model.ainvoke("A story about rivers."))
+        await asyncio.sleep(0.2)  # the second request is now waiting at the server
+        text += [c.content async for c in first]  # raised StreamError when cut off
+        assert (await second).content
+    assert len("".join(text)) > 20
 
 
 @local_model

@@ -245,3 +245,11 @@ def test_refuses_public_bind_without_keys():
         ServerSettings(_env_file=None, host="0.0.0.0").check_exposure()  # type: ignore[call-arg]
     ServerSettings(_env_file=None, host="0.0.0.0",  # type: ignore[call-arg]
                    MARITACA_CHAINS_API_KEYS="k").check_exposure()
+
+
+@pytest.mark.parametrize("name", ["story", "qa", "summarize"])
+async def test_schemas_have_no_nullable_fields_the_playground_cannot_render(client, name):
+    for schema in ("input_schema", "config_schema"):
+        response = await client.get(f"/{name}/{schema}")
+        assert response.status_code == 200
+        assert '"null"' not in response.text, f"/{name}/{schema}: {response.text}"

@@ -1,0 +1,272 @@
+"""Hundreds of concurrent streams through the real server while the upstream misbehaves.
+
+The server runs as deployed (``uvicorn server:app_factory --factory`` in a child process
+on 127.0.0.1, pointed at the emulator by MARITACA_API_KEY + MARITACA_BASE_URL, so the
+model retries as configured by default); the emulator, also a child process, gives a
+share of requests a fault: 429, 500, a stream dropped mid-way, an error event mid-way,
+a slow first token. Every stream must either deliver exactly the emulator's text (no
+chunk lost or repeated, retries included: the model retries only before the first
+chunk) or end with an SSE ``error`` event that names the cause matching the fault the
+emulator played on that stream's last attempt. Afterwards the server is still up, no
+upstream request is left running, and the server's file descriptors are back to
+baseline apart from idle pooled keep-alive connections.
+
+CI size: 200 streams x 2 rounds. Full size (``pytest --soak``): 500 x 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLY_TOKENS = 12
+FAULT_RATE = 0.3
+# The error type the server must name for the fault played on a stream's last attempt.
+CAUSE = {"rate_limit": "rate_limit", "server_error": "upstream_error",
+         "drop": "upstream_stream_broken", "error_event": "upstream_stream_broken"}
+RETRYABLE_BEFORE_FIRST_CHUNK = {"rate_limit", "server_error"}
+MARK = re.compile(r"«(\d+)-(\d+)»")
+
+
+# ---------------------------------------------------------------------- the processes
+
+class ServerChild:
+    """``uvicorn server:app_factory --factory`` on 127.0.0.1, stopped by its PID."""
+
+    def __init__(self, emulator: SubprocessEmulator) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "MARITACA_API_KEY": emulator.api_key or "",
+               "MARITACA_BASE_URL": emulator.base_url, "MARITACA_BACKEND": "maritaca",
+               "MARITACA_CHAINS_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "server:app_factory", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+             "--no-access-log"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+        self.upstream_port = int(emulator.base_url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 60
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start")
+            time.sleep(0.1)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def fds(self) -> int:
+        return psutil.Process(self.proc.pid).num_fds()
+
+    def upstream_connections(self) -> int:
+        return sum(1 for c in psutil.Process(self.proc.pid).net_connections("tcp")
+                   if c.raddr and c.raddr.port == self.upstream_port
+                   and c.status == psutil.CONN_ESTABLISHED)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def faulty_emulator() -> Iterator[SubprocessEmulator]:
+    with MaritacaEmulator.subprocess(reply_tokens=REPLY_TOKENS, token_delay=0.01,
+                                     fault_rate=FAULT_RATE, fault_seed=6,
+                                     max_records=50_000) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def server(faulty_emulator: SubprocessEmulator) -> Iterator[ServerChild]:
+    child = ServerChild(faulty_emulator)
+    try:
+        yield child
+    finally:
+        child.stop()
+
+
+# ------------------------------------------------------------------------- the client
+
+@dataclass
+class Outcome:
+    key: tuple[int, int]
+    status: int = 0
+    text: str = ""
+    error: dict[str, Any] | None = None
+    ended: bool = False
+    failure: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+async def one_stream(http: httpx.AsyncClient, url: str, round_no: int, i: int) -> Outcome:
+    out = Outcome((round_no, i))
+    body = {"input": {"topic": f"um sabiá «{round_no}-{i}»"}}
+    try:
+        async with http.stream("POST", f"{url}/story/stream", json=body) as response:
+            out.status = response.status_code
+            kind = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                    out.events.append(kind)
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if kind == "data":
+                        out.text += data
+                    elif kind == "error":
+                        out.error = data
+                elif not line:
+                    if kind == "end":
+                        out.ended = True
+                    kind = ""
+    except httpx.HTTPError as exc:
+        out.failure = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+async def load_round(url: str, round_no: int, streams: int) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=30), limits=limits) as http:
+        return list(await asyncio.gather(*(one_stream(http, url, round_no, i)
+                                           for i in range(streams))))
+
+
+# ---------------------------------------------------------------------------- checks
+
+def judge(outcomes: list[Outcome], records: list[RecordedRequest],
+          expected_text: Any) -> Counter[str]:
+    """Check every outcome against the emulator's records; return counts for the report."""
+    attempts: dict[tuple[int, int], list[RecordedRequest]] = {}
+    for rec in records:
+        if rec.path != "/chat/completions" or not rec.body:
+            continue
+        found = MARK.search(rec.body["messages"][-1]["content"])
+        if found:
+            attempts.setdefault((int(found[1]), int(found[2])), []).append(rec)
+    counts: Counter[str] = Counter()
+    problems: list[str] = []
+    for out in outcomes:
+        tries = sorted(attempts.get(out.key, []), key=lambda r: r.started_at)
+        if out.failure or out.status != 200 or not tries:
+            problems.append(f"{out.key}: status {out.status}, failure {out.failure}, "
+                            f"upstream {[r.scenario for r in tries]}, events {out.events}, "
+                            f"text {out.text!r}")
+            continue
+        last = tries[-1]
+        expected = expected_text(last.body["messages"])
+        counts["upstream attempts"] += len(tries)
+        counts["retried streams"] += len(tries) > 1
+        for earlier in tries[:-1]:  # retries happen only after pre-first-chunk faults
+            if earlier.scenario not in RETRYABLE_BEFORE_FIRST_CHUNK:
+                problems.append(f"{out.key}: retried after {earlier.scenario!r}")
+        if out.error is None:
+            counts["complete"] += 1
+            counts[f"complete after {last.scenario}"] += last.scenario != "ok"
+            if not (out.ended and out.text == expected):
+                problems.append(f"{out.key}: text {out.text!r} != {expected!r}, "
+                                f"ended={out.ended}")
+            if last.scenario in CAUSE:
+                problems.append(f"{out.key}: succeeded although the last attempt was "
+                                f"{last.scenario!r}")
+            continue
+        kind = out.error.get("type")
+        counts[f"error {kind}"] += 1
+        message = str(out.error.get("message", ""))
+        if kind != CAUSE.get(last.scenario) or "Internal Server Error" in message \
+                or not message:
+            problems.append(f"{out.key}: error {out.error} after upstream "
+                            f"{[r.scenario for r in tries]}")
+        if not expected.startswith(out.text):  # what arrived before the error is intact
+            problems.append(f"{out.key}: partial text {out.text!r} is not a prefix of the "
+                            f"emulator's {expected!r}")
+    for recs in attempts.values():
+        for rec in recs:
+            counts[f"upstream {rec.scenario}"] += 1
+    assert not problems, f"{len(problems)} bad streams, e.g.:\n" + "\n".join(problems[:10])
+    return counts
+
+
+def wait_upstream_idle(emulator: SubprocessEmulator, limit: float = 15) -> list[RecordedRequest]:
+    """The records, once no upstream request is still running."""
+    deadline = time.monotonic() + limit
+    while True:
+        records = emulator.requests
+        running = [r for r in records if r.path == "/chat/completions" and r.finished_at is None]
+        if not running or time.monotonic() > deadline:
+            assert not running, f"{len(running)} upstream requests still running"
+            return records
+        time.sleep(0.1)
+
+
+def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
+               rounds: int) -> Counter[str]:
+    from maritaca.testing import MaritacaEmulator as Local
+
+    reference = Local(reply_tokens=REPLY_TOKENS)  # never started: only its text rule
+    asyncio.run(load_round(server.url, 0, 5))  # warm-up: imports, the upstream pool
+    wait_upstream_idle(emulator)
+    base_fds = server.fds() - server.upstream_connections()
+    totals: Counter[str] = Counter()
+    for round_no in range(1, rounds + 1):
+        emulator.reset()
+        started = time.monotonic()
+        outcomes = asyncio.run(load_round(server.url, round_no, streams))
+        records = wait_upstream_idle(emulator)
+        totals.update(judge(outcomes, records, reference.expected_text))
+        totals["seconds"] += int(time.monotonic() - started)
+        assert server.proc.poll() is None and server.healthy(), "the server went down"
+        # sockets: back to baseline, apart from idle keep-alive connections in the pool
+        deadline = time.monotonic() + 10
+        while True:
+            pooled = server.upstream_connections()
+            extra = server.fds() - pooled - base_fds
+            if extra <= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert extra <= 2, f"{extra} file descriptors more than at the start"
+        assert pooled <= 200, f"{pooled} upstream connections left open (pool keeps <= 200)"
+        totals["max idle pooled upstream connections"] = max(
+            totals["max idle pooled upstream connections"], pooled)
+    print(f"\nfault load: {rounds} rounds x {streams} streams: "
+          + ", ".join(f"{k}: {v}" for k, v in sorted(totals.items()) if v))
+    assert totals["complete"] > 0 and sum(v for k, v in totals.items()
+                                          if k.startswith("error ")) > 0
+    return totals
+
+
+def test_fault_load_ci_size(server: ServerChild, faulty_emulator: SubprocessEmulator) -> None:
+    run_rounds(server, faulty_emulator, streams=200, rounds=2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_fault_load_full_size(server: ServerChild, faulty_emulator: SubprocessEmulator) -> None:
+    run_rounds(server, faulty_emulator, streams=500, rounds=5)
