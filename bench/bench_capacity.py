@@ -1,0 +1,213 @@
+"""Capacity: the most concurrent 30 tokens/s streams a server holds on this machine.
+
+Run: ``.venv/bin/python bench/bench_capacity.py [--quick] [--levels 100,200,400,600,800]
+[--seconds 10] [--workers 2]``
+
+Each server is deployed as the README recommends, ``uvicorn server:app_factory
+--factory --workers 2`` (ours, with MARITACA_API_KEY + MARITACA_BASE_URL pointing at
+the emulator), and the peer the same way with ``bench/_openai_app.py`` (the same chains
+on ``ChatOpenAI(base_url=emulator)``). The emulator, in its own process on uvloop,
+streams every answer at 30 tokens/s (``token_delay=1/30``; it batches tokens that are
+due when it falls behind, so it degrades by merging chunks, never by queueing).
+
+At each level N, N clients (raw asyncio sockets in this process, on uvloop) start over
+``--ramp`` seconds and read ``POST /story/stream`` to its end; a level passes when every
+stream delivers all its tokens and the 99th percentile of the inter-chunk gaps, pooled
+over all streams, is under 33 ms + ``--budget-ms`` (100 ms). The "emulator direct" row
+reads the emulator with no server in between: the ceiling set by the emulator and the
+client themselves on this machine. Target (issue 6): ours >= 500 and >= 3 x ChatOpenAI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+
+import psutil
+from _common import (
+    LABELS,
+    TOKEN_MARKERS,
+    ServerProcess,
+    StreamResult,
+    auth_header,
+    chain_body,
+    chat_body,
+    emulator,
+    emulator_cpu,
+    install_uvloop,
+    load_average,
+    percentile,
+    print_table,
+    raise_nofile,
+    sse_stream,
+)
+
+RATE = 30.0  # tokens per second per stream
+NOMINAL_MS = 1000 / RATE
+
+
+@dataclass
+class Level:
+    contender: str
+    n: int
+    ok: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    ttft_p99_ms: float
+    duration_s: float
+    server_cores: float
+    server_us_per_chunk: float
+    worker_split: str
+    emulator_cores: float
+    client_cores: float
+    failures: str
+
+    def passed(self, budget_ms: float) -> bool:
+        return self.ok == self.n and self.p99_ms < NOMINAL_MS + budget_ms
+
+
+async def one_level(contender: str, n: int, target: ServerProcess | None, emu: object,
+                    tokens: int, ramp: float) -> Level:
+    rng = random.Random(n)
+    if target is None:
+        url, path, face = emu.base_url, "/chat/completions", "direct"  # type: ignore[attr-defined]
+        headers = auth_header(emu.api_key)  # type: ignore[attr-defined]
+    else:
+        url, path, face, headers = target.url, "/story/stream", "stream", {}
+    limit = tokens / RATE * 4 + 60
+
+    async def client(i: int) -> StreamResult:
+        await asyncio.sleep(rng.uniform(0, ramp))
+        body = chat_body(f"Conte a história {i}.") if target is None else chain_body(f"tema {i}")
+        return await sse_stream(url, path, body, TOKEN_MARKERS[face], headers=headers,
+                                record_gaps=True, limit=limit)
+
+    me = psutil.Process()
+    cpu0 = (target.cpu() if target else 0.0, emulator_cpu(emu), sum(me.cpu_times()[:2]))
+    workers0 = target.worker_cpu() if target else []
+    wall0 = time.monotonic()
+    results = await asyncio.gather(*(client(i) for i in range(n)))
+    wall = time.monotonic() - wall0
+    cpu1 = (target.cpu() if target else 0.0, emulator_cpu(emu), sum(me.cpu_times()[:2]))
+    cores = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+    workers = [b - a for a, b in zip(workers0, target.worker_cpu() if target else [],
+                                     strict=False)]
+    split = "/".join(f"{w / max(sum(workers), 1e-9):.0%}" for w in workers) or "-"
+    relayed = sum(r.tokens for r in results)
+    good = [r for r in results if r.ok and r.tokens == tokens]
+    gaps = [g * 1e3 for r in results for g in r.gaps]
+    ttfts = [(r.first_token - r.started) * 1e3 for r in results if r.first_token is not None]
+    durations = [r.last_token - r.started for r in good if r.last_token is not None]
+    reasons: dict[str, int] = {}
+    for r in results:
+        if not (r.ok and r.tokens == tokens):
+            why = r.failure or (f"HTTP {r.status}" if r.status != 200 else
+                                "error event" if r.error else f"{r.tokens}/{tokens} tokens")
+            reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
+    return Level(contender, n, len(good), percentile(gaps, 50), percentile(gaps, 99),
+                 max(gaps, default=float("nan")), percentile(ttfts, 99),
+                 statistics.mean(durations) if durations else float("nan"),
+                 cores[0], (cpu1[0] - cpu0[0]) / max(relayed, 1) * 1e6, split,
+                 cores[1], cores[2],
+                 ", ".join(f"{k} x{v}" for k, v in reasons.items()))
+
+
+async def run(args: argparse.Namespace) -> None:
+    tokens = int(args.seconds * RATE)
+    levels = [int(x) for x in args.levels.split(",")]
+    contenders = args.contenders.split(",")
+    with emulator(reply_tokens=tokens, token_delay=1 / RATE, max_records=5000) as emu:
+        servers: dict[str, ServerProcess | None] = {}
+        try:
+            for kind in contenders:
+                if kind == "direct":
+                    servers[kind] = None
+                else:
+                    servers[kind] = ServerProcess(kind, emu.base_url, emu.api_key,
+                                                  workers=args.workers)
+                    servers[kind].start()  # type: ignore[union-attr]
+                    await one_level(kind, 10, servers[kind], emu, 20, 0.2)  # warm-up
+            results: list[Level] = []
+            alive = set(contenders)
+            for n in levels:
+                for kind in contenders:  # round robin per level
+                    if kind not in alive:
+                        continue
+                    emu.reset()
+                    level = await one_level(kind, n, servers[kind], emu, tokens, args.ramp)
+                    results.append(level)
+                    print(f"  {LABELS[kind]:28} N={n:5d}: {level.ok}/{n} ok, gap p99 "
+                          f"{level.p99_ms:7.1f} ms, max {level.max_ms:7.1f} ms, server "
+                          f"{level.server_cores:.2f} cores ({level.worker_split}, "
+                          f"{level.server_us_per_chunk:.0f} µs/chunk), emulator {level.emulator_cores:.2f}, "
+                          f"client {level.client_cores:.2f} "
+                          f"{'PASS' if level.passed(args.budget_ms) else 'FAIL'} "
+                          f"{level.failures}", flush=True)
+                    if not level.passed(args.budget_ms):
+                        alive.discard(kind)
+                    await asyncio.sleep(1)  # let the sockets drain between levels
+                if not alive:
+                    break
+        finally:
+            for srv in servers.values():
+                if srv is not None:
+                    srv.stop()
+
+    print(f"\nCapacity at {RATE:.0f} tokens/s per stream, {args.seconds:g} s streams "
+          f"({tokens} tokens), {args.workers} workers, pass = all tokens and inter-chunk gap "
+          f"p99 < {NOMINAL_MS:.0f} + {args.budget_ms:.0f} ms")
+    print_table(["contender", "N", "ok", "gap p50 ms", "gap p99 ms", "gap max ms",
+                 "TTFT p99 ms", "mean stream s", "server cores", "server µs/chunk",
+                 "emulator cores", "client cores", "verdict"],
+                [[LABELS[r.contender], r.n, r.ok, r.p50_ms, r.p99_ms, r.max_ms, r.ttft_p99_ms,
+                  r.duration_s, r.server_cores, r.server_us_per_chunk if r.contender != "direct"
+                  else float("nan"), r.emulator_cores, r.client_cores,
+                  "pass" if r.passed(args.budget_ms) else "FAIL"] for r in results])
+    best = {kind: max((r.n for r in results if r.contender == kind
+                       and r.passed(args.budget_ms)), default=0) for kind in contenders}
+    print()
+    for kind in contenders:
+        tested = [r.n for r in results if r.contender == kind]
+        print(f"largest passing level, {LABELS[kind]}: {best[kind]} "
+              f"(tested {', '.join(map(str, tested))})")
+    if "ours" in best and "chatopenai" in best:
+        ratio = best["ours"] / best["chatopenai"] if best["chatopenai"] else float("inf")
+        print(f"target ours >= 500: {'met' if best['ours'] >= 500 else 'NOT met'} "
+              f"({best['ours']}); ours >= 3 x ChatOpenAI: "
+              f"{'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x)")
+    if "direct" in best and best.get("ours", 0) and best["direct"] <= best["ours"]:
+        print("note: the emulator read directly did no better than through our server: "
+              "the emulator/client ceiling, not the server, may be what limits here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small run: levels 50,100,200, 4 s streams")
+    parser.add_argument("--levels", default="100,200,400,600,800,1000")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream")
+    parser.add_argument("--ramp", type=float, default=2.0,
+                        help="seconds over which a level's streams start")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--budget-ms", type=float, default=100.0)
+    parser.add_argument("--contenders", default="direct,ours,chatopenai")
+    args = parser.parse_args()
+    if args.quick:
+        args.levels, args.seconds, args.ramp = "50,100,200", 4.0, 1.0
+    nofile = raise_nofile()
+    loop_name = install_uvloop()
+    print(f"capacity bench: {load_average()}; open-file limit {nofile}; client loop "
+          f"{loop_name}; pid {os.getpid()}")
+    started = time.monotonic()
+    asyncio.run(run(args))
+    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
