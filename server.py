@@ -24,11 +24,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from langchain_core.callbacks import AsyncCallbackHandler
 from langserve import add_routes
+from langserve.api_handler import _config_from_hash  # how LangServe reads /c/<hash>/
 from pydantic import ValidationError
 
 from chains import CHAINS, build_chains
@@ -141,6 +143,65 @@ class UpstreamErrorMiddleware:
         await self.app(scope, receive, send_with_cause)
 
 
+MAX_BODY_BYTES = 8 * 1024 * 1024  # the largest input (summarize's 1M characters) fits
+
+
+class JSONBodyGuard:
+    """Answers 422/413 for JSON bodies LangServe would turn into a 500 (and reads
+    ``"config": null`` as no config, which LangServe fails on too).
+
+    LangServe and FastAPI parse with the standard library, which accepts NaN/Infinity
+    and lone surrogates and then fails to render its own 422 echoing them, and a body
+    that is not UTF-8 escapes as a UnicodeDecodeError. orjson refuses all three, so a
+    body it cannot parse gets a clear 422 here, before any route runs.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or scope["method"] != "POST" \
+                or b"json" not in headers.get(b"content-type", b""):
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > MAX_BODY_BYTES:
+                response = JSONResponse({"detail": f"The request body is over "
+                                                   f"{MAX_BODY_BYTES // 2**20} MiB."}, 413)
+                await response(scope, receive, send)
+                return
+        body = b"".join(chunks)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            response = JSONResponse({"detail": f"The request body is not valid JSON (UTF-8, "
+                                               f"no NaN/Infinity, no lone surrogates): {exc}"},
+                                    422)
+            await response(scope, receive, send)
+            return
+        if isinstance(parsed, dict) and "config" in parsed and parsed["config"] is None:
+            del parsed["config"]  # "config": null means no config (LangServe: a 500)
+            body = orjson.dumps(parsed)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 # ------------------------------------------------------------------- access control
 
 def access_guard(settings: ServerSettings) -> Callable[[Request], None]:
@@ -184,6 +245,8 @@ def _check_configurable(configurable: dict[str, Any]) -> None:
 async def _check_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
     """LangServe's per-request hook: refuse unknown ``configurable`` keys (api_key,
     base_url...) and out-of-range values; record the run's error for the middleware."""
+    if config_hash := request.path_params.get("config_hash"):  # /<chain>/c/<hash>/...
+        _check_configurable(_config_from_hash(config_hash).get("configurable") or {})
     if request.method == "POST":
         try:
             body = await request.json()
@@ -243,6 +306,7 @@ def create_app(settings: ServerSettings | None = None, *,
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
                   description="Streaming LCEL chains on Maritaca AI's Sabiá models.")
     app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(JSONBodyGuard)
     guard = Depends(access_guard(settings))
     chains = build_chains(model, context_tokens=context_tokens)
     for name, chain in chains.items():

@@ -215,8 +215,6 @@ def test_configurable_in_the_path_form_never_redirects_the_key(
     assert all(r.path == "/chat/completions" for r in secret_emulator.requests)
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN (issue 6): server._check_config reads only the "
-                   "body's config, so LangServe's /c/{config_hash}/ path form skips the refusal")
 @pytest.mark.parametrize("route", ["invoke", "stream"])
 def test_configurable_in_the_path_form_is_refused(deployed: Any, route: str) -> None:
     evil = {"configurable": {"base_url": "http://127.0.0.1:9/steal"}}
