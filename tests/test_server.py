@@ -175,6 +175,16 @@ async def test_bad_input_is_422_naming_the_field(client, body, field, route):
     assert field in response.text
 
 
+async def test_null_config_is_no_config_and_huge_bodies_are_413(client):
+    response = await client.post("/story/invoke", json={"input": INPUTS["story"],
+                                                         "config": None})
+    assert response.status_code == 200
+    response = await client.post("/story/invoke", content=b'{"input": {"topic": "' +
+                                 b"x" * (9 * 2**20) + b'"}}',
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "MiB" in response.text
+
+
 async def test_malformed_json_is_422(client):
     response = await client.post("/story/invoke", content=b"{not json",
                                  headers={"content-type": "application/json"})
