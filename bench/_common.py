@@ -237,8 +237,16 @@ def emulator_cpu(emu: Any) -> float:
 
 # ------------------------------------------------------------------- the SSE client
 
-def chain_body(topic: str = "Brasil", **extra: Any) -> bytes:
-    return json.dumps({"input": {"topic": topic}, **extra}).encode()
+# The chains send max_tokens (default 2048) and the emulator honours it: long benchmark
+# streams ask for the most the server allows. The ChatOpenAI-based chains ignore it.
+LONG: dict[str, Any] = {"configurable": {"max_tokens": 32_000}}
+
+
+def chain_body(topic: str = "Brasil", config: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {"input": {"topic": topic}}
+    if config is not None:
+        body["config"] = config
+    return json.dumps(body).encode()
 
 
 def chat_body(prompt: str = "Conte uma história sobre o Brasil.") -> bytes:
@@ -284,6 +292,7 @@ class StreamResult:
     first_token: float | None = None
     last_token: float | None = None
     gaps: list[float] = field(default_factory=list)
+    gap_at: list[float] = field(default_factory=list)  # when each gap ended
     ended: bool = False
     error: bool = False
     closed_at: float | None = None      # when we hung up (cancellation)
@@ -342,6 +351,7 @@ class SSEStream(asyncio.Protocol):
             elif self.record_gaps and self._last is not None:
                 res.gaps.append(now - self._last)
                 res.gaps.extend([0.0] * (new - 1))
+                res.gap_at.extend([now] * new)
             self._last = res.last_token = now
         if any(c.feed(data) for c in self.errors):
             res.error = True

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 from _common import (
+    LONG,
     ROOT,
     TOKEN_MARKERS,
     ServerProcess,
@@ -65,6 +66,8 @@ class Row:
     latencies_ms: list[float] = field(default_factory=list)
     after: list[int] = field(default_factory=list)
     not_closed: int = 0
+    ran_to_end: int = 0  # of the not closed: the emulator got its whole answer out
+    # (to the server, or only into the socket buffers) and never saw the close
     errors: list[str] = field(default_factory=list)
 
 
@@ -90,6 +93,7 @@ def account(row: Row, rec: RecordedRequest | None, hung_up_at: float | None, *,
         return
     if rec is None or not rec.client_disconnected or rec.disconnected_at is None:
         row.not_closed += 1
+        row.ran_to_end += rec is not None and rec.finished_at is not None
         return
     row.latencies_ms.append((rec.disconnected_at - hung_up_at) * 1e3)
     if not paced:
@@ -131,7 +135,8 @@ async def http_face(url: str, face: str, after: int) -> float | None:
     marker = TOKEN_MARKERS.get(face, b"")
     if face == "text":
         return await plain_text(url, after)
-    result = await sse_stream(url, path, chain_body(), marker, hang_up_after=after, limit=30)
+    result = await sse_stream(url, path, chain_body(config=LONG), marker, hang_up_after=after,
+                              limit=30)
     return result.closed_at
 
 
@@ -205,7 +210,7 @@ async def run(args: argparse.Namespace) -> None:
                 schema = (await http.get(f"{ours.url}/openapi.json")).text
             has_ws = ws_ready and "/story/text" in schema
             after = args.after
-            burst = dataclasses.replace(Scenario.token_delay(0.0), reply_tokens=1_000_000)
+            burst = dataclasses.replace(Scenario.token_delay(0.0), reply_tokens=32_000)
             # name -> (trial, scenario for the emulator, paced)
             trials: dict[str, tuple[Callable[[], Awaitable[float | None]], Scenario | None,
                                     bool]] = {
@@ -267,9 +272,11 @@ async def run(args: argparse.Namespace) -> None:
         table.append([row.name, len(lat), percentile(lat, 50), percentile(lat, 99),
                       max(lat, default=float("nan")),
                       sum(row.after) / len(row.after) if row.after else float("nan"),
-                      max(row.after, default=0), row.not_closed, len(row.errors)])
+                      max(row.after, default=0), row.not_closed,
+                      f"{row.ran_to_end}/{row.not_closed - row.ran_to_end}", len(row.errors)])
     print_table(["how the client stops", "closed", "p50 ms", "p99 ms", "max ms",
-                 "tokens after (mean)", "(max)", "NOT closed", "errors"], table)
+                 "tokens after (mean)", "(max)", "NOT closed", "sent all/still open",
+                 "errors"], table)
     if not has_ws:
         print("WebSocket row: pending (server_faces.py / the /story/ws route is not there yet)")
     for row in rows.values():

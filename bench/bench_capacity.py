@@ -13,7 +13,9 @@ due when it falls behind, so it degrades by merging chunks, never by queueing).
 At each level N, N clients (raw asyncio sockets in this process, on uvloop) start over
 ``--ramp`` seconds and read ``POST /story/stream`` to its end; a level passes when every
 stream delivers all its tokens and the 99th percentile of the inter-chunk gaps, pooled
-over all streams, is under 33 ms + ``--budget-ms`` (100 ms). The "emulator direct" row
+over all streams, is under 33 ms + ``--budget-ms`` (100 ms); "steady p99" (shown, not judged)
+leaves out the gaps before every stream has started, when request start-up work
+competes with the running streams. The "emulator direct" row
 reads the emulator with no server in between: the ceiling set by the emulator and the
 client themselves on this machine. Target (issue 6): ours >= 500 and >= 3 x ChatOpenAI.
 """
@@ -58,6 +60,7 @@ class Level:
     ok: int
     p50_ms: float
     p99_ms: float
+    steady_p99_ms: float
     max_ms: float
     ttft_p99_ms: float
     duration_s: float
@@ -102,6 +105,10 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: o
     relayed = sum(r.tokens for r in results)
     good = [r for r in results if r.ok and r.tokens == tokens]
     gaps = [g * 1e3 for r in results for g in r.gaps]
+    # once every stream has started (the ramp, plus a second): no start-up work left
+    steady_from = wall0 + ramp + 1.0
+    steady = [g * 1e3 for r in results for g, at in zip(r.gaps, r.gap_at, strict=True)
+              if at >= steady_from]
     ttfts = [(r.first_token - r.started) * 1e3 for r in results if r.first_token is not None]
     durations = [r.last_token - r.started for r in good if r.last_token is not None]
     reasons: dict[str, int] = {}
@@ -111,6 +118,7 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: o
                                 "error event" if r.error else f"{r.tokens}/{tokens} tokens")
             reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
     return Level(contender, n, len(good), percentile(gaps, 50), percentile(gaps, 99),
+                 percentile(steady, 99),
                  max(gaps, default=float("nan")), percentile(ttfts, 99),
                  statistics.mean(durations) if durations else float("nan"),
                  cores[0], (cpu1[0] - cpu0[0]) / max(relayed, 1) * 1e6, split,
@@ -143,7 +151,8 @@ async def run(args: argparse.Namespace) -> None:
                     level = await one_level(kind, n, servers[kind], emu, tokens, args.ramp)
                     results.append(level)
                     print(f"  {LABELS[kind]:28} N={n:5d}: {level.ok}/{n} ok, gap p99 "
-                          f"{level.p99_ms:7.1f} ms, max {level.max_ms:7.1f} ms, server "
+                          f"{level.p99_ms:7.1f} ms (steady {level.steady_p99_ms:6.1f}), max "
+                          f"{level.max_ms:7.1f} ms, server "
                           f"{level.server_cores:.2f} cores ({level.worker_split}, "
                           f"{level.server_us_per_chunk:.0f} µs/chunk), emulator {level.emulator_cores:.2f}, "
                           f"client {level.client_cores:.2f} "
@@ -162,10 +171,12 @@ async def run(args: argparse.Namespace) -> None:
     print(f"\nCapacity at {RATE:.0f} tokens/s per stream, {args.seconds:g} s streams "
           f"({tokens} tokens), {args.workers} workers, pass = all tokens and inter-chunk gap "
           f"p99 < {NOMINAL_MS:.0f} + {args.budget_ms:.0f} ms")
-    print_table(["contender", "N", "ok", "gap p50 ms", "gap p99 ms", "gap max ms",
+    print_table(["contender", "N", "ok", "gap p50 ms", "gap p99 ms", "steady p99 ms",
+                 "gap max ms",
                  "TTFT p99 ms", "mean stream s", "server cores", "server µs/chunk",
                  "emulator cores", "client cores", "verdict"],
-                [[LABELS[r.contender], r.n, r.ok, r.p50_ms, r.p99_ms, r.max_ms, r.ttft_p99_ms,
+                [[LABELS[r.contender], r.n, r.ok, r.p50_ms, r.p99_ms, r.steady_p99_ms, r.max_ms,
+                  r.ttft_p99_ms,
                   r.duration_s, r.server_cores, r.server_us_per_chunk if r.contender != "direct"
                   else float("nan"), r.emulator_cores, r.client_cores,
                   "pass" if r.passed(args.budget_ms) else "FAIL"] for r in results])
@@ -190,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small run: levels 50,100,200, 4 s streams")
-    parser.add_argument("--levels", default="100,200,400,600,800,1000")
+    parser.add_argument("--levels", default="50,100,150,200,300,400,500,600,800,1000")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream")
     parser.add_argument("--ramp", type=float, default=2.0,
                         help="seconds over which a level's streams start")

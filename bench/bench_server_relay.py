@@ -28,10 +28,12 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import Any
 
 from _common import (
     CONTENDERS,
     LABELS,
+    LONG,
     TOKEN_MARKERS,
     ServerProcess,
     auth_header,
@@ -51,18 +53,24 @@ from maritaca.testing import Scenario
 FACES = ("stream", "stream_events")
 
 
-async def relay_once(srv: ServerProcess, emu: object, face: str, chunks: int
+async def relay_once(srv: ServerProcess, emu: Any, face: str, chunks: int
                      ) -> tuple[float, int, int]:
-    """(server CPU seconds, emulator chunks, client-counted events) for one long stream."""
-    emu.enqueue(Scenario.ok(reply_tokens=chunks))  # type: ignore[attr-defined]
+    """(server CPU seconds, emulator chunks sent, client-counted events) for one long
+    stream; the chunks are the emulator's own count (max_tokens may cut a reply)."""
+    emu.reset()
+    emu.enqueue(Scenario.ok(reply_tokens=chunks))
     before = srv.cpu()
-    result = await sse_stream(srv.url, f"/story/{face}", chain_body(), TOKEN_MARKERS[face],
-                              limit=600)
+    result = await sse_stream(srv.url, f"/story/{face}", chain_body(config=LONG),
+                              TOKEN_MARKERS[face], limit=600)
     await asyncio.sleep(0.05)  # let the server finish the request's bookkeeping
     spent = srv.cpu() - before
     if not result.ok:
         raise RuntimeError(f"{srv.kind} /{face} failed: {result}")
-    return spent, chunks, result.tokens
+    sent = sum(r.chunks_sent for r in emu.requests if r.path == "/chat/completions")
+    if sent != chunks or result.tokens < sent:
+        raise RuntimeError(f"{srv.kind} /{face}: emulator sent {sent} of {chunks} chunks, "
+                           f"client saw {result.tokens} events")
+    return spent, sent, result.tokens
 
 
 async def first_token(url: str, path: str, body: bytes, marker: bytes,
