@@ -37,6 +37,7 @@ from chains import CHAINS, build_chains
 from chains._model import CONFIGURABLE_KEYS
 from maritaca import ChatMaritaca, errors, local
 from maritaca._local_process import free_port
+from maritaca._upstream import closing_upstreams, open_upstreams
 from server_faces import mount_faces
 from server_settings import Backend, ServerSettings, is_loopback
 
@@ -115,32 +116,59 @@ class _RecordRunError(AsyncCallbackHandler):
 _GENERIC_ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"}).encode()
 
 
-class UpstreamErrorMiddleware:
-    """Replaces LangServe's bare "Internal Server Error" stream event with the real cause.
+def _only(exc: BaseException, error: BaseException) -> bool:
+    """Whether ``exc`` is ``error``, alone or in (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(inner, error) for inner in exc.exceptions)
+    return exc is error
 
-    LangServe hides every mid-stream exception behind one generic SSE error event; the
-    run's exception (caught by ``_RecordRunError``) says whether it was a rate limit, a
-    rejected key or an unreachable API, and clients deserve to know which.
+
+class UpstreamErrorMiddleware:
+    """Names upstream failures in streams, and closes what a request left open.
+
+    - LangServe hides every mid-stream exception behind one generic SSE error event, then
+      re-raises it (uvicorn logs a traceback and cuts the body short). The run's exception
+      (caught by ``_RecordRunError``) says whether it was a rate limit, a rejected key or
+      an unreachable API: the event says that instead, and the body ends properly.
+    - When a request ends (a client hanging up included), every upstream stream it
+      opened is closed, even if a framework still holds the abandoned generators.
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            with closing_upstreams():
+                await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         box = _ErrorBox()
         scope.setdefault("state", {})["error_box"] = box
+        started = ended = False
 
         async def send_with_cause(message: Message) -> None:
-            if (box.error is not None and message["type"] == "http.response.body"
-                    and _GENERIC_ERROR in message.get("body", b"")):
-                cause = json.dumps(describe_error(box.error), ensure_ascii=False).encode()
-                message["body"] = message["body"].replace(_GENERIC_ERROR, cause)
+            nonlocal started, ended
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body":
+                ended = not message.get("more_body", False)
+                if box.error is not None and _GENERIC_ERROR in message.get("body", b""):
+                    cause = json.dumps(describe_error(box.error), ensure_ascii=False).encode()
+                    message["body"] = message["body"].replace(_GENERIC_ERROR, cause)
             await send(message)
 
-        await self.app(scope, receive, send_with_cause)
+        with closing_upstreams():
+            try:
+                await self.app(scope, receive, send_with_cause)
+            except Exception as exc:
+                if not (started and box.error is not None and _only(exc, box.error)):
+                    raise
+                # already told to the client as an error event, and logged with its run id
+                if not ended:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # the largest input (summarize's 1M characters) fits
@@ -182,9 +210,18 @@ class JSONBodyGuard:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            response = JSONResponse({"detail": f"The request body is not valid JSON (UTF-8, "
-                                               f"no NaN/Infinity, no lone surrogates): {exc}"},
-                                    422)
+            # FastAPI's own shape for a body that does not parse
+            response = JSONResponse({"detail": [{
+                "type": "json_invalid", "loc": ["body"],
+                "msg": f"The request body is not valid JSON (UTF-8, no NaN/Infinity, "
+                       f"no lone surrogates): {exc}"}]}, 422)
+            await response(scope, receive, send)
+            return
+        if scope["path"].endswith("/batch") and isinstance(parsed, dict) \
+                and not isinstance(parsed.get("inputs", []), list):
+            response = JSONResponse({"detail": [{  # LangServe calls len() on it: a 500
+                "type": "list_type", "loc": ["body", "inputs"],
+                "msg": "inputs must be a list of the chain's inputs"}]}, 422)
             await response(scope, receive, send)
             return
         if isinstance(parsed, dict) and "config" in parsed and parsed["config"] is None:
@@ -335,8 +372,9 @@ def create_app(settings: ServerSettings | None = None, *,
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
-        """Which backend and model serve (never the key)."""
-        return health
+        """Which backend and model serve (never the key), and how many upstream
+        streams this process has open (zero when no stream runs)."""
+        return {**health, "open_upstream_streams": open_upstreams()}
 
     @app.get("/login", include_in_schema=False)
     async def login(key: str) -> RedirectResponse:

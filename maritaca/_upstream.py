@@ -12,16 +12,46 @@ the upstream sees the connection close at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import httpx
 
-__all__ = ["UpstreamStream"]
+__all__ = ["UpstreamStream", "closing_upstreams", "open_upstreams"]
 
 _END = object()
-# Readers finishing their close after the consumer left; kept here so they are not
-# garbage-collected mid-close.
-_closing: set[asyncio.Task[None]] = set()
+# Every reader still running (also those finishing their close after the consumer
+# left: kept here so they are not garbage-collected mid-close).
+_reading: set[asyncio.Task[None]] = set()
+# The streams opened inside the current ``closing_upstreams()`` block (tasks started
+# inside it share the set: a task copies its parent's context).
+_scope: ContextVar[set[UpstreamStream] | None] = ContextVar("maritaca_upstreams", default=None)
+
+
+def open_upstreams() -> int:
+    """How many upstream responses are open in this process (a server's health figure:
+    it returns to zero when no stream runs)."""
+    return len(_reading)
+
+
+@contextmanager
+def closing_upstreams() -> Iterator[None]:
+    """Close, on leaving the block, every upstream stream opened inside it.
+
+    For servers, around each request: when a client hangs up, frameworks (LangServe's
+    event aggregator, a kept task) may hold the abandoned chain's generators alive
+    through the cancellation's traceback, so the model's own ``finally`` never runs;
+    this closes the upstream when the request ends, whatever holds on to what.
+    """
+    streams: set[UpstreamStream] = set()
+    token = _scope.set(streams)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+        for stream in list(streams):
+            stream.close()
 
 
 class UpstreamStream:
@@ -31,7 +61,7 @@ class UpstreamStream:
     Always ``close()`` it (it never awaits, so it is safe in a cancelled task's finally).
     """
 
-    __slots__ = ("_queue", "_reader")
+    __slots__ = ("_owner", "_queue", "_reader")
 
     def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
                  error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
@@ -39,6 +69,11 @@ class UpstreamStream:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=16)
         self._reader = asyncio.get_running_loop().create_task(
             self._read(client, request, error_for))
+        _reading.add(self._reader)
+        self._reader.add_done_callback(_reading.discard)
+        self._owner = _scope.get()
+        if self._owner is not None:
+            self._owner.add(self)
 
     async def _read(self, client: httpx.AsyncClient, request: httpx.Request,
                     error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
@@ -70,8 +105,9 @@ class UpstreamStream:
 
     def close(self) -> None:
         """Stop reading and close the response (the close finishes in the background)."""
+        if self._owner is not None:
+            self._owner.discard(self)
+            self._owner = None
         reader = self._reader
         if not reader.done():
             reader.cancel()
-            _closing.add(reader)
-            reader.add_done_callback(_closing.discard)

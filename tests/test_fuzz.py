@@ -37,10 +37,7 @@ STATS: Counter[str] = Counter()
 # once the bug is fixed, as the reminder to delete its line here. The three found
 # first (a non-UTF-8 body, NaN/Infinity and lone surrogates in the input, each a 500)
 # are fixed by server.JSONBodyGuard and pinned by plain tests below.
-KNOWN: dict[str, str] = {
-    "has no len()": "/batch with `inputs` a number or null: LangServe's batch handler "
-                    "calls len(inputs) unguarded (api_handler.py), a 500",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _reset_sse_event() -> None:
@@ -247,7 +244,6 @@ def test_lone_surrogate_in_input_is_not_5xx(test_client: TestClient) -> None:
     assert response.status_code < 500
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN: /batch with inputs a number or null is a 500")
 @pytest.mark.parametrize("inputs", [1.5, None])
 def test_batch_inputs_not_a_list_is_4xx(test_client: TestClient, inputs: Any) -> None:
     response = test_client.post("/story/batch", json={"inputs": inputs})

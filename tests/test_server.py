@@ -222,6 +222,47 @@ def test_client_disconnect_closes_the_upstream_request(caplog):
                for r in caplog.records) == 2
 
 
+def test_hanging_up_while_the_server_is_busy_still_closes_the_upstream():
+    # an answer sent as fast as the socket allows: the hang-up lands while the server is
+    # writing, and LangServe keeps the abandoned generators alive through the cancellation
+    from maritaca.testing import MaritacaEmulator
+
+    with MaritacaEmulator(reply_tokens=32_000) as emulator:
+        app = create_app(ServerSettings(_env_file=None, MARITACA_CHAINS_UI=False),  # type: ignore[call-arg]
+                         model=emulator_model(emulator))
+        with RunningServer(app) as server, httpx.Client(timeout=10) as http:
+            for trial in range(12):
+                route = ("stream", "stream_events")[trial % 2]
+                body = {"input": INPUTS["story"],
+                        "config": {"configurable": {"max_tokens": 32_000}}}
+                with http.stream("POST", f"{server.url}/story/{route}", json=body) as response:
+                    for i, _line in enumerate(response.iter_lines()):
+                        if i > 20:
+                            break
+                deadline = time.monotonic() + 2
+                while (still := http.get(f"{server.url}/healthz").json()[
+                        "open_upstream_streams"]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert still == 0, f"trial {trial} /{route}: the upstream stream stayed open"
+
+
+def test_a_mid_stream_failure_ends_the_body_cleanly(caplog):
+    from maritaca.testing import MaritacaEmulator
+
+    with MaritacaEmulator(reply_tokens=40) as emulator:
+        app = create_app(ServerSettings(_env_file=None, MARITACA_CHAINS_UI=False),  # type: ignore[call-arg]
+                         model=emulator_model(emulator))
+        with RunningServer(app) as server, httpx.Client(timeout=10) as http:
+            for scenario in (Scenario.drop(after_chunks=5), Scenario.error_event(after_chunks=5)):
+                emulator.enqueue(scenario)
+                response = http.post(f"{server.url}/story/stream", json={"input": INPUTS["story"]})
+                events = [block for block in response.text.split("\r\n\r\n") if block]
+                assert events[-1].startswith("event: error")
+                assert json.loads(events[-1].split("data: ", 1)[1])["type"] == \
+                    "upstream_stream_broken"
+    assert "Exception in ASGI application" not in caplog.text
+
+
 # ----------------------------------------------------------------------- access control
 
 
