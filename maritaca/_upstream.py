@@ -65,8 +65,9 @@ class UpstreamStream:
 
     def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
                  error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
-        # A few blocks of read-ahead; a slow consumer then slows the socket reads down.
-        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=16)
+        # A little read-ahead (a real model is slower than the socket); past it, a slow
+        # consumer slows the socket reads down instead of buffering the answer here.
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
         self._reader = asyncio.get_running_loop().create_task(
             self._read(client, request, error_for))
         _reading.add(self._reader)
