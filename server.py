@@ -301,6 +301,37 @@ async def _check_config(config: dict[str, Any], request: Request) -> dict[str, A
 
 # ------------------------------------------------------------------------------ app
 
+@asynccontextmanager
+async def full_collections_on_a_timer(seconds: float) -> AsyncIterator[None]:
+    """Run the cyclic GC's full collections every ``seconds`` instead of by allocation count.
+
+    A full collection stops every stream for as long as it walks the long-lived objects:
+    100-280 ms with a few hundred open streams (bench/bench_capacity.py), far over a
+    30 tokens/s stream's 33 ms beat, and they came every second under load. Young
+    generations still collect as usual; the few cycles that outlive them wait for the
+    timer. Start-up objects are frozen out of every walk. ``seconds`` <= 0 keeps
+    Python's own policy.
+    """
+    gc.freeze()  # start-up objects live forever: keep them out of the collector's walk
+    if seconds <= 0:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.set_threshold(before[0], before[1], 1_000_000)  # no full collection by count
+
+    async def collect() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            gc.collect()
+
+    timer = asyncio.create_task(collect())
+    try:
+        yield
+    finally:
+        timer.cancel()
+        gc.set_threshold(*before)
+
+
 def create_app(settings: ServerSettings | None = None, *,
                model: ChatMaritaca | None = None) -> FastAPI:
     """The FastAPI app. With ``model`` given, no backend is started (tests, embedding);
@@ -333,9 +364,9 @@ def create_app(settings: ServerSettings | None = None, *,
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
                        ", ".join(f"/{n}" for n in CHAINS), backend_name, model.model_name,
                        f"\n  note: {TINY_MODEL_NOTE}" if backend is not None else "")
-        gc.freeze()  # start-up objects live forever: keep them out of the collector's walk
         try:
-            yield
+            async with full_collections_on_a_timer(settings.full_gc_seconds):
+                yield
         finally:
             if backend is not None:
                 await backend.astop()

@@ -3,8 +3,8 @@
     PYTHONPATH=.:bench uvicorn _openai_app:app_factory --factory --workers 2
 
 Same as ``server.create_app`` (the same chains from ``chains.build_chains``, the same
-``add_routes`` options, error middleware, access guard, config check and
-``gc.freeze()`` at start-up), except that the model is
+``add_routes`` options, error middleware, access guard, config check and GC policy
+(``full_collections_on_a_timer``)), except that the model is
 ``ChatOpenAI(base_url=MARITACA_BASE_URL, api_key=MARITACA_API_KEY)``, the way
 Maritaca's docs point LangChain users at their API. Settings come from
 ``ServerSettings`` like the real server's.
@@ -12,7 +12,6 @@ Maritaca's docs point LangChain users at their API. Settings come from
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +21,12 @@ from langchain_openai import ChatOpenAI
 from langserve import add_routes
 
 from chains import build_chains
-from server import UpstreamErrorMiddleware, _check_config, access_guard
+from server import (
+    UpstreamErrorMiddleware,
+    _check_config,
+    access_guard,
+    full_collections_on_a_timer,
+)
 from server_settings import ServerSettings
 
 
@@ -35,8 +39,8 @@ def create_openai_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gc.freeze()
-        yield
+        async with full_collections_on_a_timer(settings.full_gc_seconds):
+            yield
 
     app = FastAPI(title="chains on ChatOpenAI (benchmark peer)", lifespan=lifespan)
     app.add_middleware(UpstreamErrorMiddleware)

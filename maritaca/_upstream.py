@@ -54,6 +54,30 @@ def closing_upstreams() -> Iterator[None]:
             stream.close()
 
 
+async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
+                request: httpx.Request,
+                error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
+    """The reader task's body. A free function, not a method: a cancelled reader's
+    traceback then holds the queue, never the stream that holds the task (no cycle left
+    for the collector, and the blocks are freed at once)."""
+    put = queue.put
+    try:
+        response = await client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                raise error_for(response, await response.aread())
+            async for block in response.aiter_bytes():
+                await put(block)
+        finally:
+            await response.aclose()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to the consumer, which raises it
+        await put(exc)
+        return
+    await put(_END)
+
+
 class UpstreamStream:
     """Send ``request`` and hand over the response body as byte blocks.
 
@@ -69,31 +93,12 @@ class UpstreamStream:
         # consumer slows the socket reads down instead of buffering the answer here.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
         self._reader = asyncio.get_running_loop().create_task(
-            self._read(client, request, error_for))
+            _read(self._queue, client, request, error_for))
         _reading.add(self._reader)
         self._reader.add_done_callback(_reading.discard)
         self._owner = _scope.get()
         if self._owner is not None:
             self._owner.add(self)
-
-    async def _read(self, client: httpx.AsyncClient, request: httpx.Request,
-                    error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
-        put = self._queue.put
-        try:
-            response = await client.send(request, stream=True)
-            try:
-                if response.status_code >= 400:
-                    raise error_for(response, await response.aread())
-                async for block in response.aiter_bytes():
-                    await put(block)
-            finally:
-                await response.aclose()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # handed to the consumer, which raises it
-            await put(exc)
-            return
-        await put(_END)
 
     async def next_block(self) -> bytes | None:
         """The next block of the body, or None at its end; raises the reader's error."""
@@ -112,3 +117,5 @@ class UpstreamStream:
         reader = self._reader
         if not reader.done():
             reader.cancel()
+        while not self._queue.empty():  # blocks nobody will read
+            self._queue.get_nowait()
