@@ -126,6 +126,29 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: o
                  ", ".join(f"{k} x{v}" for k, v in reasons.items()))
 
 
+def plot(results: list[Level], budget_ms: float, path: str) -> None:
+    """p99 gap between chunks against concurrent streams, one line per contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for kind in dict.fromkeys(r.contender for r in results):
+        rows = [r for r in results if r.contender == kind]
+        ax.plot([r.n for r in rows], [r.p99_ms for r in rows], marker="o", label=LABELS[kind])
+    ax.axhline(NOMINAL_MS + budget_ms, color="grey", linestyle="--",
+               label=f"budget: {NOMINAL_MS:.0f} + {budget_ms:.0f} ms")
+    ax.set_xlabel("concurrent streams at 30 tokens/s (2 workers, 2 cores)")
+    ax.set_ylabel("p99 gap between chunks (ms)")
+    ax.set_title("How many streams a server holds")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}")
+
+
 async def run(args: argparse.Namespace) -> None:
     tokens = int(args.seconds * RATE)
     levels = [int(x) for x in args.levels.split(",")]
@@ -192,6 +215,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"target ours >= 500: {'met' if best['ours'] >= 500 else 'NOT met'} "
               f"({best['ours']}); ours >= 3 x ChatOpenAI: "
               f"{'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x)")
+    if args.plot:
+        plot(results, args.budget_ms, args.plot)
     if "direct" in best and best.get("ours", 0) and best["direct"] <= best["ours"]:
         print("note: the emulator read directly did no better than through our server: "
               "the emulator/client ceiling, not the server, may be what limits here")
@@ -208,6 +233,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--budget-ms", type=float, default=100.0)
     parser.add_argument("--contenders", default="direct,ours,chatopenai")
+    parser.add_argument("--plot", help="write a PNG of p99 gap against streams here")
     args = parser.parse_args()
     if args.quick:
         args.levels, args.seconds, args.ramp = "50,100,200", 4.0, 1.0
