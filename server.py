@@ -309,8 +309,9 @@ async def full_collections_on_a_timer(seconds: float) -> AsyncIterator[None]:
     100-280 ms with a few hundred open streams (bench/bench_capacity.py), far over a
     30 tokens/s stream's 33 ms beat, and they came every second under load. Young
     generations still collect as usual; the few cycles that outlive them wait for the
-    timer. Start-up objects are frozen out of every walk. ``seconds`` <= 0 keeps
-    Python's own policy.
+    timer. Start-up objects are frozen out of every walk. ``seconds`` <= 0 (the default
+    setting) keeps Python's own policy: the timer holds more streams but lets garbage
+    from hung-up and failed streams, and some of their sockets, wait for it.
     """
     gc.freeze()  # start-up objects live forever: keep them out of the collector's walk
     if seconds <= 0:

@@ -8,7 +8,7 @@
     MARITACA_CHAINS_API_KEYS                 comma-separated keys clients must send
     MARITACA_CHAINS_ALLOW_PUBLIC             serve a non-loopback host without keys
     MARITACA_CHAINS_UI                       mount the Gradio chat at /ui (default true)
-    MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections on this timer (30; 0: Python's)
+    MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections on a timer (off: 0; see BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ServerSettings(BaseSettings):
         default_factory=list, validation_alias="MARITACA_CHAINS_API_KEYS")
     allow_public: bool = Field(default=False, validation_alias="MARITACA_CHAINS_ALLOW_PUBLIC")
     ui: bool = Field(default=True, validation_alias="MARITACA_CHAINS_UI")
-    full_gc_seconds: float = Field(default=30.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
+    full_gc_seconds: float = Field(default=0.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
 
     @field_validator("api_key", mode="before")
