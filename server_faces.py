@@ -63,6 +63,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from chains import CHAINS
+from maritaca._upstream import closing_upstreams
 
 __all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "chat_fn", "mount_faces"]
 
@@ -97,12 +98,15 @@ class _Face:
         return self.input_type.model_validate({self.main_field: text})
 
     async def chunks(self, value: BaseModel) -> AsyncGenerator[str, None]:
-        """The run's non-empty chunks; the upstream stream is closed however this ends."""
+        """The run's non-empty chunks; the upstream stream is closed however this ends
+        (also when a cancellation strands langchain-core's inner generators, as Gradio's
+        Stop can: ``closing_upstreams`` closes what the run opened)."""
         stream = cast(AsyncGenerator[str, None], self.chain.astream(value))  # an async gen
-        async with aclosing(stream):
-            async for chunk in stream:
-                if chunk:
-                    yield chunk
+        with closing_upstreams():
+            async with aclosing(stream):
+                async for chunk in stream:
+                    if chunk:
+                        yield chunk
 
 
 # ------------------------------------------------------------------------ plain text

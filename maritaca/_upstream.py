@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 
 import httpx
@@ -49,7 +49,8 @@ def closing_upstreams() -> Iterator[None]:
     try:
         yield
     finally:
-        _scope.reset(token)
+        with suppress(ValueError):  # left from another context: a generator finalised
+            _scope.reset(token)     # by the garbage collector still closes its streams
         for stream in list(streams):
             stream.close()
 
