@@ -188,9 +188,8 @@ class JSONBodyGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
         if scope["type"] != "http" or scope["method"] != "POST" \
-                or b"json" not in headers.get(b"content-type", b""):
+                or b"json" not in dict(scope["headers"]).get(b"content-type", b""):
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
@@ -305,9 +304,9 @@ async def _check_config(config: dict[str, Any], request: Request) -> dict[str, A
 async def full_collections_on_a_timer(seconds: float) -> AsyncIterator[None]:
     """Run the cyclic GC's full collections every ``seconds`` instead of by allocation count.
 
-    A full collection stops every stream for as long as it walks the long-lived objects:
-    100-280 ms with a few hundred open streams (bench/bench_capacity.py), far over a
-    30 tokens/s stream's 33 ms beat, and they came every second under load. Young
+    A full collection stops every stream for as long as it walks the long-lived objects;
+    under a few hundred 30 tokens/s streams they stalled streams past the 100 ms budget
+    at 150-200 streams, and with this timer 400-500 hold (BENCHMARKS.md). Young
     generations still collect as usual; the few cycles that outlive them wait for the
     timer. Start-up objects are frozen out of every walk. ``seconds`` <= 0 (the default
     setting) keeps Python's own policy: the timer holds more streams but lets garbage

@@ -13,12 +13,11 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ BENCH = Path(__file__).resolve().parent
 for _path in (str(ROOT), str(BENCH)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from maritaca.testing._runner import terminate  # noqa: E402
 
 CONTENDERS = ("ours", "chatopenai")
 LABELS = {"ours": "ChatMaritaca server (ours)",
@@ -68,6 +69,17 @@ def install_uvloop() -> str:
 def load_average() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def run_bench(title: str, run: Callable[[Any], Awaitable[None]], args: Any) -> None:
+    """The server benches' common start and end: raise the open-file limit, put the load
+    client on uvloop, print the machine's load, run ``run(args)`` and its duration."""
+    nofile = raise_nofile()
+    loop_name = install_uvloop()
+    print(f"{title}: {load_average()}; open-file limit {nofile}; client loop {loop_name}")
+    started = time.monotonic()
+    asyncio.run(run(args))
+    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -196,13 +208,7 @@ class ServerProcess:
         if self.proc is None:
             return
         children = self.processes()[1:]
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=15)
         for child in children:  # workers left behind by a killed supervisor
             with contextlib.suppress(psutil.NoSuchProcess):
                 if child.is_running():

@@ -45,11 +45,9 @@ from _common import (
     chain_body,
     chat_body,
     emulator,
-    install_uvloop,
-    load_average,
     percentile,
     print_table,
-    raise_nofile,
+    run_bench,
     sse_stream,
 )
 
@@ -301,12 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials = 20
-    raise_nofile()
-    install_uvloop()
-    print(f"cancellation bench: {load_average()}")
-    started = time.monotonic()
-    asyncio.run(run(args))
-    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+    run_bench("cancellation bench", run, args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import time
@@ -41,11 +40,9 @@ from _common import (
     chat_body,
     emulator,
     emulator_cpu,
-    install_uvloop,
-    load_average,
     percentile,
     print_table,
-    raise_nofile,
+    run_bench,
     sse_stream,
 )
 
@@ -237,13 +234,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.levels, args.seconds, args.ramp = "50,100,200", 4.0, 1.0
-    nofile = raise_nofile()
-    loop_name = install_uvloop()
-    print(f"capacity bench: {load_average()}; open-file limit {nofile}; client loop "
-          f"{loop_name}; pid {os.getpid()}")
-    started = time.monotonic()
-    asyncio.run(run(args))
-    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+    run_bench("capacity bench", run, args)
 
 
 if __name__ == "__main__":

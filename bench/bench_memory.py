@@ -27,10 +27,8 @@ from _common import (
     chain_body,
     emulator,
     http_request,
-    install_uvloop,
-    load_average,
     print_table,
-    raise_nofile,
+    run_bench,
 )
 
 MB = 1024 * 1024
@@ -152,12 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.levels, args.rounds = "50,100", 3
-    raise_nofile()
-    install_uvloop()
-    print(f"memory bench: {load_average()}")
-    started = time.monotonic()
-    asyncio.run(run(args))
-    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+    run_bench("memory bench", run, args)
 
 
 if __name__ == "__main__":

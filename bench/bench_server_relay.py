@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from typing import Any
 
 from _common import (
@@ -41,10 +40,8 @@ from _common import (
     chat_body,
     emulator,
     emulator_cpu,
-    install_uvloop,
-    load_average,
     print_table,
-    raise_nofile,
+    run_bench,
     sse_stream,
 )
 
@@ -163,12 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.chunks, args.repeat, args.ttft_trials = 3000, 1, 30
-    raise_nofile()
-    loop_name = install_uvloop()
-    print(f"server relay bench: {load_average()}; client loop {loop_name}")
-    started = time.monotonic()
-    asyncio.run(run(args))
-    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+    run_bench("server relay bench", run, args)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def configurable_model(model: BaseChatModel | None = None, *,
     names = list(dict.fromkeys([model.model_name, *(model_names or catalogue_names())]))
     model = model.model_copy(update={
         "temperature": DEFAULT_TEMPERATURE if model.temperature is None else model.temperature,
-        "max_tokens": model.max_tokens or DEFAULT_MAX_TOKENS})
+        "max_tokens": DEFAULT_MAX_TOKENS if model.max_tokens is None else model.max_tokens})
     return model.configurable_fields(
         model_name=ConfigurableFieldSingleOption(
             id="model", name="Model", options={name: name for name in names},

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from maritaca import ChatMaritaca, close_clients
-from maritaca.testing import MaritacaEmulator
+from maritaca.testing import MaritacaEmulator, RecordedRequest
 
 pytest_plugins = ["maritaca.testing.pytest_plugin"]
 
@@ -106,6 +106,16 @@ class RunningServer:
 def live_server(app) -> Iterator[RunningServer]:
     with RunningServer(app) as running:
         yield running
+
+
+def wait_disconnected(record: RecordedRequest, since: float) -> None:
+    """Wait (2 s at most) until the emulator saw this request's client hang up, and
+    check it did within 0.5 s of ``since`` (when our side stopped reading)."""
+    deadline = since + 2
+    while not record.client_disconnected and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert record.client_disconnected, "the upstream request is still open"
+    assert record.disconnected_at is not None and record.disconnected_at - since < 0.5
 
 
 def run_sync(coro):  # noqa: ANN001, ANN201 - tiny helper for sync tests

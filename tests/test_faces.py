@@ -20,6 +20,7 @@ from server import create_app
 from server_faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, chat_fn
 from server_settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model
+from tests.conftest import wait_disconnected as conftest_wait_disconnected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,11 +47,7 @@ def expected(emu: MaritacaEmulator, record: RecordedRequest | None = None,
 
 
 def wait_disconnected(record: RecordedRequest, since: float) -> None:
-    deadline = since + 2
-    while not record.client_disconnected and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert record.client_disconnected, "the upstream request is still open"
-    assert record.disconnected_at is not None and record.disconnected_at - since < 0.5
+    conftest_wait_disconnected(record, since)
     assert record.chunks_sent < SLOW_TOKENS // 2
 
 

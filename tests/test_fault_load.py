@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import psutil
 import pytest
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator
+from maritaca.testing._runner import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY_TOKENS = 12
@@ -90,13 +90,7 @@ class ServerChild:
                    and c.status == psutil.CONN_ESTABLISHED)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=15)
 
 
 @pytest.fixture

@@ -32,12 +32,9 @@ CI_EXAMPLES, SOAK_EXAMPLES = 4, 40  # per API operation (55 operations)
 CHAIN_CI_EXAMPLES, CHAIN_SOAK_EXAMPLES = 60, 600  # per chain, each sent to /invoke and /stream
 SLOWEST_S = 10.0  # any single request slower than this counts as a hang
 STATS: Counter[str] = Counter()
-# Failures tolerated while a reported bug waits for its fix: a part of the failure's
-# message -> the bug; each has a strict xfail test at the end of this file, which fails
-# once the bug is fixed, as the reminder to delete its line here. The three found
-# first (a non-UTF-8 body, NaN/Infinity and lone surrogates in the input, each a 500)
-# are fixed by server.JSONBodyGuard and pinned by plain tests below.
-KNOWN: dict[str, str] = {}
+# The 500s this fuzzing found (non-UTF-8 bodies, NaN/Infinity, lone surrogates,
+# "config": null, /batch inputs not a list) are fixed in server.JSONBodyGuard and
+# pinned by the plain tests at the end of this file.
 
 
 def _reset_sse_event() -> None:
@@ -85,13 +82,6 @@ def _problems(response: Any, elapsed: float) -> list[str]:
     return found
 
 
-def _known(problem: str) -> str | None:
-    for signature, why in KNOWN.items():
-        if signature in problem:
-            return why
-    return None
-
-
 def _fuzz_operations(api_schema: Any, examples: int, explore: bool = False) -> None:
     """Every operation of the schema, with valid and invalid generated requests.
 
@@ -126,11 +116,10 @@ def _fuzz_operations(api_schema: Any, examples: int, explore: bool = False) -> N
 
 
 def report(bad: dict[str, str]) -> None:
-    known = {p: w for p, w in bad.items() if _known(p)}
-    for problem, what in known.items():
-        print(f"\nKNOWN BUG ({_known(problem)}): {problem} <- {what}")
-    unknown = {p: w for p, w in bad.items() if p not in known}
-    assert not unknown, "\n".join(f"{p}\n    <- {w}" for p, w in unknown.items())
+    """Fails naming every problem found and the request that showed it (run with -s to
+    see how many requests the fuzzing made so far)."""
+    print(f"\nfuzz requests by status class: {dict(STATS)}")
+    assert not bad, "\n".join(f"{p}\n    <- {w}" for p, w in bad.items())
 
 
 def test_openapi_operations_never_5xx(api_schema: Any) -> None:
@@ -249,7 +238,3 @@ def test_batch_inputs_not_a_list_is_4xx(test_client: TestClient, inputs: Any) ->
     response = test_client.post("/story/batch", json={"inputs": inputs})
     assert response.status_code == 422
 
-
-def test_zz_report() -> None:
-    """Prints how many requests the fuzz tests above made (run with -s to see it)."""
-    print(f"\nfuzz requests by status class: {dict(STATS)}")

@@ -20,8 +20,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from websockets.asyncio.client import connect
 
 from maritaca import ChatMaritaca
-from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
-from tests.conftest import RunningServer
+from maritaca.testing import MaritacaEmulator, Scenario
+from tests.conftest import RunningServer, wait_disconnected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,14 +38,6 @@ def user(text: str) -> list[dict[str, str]]:
 
 def answer_to(emu: MaritacaEmulator, text: str) -> str:
     return emu.expected_text(user(text))
-
-
-def wait_disconnected(record: RecordedRequest, since: float) -> None:
-    deadline = since + 2
-    while not record.client_disconnected and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert record.client_disconnected, "the upstream request is still open"
-    assert record.disconnected_at is not None and record.disconnected_at - since < 0.5
 
 
 # ------------------------------------------------------------------------ Basic Streaming
