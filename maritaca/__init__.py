@@ -15,6 +15,7 @@ from ._http import aclose_clients, close_clients
 from .chat_model import DEFAULT_BASE_URL, ChatMaritaca
 from .errors import MaritacaError
 from .models import MODELS, ModelInfo, get_model_info
+from ._upstream import closing_upstreams, open_upstreams
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -24,5 +25,7 @@ __all__ = [
     "ModelInfo",
     "aclose_clients",
     "close_clients",
+    "closing_upstreams",
     "get_model_info",
+    "open_upstreams",
 ]

@@ -50,9 +50,11 @@ from typing import IO, Any
 import httpx
 
 from . import _local_process
+from ._local_process import free_port
 
 __all__ = [
     "MODEL_NAME",
+    "free_port",
     "LocalBackend",
     "LocalBackendError",
     "current",

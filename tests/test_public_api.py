@@ -7,7 +7,8 @@ from maritaca import errors, models
 def test_maritaca_public_names():
     assert sorted(maritaca.__all__) == sorted([
         "DEFAULT_BASE_URL", "MODELS", "ChatMaritaca", "MaritacaError", "ModelInfo",
-        "aclose_clients", "close_clients", "get_model_info"])
+        "aclose_clients", "close_clients", "closing_upstreams", "get_model_info",
+        "open_upstreams"])
     for name in maritaca.__all__:
         assert hasattr(maritaca, name)
 
