@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -13,7 +16,14 @@ import pydantic
 import pytest
 
 import maritaca.testing as testing
-from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario, closed_port_url
+from maritaca.models import MODELS, catalogue_names
+from maritaca.testing import (
+    MaritacaEmulator,
+    RecordedRequest,
+    Scenario,
+    closed_port_url,
+    terminate,
+)
 from maritaca.testing._schema import sample_json
 
 pytest_plugins = ["pytester"]
@@ -65,7 +75,34 @@ def _content(events: list[Any]) -> str:
 
 def test_public_names() -> None:
     assert set(testing.__all__) == {"MaritacaEmulator", "RecordedRequest", "Scenario",
-                                    "SubprocessEmulator", "closed_port_url"}
+                                    "SubprocessEmulator", "closed_port_url", "terminate"}
+
+
+def test_import_loads_neither_langchain_nor_the_chat_model() -> None:
+    code = ("import sys, maritaca.testing, maritaca.testing.pytest_plugin; "
+            "loaded = [m for m in sys.modules if m.startswith(('langchain', 'maritaca.'))]; "
+            "print(sorted(m for m in loaded if not m.startswith('maritaca.testing')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['maritaca.models']"
+
+
+def test_the_child_process_runs_without_langchain(tmp_path: Path) -> None:
+    imports = tmp_path / "importtime.txt"
+    with imports.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "maritaca.testing", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[1]  # "READY <url>": every import is done
+        assert httpx.get(f"{url}/models", headers={"Authorization": "Bearer test-key"}
+                         ).status_code == 200
+    finally:
+        terminate(proc)
+    loaded = imports.read_text()
+    assert "maritaca.testing._app" in loaded and "maritaca.models" in loaded
+    assert "langchain" not in loaded and "maritaca.chat_model" not in loaded
 
 
 # --- the happy path -----------------------------------------------------------------------
@@ -127,6 +164,21 @@ def test_max_tokens_stop_fixed_reply_and_dated_model() -> None:
         assert data["choices"][0]["finish_reason"] == "stop"
 
 
+def test_limits_come_from_the_catalogue(emu: MaritacaEmulator) -> None:
+    limit = MODELS["sabiazinho-4"].context_length
+    just_over = [{"role": "user", "content": "palavra " * (limit - 2)}]  # +3 per message
+    r = _post(emu, model="sabiazinho-4", messages=just_over)
+    assert r.status_code == 400 and f"maximum context length is {limit} tokens" in r.text
+    assert emu.requests[-1].scenario == "context_too_long"
+    fits = [{"role": "user", "content": "palavra " * (limit - 3)}]
+    assert _post(emu, model="sabiazinho-4", messages=fits).status_code == 200
+    cap = MODELS["sabia-4"].max_output_tokens
+    emu.enqueue(Scenario.ok(reply_tokens=cap + 1))
+    data = _post(emu, max_tokens=cap + 100).json()  # clamped to what the model can write
+    assert data["usage"]["completion_tokens"] == cap
+    assert data["choices"][0]["finish_reason"] == "length"
+
+
 def test_ok_scenario_and_fixed_first_delta() -> None:
     with MaritacaEmulator(first_delta_content=None, reply_tokens=3) as emu:
         emu.enqueue(Scenario.ok(reply="Só isso."), Scenario.ok(reply_tokens=5))
@@ -150,7 +202,8 @@ def test_records_are_bounded_and_reset() -> None:
 
 def test_models_and_unknown_routes(emu: MaritacaEmulator) -> None:
     r = httpx.get(f"{emu.base_url}/models", headers=_auth(emu))
-    assert [m["id"] for m in r.json()["data"]] == ["sabia-4", "sabiazinho-4", "sabia-4-thinking"]
+    assert [m["id"] for m in r.json()["data"]] == catalogue_names()
+    assert "sabiazinho-4-br-sp" in catalogue_names()
     r = httpx.get(f"{emu.base_url}/nope")
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
     assert httpx.get(f"{emu.base_url}/chat/completions").status_code == 405
@@ -423,6 +476,8 @@ async def test_async_context_manager() -> None:
 def test_subprocess_mode() -> None:
     with MaritacaEmulator.subprocess(reply_tokens=5, api_key="k") as emu:
         assert emu.pid is not None
+        cmdline = Path(f"/proc/{emu.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"maritaca.testing"]  # the command users run
         emu.enqueue(Scenario.rate_limit(retry_after=2))
         assert _post(emu).status_code == 429
         events = _events(emu)

@@ -1,5 +1,8 @@
 """The public names are a promise: pin them."""
 
+import subprocess
+import sys
+
 import maritaca
 from maritaca import errors, models
 
@@ -31,3 +34,25 @@ def test_catalogue_prices_and_aliases():
                for m in models.MODELS.values())
     assert models.get_model_info("sabia-3") is None  # retired: passed through, not listed
     assert models.get_model_info("sabiazinho-4").cost_brl(1_000_000, 1_000_000, 500_000) == 4.625
+
+
+def test_names_load_on_first_use():
+    """``import maritaca`` is cheap; a public name or submodule loads what it needs."""
+    code = """
+import sys
+import maritaca, maritaca.models
+assert "langchain_core" not in sys.modules and "maritaca.chat_model" not in sys.modules
+assert maritaca.get_model_info("sabia-4").name == "sabia-4"
+assert "langchain_core" not in sys.modules
+assert maritaca.errors.MaritacaError is maritaca.MaritacaError
+from maritaca import ChatMaritaca, closing_upstreams
+assert ChatMaritaca.__module__ == "maritaca.chat_model"
+assert set(maritaca.__all__) <= set(dir(maritaca))
+try:
+    maritaca.nope
+except AttributeError:
+    pass
+else:
+    raise AssertionError("maritaca.nope")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,12 +25,14 @@ request (key redacted), including when the client hung up::
 
 In pytest, add ``pytest_plugins = ["maritaca.testing.pytest_plugin"]`` to a conftest and
 take the ``maritaca_emulator`` fixture. For benchmarks, ``MaritacaEmulator.subprocess()``
-runs it in a child process; ``python -m maritaca.testing --help`` serves it by hand.
+runs it in a child process (``terminate`` stops any such child: SIGTERM, then SIGKILL);
+``python -m maritaca.testing --help`` serves it by hand. The package loads neither
+langchain-core nor the rest of ``maritaca``: only the model catalogue, ``maritaca.models``.
 """
 
 from ._emulator import MaritacaEmulator, SubprocessEmulator
 from ._records import RecordedRequest
-from ._runner import closed_port_url
+from ._runner import closed_port_url, terminate
 from ._scenarios import Scenario
 
 __all__ = [
@@ -39,4 +41,5 @@ __all__ = [
     "Scenario",
     "SubprocessEmulator",
     "closed_port_url",
+    "terminate",
 ]

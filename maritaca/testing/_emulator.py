@@ -1,5 +1,6 @@
-"""``MaritacaEmulator``: the object tests hold. Start it, point a client at ``base_url``,
-queue scenarios, assert on ``requests``."""
+"""``MaritacaEmulator``, the object tests hold, and ``SubprocessEmulator``, its twin in a
+child process. Start one, point a client at ``base_url``, queue scenarios, assert on
+``requests``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Self
 import httpx
 
 from ._app import EmulatorApp
+from ._cli import argv_from_config
 from ._records import RecordedRequest
 from ._runner import ServerThread, spawn, terminate
 from ._scenarios import FAULTS, Scenario
@@ -157,8 +159,6 @@ class SubprocessEmulator(_ContextManagers):
     :meth:`MaritacaEmulator.subprocess`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        from ._cli import argv_from_config
-
         options["faults"] = tuple(options.get("faults", FAULTS))
         self.config = EmulatorConfig(**options)
         self._argv = argv_from_config(self.config, host, port)

@@ -26,7 +26,7 @@ import uvicorn
 
 from ._app import EmulatorApp
 
-__all__ = ["ServerThread", "closed_port_url", "spawn"]
+__all__ = ["ServerThread", "closed_port_url", "spawn", "terminate"]
 
 _reserved: list[socket.socket] = []
 
@@ -46,6 +46,8 @@ def closed_port_url() -> str:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: the thread runs its own loop, so uvicorn's ``loop`` option
+    never applies."""
     try:
         import uvloop
     except ImportError:
@@ -67,7 +69,6 @@ class ServerThread:
         self._error: BaseException | None = None
         self.config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", log_config=None, access_log=False,
-            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
             lifespan="off", proxy_headers=False, server_header=False,
             timeout_graceful_shutdown=1, timeout_keep_alive=30,
@@ -137,19 +138,16 @@ class ServerThread:
             task.cancel()
 
 
-# ``python -m maritaca.testing`` without importing ``maritaca/__init__`` (which loads
-# langchain-core, about a second): the child gets an empty stand-in parent package.
-_CHILD = (
-    "import sys, types; p = types.ModuleType('maritaca'); p.__path__ = [{path!r}]; "
-    "sys.modules['maritaca'] = p; from maritaca.testing._cli import main; main()"
-)
-
-
 def spawn(argv: list[str], timeout: float = 20.0) -> tuple[subprocess.Popen[str], str]:
-    """Start the emulator CLI in a child process; return it and its base URL."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    code = _CHILD.format(path=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv],
+    """Start ``python -m maritaca.testing`` in a child process; return it and its base URL.
+
+    The child imports this very copy of the package (its directory goes first on
+    ``PYTHONPATH``), and the package is import-light: no langchain-core in the child.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.Popen([sys.executable, "-m", "maritaca.testing", *argv],
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
@@ -170,7 +168,8 @@ def spawn(argv: list[str], timeout: float = 20.0) -> tuple[subprocess.Popen[str]
 
 
 def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    """Stop a child process (an emulator, a server under test): SIGTERM, then SIGKILL if
+    it has not exited within ``timeout``; closes its stdout pipe."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["ERROR_SCENARIOS", "FAULTS", "Scenario"]
+from ..models import DEFAULT_MODEL, MODELS
+
+__all__ = ["ERROR_SCENARIOS", "FAULTS", "Scenario", "context_detail"]
 
 # Scenarios answered with an HTTP error before any auth or body validation.
 ERROR_SCENARIOS = frozenset(
@@ -72,7 +74,9 @@ class Scenario:
     @classmethod
     def context_too_long(cls) -> Scenario:
         """400 saying the prompt exceeds the model's context length."""
-        return cls("context_too_long", status=400, detail=context_detail(200_000))
+        limit = MODELS[DEFAULT_MODEL].context_length
+        return cls("context_too_long", status=400,
+                   detail=context_detail(limit + limit // 2, limit))
 
     @classmethod
     def rate_limit(cls, retry_after: float | str | None = None) -> Scenario:
@@ -132,7 +136,8 @@ class Scenario:
         return made
 
 
-def context_detail(prompt_tokens: int, limit: int = 131_072) -> str:
+def context_detail(prompt_tokens: int, limit: int) -> str:
+    """The 400 detail for a prompt of ``prompt_tokens`` over a context of ``limit``."""
     return (
         f"This model's maximum context length is {limit} tokens. However, your prompt has "
         f"{prompt_tokens} tokens, which exceeds the model's context length."

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._records import RecordedRequest
+from ._replies import reply_text
 from ._scenarios import FAULTS, Scenario
 from ._text import prompt_token_counts
-from ._wire import reply_text
 
 __all__ = ["EmulatorConfig", "EmulatorState"]
 

@@ -99,16 +99,13 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-def cut_at_stop(tokens: Sequence[str], stop: Iterable[str]) -> tuple[list[str], bool]:
-    """Tokens up to (not including) the first occurrence of any stop string.
-
-    Returns the tokens and whether a stop string was found; the token the stop string
-    starts in is kept partially.
-    """
+def cut_at_stop(tokens: Sequence[str], stop: Iterable[str]) -> list[str]:
+    """Tokens up to (not including) the first occurrence of any stop string; the token
+    the stop string starts in is kept partially."""
     text = "".join(tokens)
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
     if cut < 0:
-        return list(tokens), False
+        return list(tokens)
     out: list[str] = []
     pos = 0
     for tok in tokens:
@@ -119,16 +116,14 @@ def cut_at_stop(tokens: Sequence[str], stop: Iterable[str]) -> tuple[list[str], 
         if cut > pos:
             out.append(tok[: cut - pos])
         break
-    return out, True
+    return out
 
 
-def split_fragments(text: str, parts: int | None = None) -> list[str]:
-    """Split a JSON string into 3-6 (or ``parts``) fragments for streaming."""
+def split_fragments(text: str) -> list[str]:
+    """Split a JSON string into 3-6 fragments for streaming (fewer when it is shorter)."""
     if not text:
         return []
-    if parts is None:
-        parts = max(3, min(6, len(text) // 12))
-    parts = max(1, min(parts, len(text)))
+    parts = min(max(3, min(6, len(text) // 12)), len(text))
     size, extra = divmod(len(text), parts)
     out, pos = [], 0
     for i in range(parts):

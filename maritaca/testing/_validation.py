@@ -1,50 +1,18 @@
-"""Request validation and reply planning: what to answer, before any bytes are sent.
+"""Check a ``/chat/completions`` body the way the API does, before anything is answered.
 
-Pure functions over the parsed request body; the ASGI app turns a :class:`Reply` into a
-JSON body or an SSE stream.
+Use :func:`validate` first: every other part of the emulator assumes a body it accepted.
+The statuses and details follow Maritaca's API (422 for a malformed field, 400 for a
+combination it refuses).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ._schema import sample_json
-from ._text import cut_at_stop, derived_tokens, reply_seed, split_fragments, tokenize
-
-__all__ = ["Reply", "ToolCall", "forced_tool", "plan_reply", "reply_text", "validate"]
+__all__ = ["find_tool", "validate"]
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-    fragments: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One choice: content fragments (one per chunk/token) or a tool call."""
-
-    fragments: tuple[str, ...]
-    finish_reason: str
-    tool_call: ToolCall | None = None
-
-    @property
-    def completion_tokens(self) -> int:
-        if self.tool_call is not None:
-            return len(self.tool_call.fragments) + 1
-        return len(self.fragments)
-
-    @property
-    def content(self) -> str:
-        return "".join(self.fragments)
 
 
 def validate(body: Any) -> tuple[int, str] | None:
@@ -99,7 +67,7 @@ def validate(body: Any) -> tuple[int, str] | None:
             return 422, "tool_choice: expected none, auto, required or a function object"
         if choice == "required" and not tools:
             return 400, "tool_choice: 'required' needs tools"
-        if isinstance(choice, dict) and _find_tool(tools or [], choice["function"]["name"]) is None:
+        if isinstance(choice, dict) and find_tool(tools or [], choice["function"]["name"]) is None:
             return 400, f"tool_choice: no tool named {choice['function']['name']!r} in tools"
     fmt = body.get("response_format")
     if fmt is not None:
@@ -111,58 +79,10 @@ def validate(body: Any) -> tuple[int, str] | None:
     return None
 
 
-def _find_tool(tools: Sequence[Any], name: str) -> Mapping[str, Any] | None:
+def find_tool(tools: Sequence[Any], name: str) -> Mapping[str, Any] | None:
+    """The ``function`` entry of the tool called ``name``, or ``None``."""
     for tool in tools:
         fn: Mapping[str, Any] = tool.get("function") or {}
         if fn.get("name") == name:
             return fn
     return None
-
-
-def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The ``function`` entry of the tool ``tool_choice`` forces, or ``None`` (text reply)."""
-    tools = body.get("tools") or []
-    choice = body.get("tool_choice")
-    if not tools:
-        return None
-    if choice == "required":
-        first: Mapping[str, Any] = tools[0].get("function") or {}
-        return first
-    if isinstance(choice, dict):
-        return _find_tool(tools, choice["function"]["name"])
-    return None
-
-
-def reply_text(messages: Sequence[Mapping[str, Any]], reply: str | None, reply_tokens: int,
-               choice: int = 0) -> list[str]:
-    """The reply's tokens before ``stop``/``max_tokens``; joined, it is ``expected_text``."""
-    if reply is not None:
-        return tokenize(reply)
-    return list(derived_tokens(reply_seed(messages) + choice, reply_tokens))
-
-
-def plan_reply(body: Mapping[str, Any], *, reply: str | None, reply_tokens: int,
-               choice: int = 0) -> Reply:
-    """What choice ``choice`` of a validated request answers."""
-    tool = forced_tool(body)
-    if tool is not None:
-        args = json.dumps(sample_json(tool.get("parameters") or {"type": "object"}),
-                          ensure_ascii=False)
-        call = ToolCall(id="call_" + os.urandom(12).hex(), name=str(tool.get("name", "")),
-                        arguments=args, fragments=tuple(split_fragments(args)))
-        return Reply(fragments=(), finish_reason="tool_calls", tool_call=call)
-    fmt = body.get("response_format") or {}
-    tokens = reply_text(body["messages"], reply, reply_tokens, choice)
-    if fmt.get("type") == "json_schema":
-        doc = json.dumps(sample_json(fmt["json_schema"]["schema"]), ensure_ascii=False)
-        tokens = split_fragments(doc)
-    elif fmt.get("type") == "json_object":
-        tokens = split_fragments(json.dumps({"resposta": "".join(tokens)}, ensure_ascii=False))
-    stop = body.get("stop")
-    if stop:
-        tokens, _ = cut_at_stop(tokens, [stop] if isinstance(stop, str) else stop)
-    finish = "stop"
-    limit = body.get("max_tokens")
-    if limit is not None and len(tokens) > limit:
-        tokens, finish = tokens[:limit], "length"
-    return Reply(fragments=tuple(tokens), finish_reason=finish)
