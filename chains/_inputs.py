@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _not_blank(value: str) -> str:
+    if value and not value.strip():  # "" is left to min_length (or allowed, if optional)
+        raise ValueError("must not be only whitespace")
+    return value
+
+
+# A text field: whitespace-only is refused with an error naming the field (LangServe
+# turns the input type's validation error into a 422).
+Text = Annotated[str, AfterValidator(_not_blank)]
 
 Language = Field(
     default="auto", min_length=2, max_length=40,

@@ -2,6 +2,9 @@
 
     from chains import qa_chain
     qa_chain.invoke({"question": "Qual é a capital?", "context": "A capital do Brasil é Brasília."})
+
+Its words are in ``prompts/qa.yaml``: the main messages when there is a context, the
+``no_context`` variant when there is none.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableBranch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._inputs import Language, coerce_input
+from ._inputs import Language, Text, coerce_input
 from ._model import configurable_model
 from ._parsers import InlineStrOutputParser
 from ._prompts import load_prompt
+from ._run import budgeted_chain
 
 
 class QAInput(BaseModel):
@@ -23,25 +27,30 @@ class QAInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=4_000, description="The question.",
-                          examples=["Quando o Brasil se tornou independente?"])
-    context: str = Field(
+    question: Text = Field(min_length=1, max_length=4_000, description="The question.",
+                           examples=["Quando o Brasil se tornou independente?"])
+    context: Text = Field(
         default="", max_length=100_000,
         description="Text to answer from; the answer then comes only from it, and says "
                     "plainly when the context does not hold it. Empty: general knowledge.")
-    language: str = Language
+    language: Text = Language
 
 
-def _variables(value: Any) -> dict[str, str]:
-    qa = coerce_input(QAInput, value)
+def build_qa_chain(model: BaseChatModel | None = None, *,
+                   context_tokens: int | None = None) -> Runnable[Any, str]:
+    """``QAInput | prompt | model | str``; ``model`` defaults to ``ChatMaritaca()``.
+
+    ``context_tokens`` is accepted like every chain builder's; Q&A does not split.
+    """
     prompt = load_prompt("qa")
-    context = (prompt.context_template or "").replace("{context}", qa.context) \
-        if qa.context.strip() else (prompt.no_context or "")
-    return {"question": qa.question, "context": context, "language": qa.language}
+    llm = configurable_model(model, max_tokens=prompt.largest_budget())
+    parser = InlineStrOutputParser()
+    inner = RunnableBranch[dict[str, str], str](
+        (lambda values: not values["context"], prompt.template("no_context") | llm | parser),
+        prompt.template() | llm | parser)
 
+    def prepare(value: Any) -> tuple[dict[str, str], int]:
+        qa = coerce_input(QAInput, value)
+        return prompt.values(qa), prompt.budget(qa)
 
-def build_qa_chain(model: BaseChatModel | None = None) -> Runnable[Any, str]:
-    """``QAInput | prompt | model | str``; ``model`` defaults to ``ChatMaritaca()``."""
-    chain = (RunnableLambda(_variables, name="qa_input") | load_prompt("qa").template()
-             | configurable_model(model) | InlineStrOutputParser())
-    return chain.with_types(input_type=QAInput, output_type=str)
+    return budgeted_chain(inner, prepare, model, name="qa", input_type=QAInput)

@@ -1,12 +1,17 @@
-"""The summarize chain: short texts in one call; long ones map-reduce, with progress.
+"""The summarize chain: short texts in one call; long ones map-reduce.
 
     from chains import summarize_chain
     for chunk in summarize_chain.stream({"text": open("relatorio.txt").read()}):
         print(chunk, end="", flush=True)
 
 A text that does not fit the model's context is split (langchain-text-splitters), the
-parts are summarised concurrently while progress lines (``> parte 2/5 resumida``)
-stream, and the partial summaries are then summarised into the final, streamed answer.
+parts are summarised concurrently, and the partial summaries are then summarised into
+the final, streamed answer. The stream carries the summary only; the progress of the
+parts is a custom event, for those who want it:
+
+    async for event in summarize_chain.astream_events({"text": long_text}):
+        if event["event"] == "on_custom_event" and event["name"] == PROGRESS_EVENT:
+            print(event["data"])  # {"round": 1, "done": 2, "total": 5}
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, cast
 
+from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -23,18 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from maritaca import ChatMaritaca
 from maritaca.models import get_model_info
 
-from ._inputs import Language, coerce_input
-from ._model import configurable_model
+from ._inputs import Language, Text, coerce_input
+from ._model import configurable_model, with_budget
 from ._parsers import InlineStrOutputParser
 from ._prompts import load_prompt
+from ._run import astream_closed, stream_closed
 
+PROGRESS_EVENT = "summarize_progress"
 CHARS_PER_TOKEN = 3  # conservative for Portuguese, so a "fitting" text really fits
 RESERVED_TOKENS = 2_500  # the prompt's own words and the summary itself
 MAP_CONCURRENCY = 4
 DEFAULT_CONTEXT_TOKENS = 8_192  # for models outside the catalogue
-
-LENGTHS = {"curto": "até 3 frases", "médio": "um parágrafo", "longo": "três parágrafos"}
-FORMATS = {"parágrafo": "texto corrido", "tópicos": "lista de tópicos com marcadores"}
+MIN_BUDGET = 150  # the fewest tokens a summary, or a part's, is given
 
 
 class SummarizeInput(BaseModel):
@@ -42,20 +48,26 @@ class SummarizeInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=1_000_000,
-                      description="The text to summarise; long texts are split and "
-                                  "summarised part by part.")
+    text: Text = Field(min_length=1, max_length=1_000_000,
+                       description="The text to summarise; long texts are split and "
+                                   "summarised part by part.")
     length: Literal["curto", "médio", "longo"] = Field(default="curto",
                                                        description="Summary length.")
     format: Literal["parágrafo", "tópicos"] = Field(default="parágrafo",
                                                     description="Prose or bullet points.")
-    language: str = Language
+    language: Text = Language
 
 
 def _context_tokens(model: BaseChatModel | None) -> int:
     name = model.model_name if isinstance(model, ChatMaritaca) else ""
     info = get_model_info(name)
     return info.context_length if info else DEFAULT_CONTEXT_TOKENS
+
+
+def _fits(budget: int, text: str, share: float = 1.0) -> int:
+    """``budget``, but no more than ``share`` of the text's own size: a summary is shorter
+    than what it summarises."""
+    return max(MIN_BUDGET, min(budget, int(len(text) / CHARS_PER_TOKEN * share)))
 
 
 def _shrunk(before: str, partials: list[str]) -> str:
@@ -83,52 +95,65 @@ def build_summarize_chain(model: BaseChatModel | None = None, *,
     for the embedded backend).
     """
     prompt = load_prompt("summarize")
-    llm = configurable_model(model)
+    llm = configurable_model(model, max_tokens=prompt.largest_budget())
     parser = InlineStrOutputParser()
     direct = prompt.template() | llm | parser
-    mapper = prompt.template("map_messages") | llm | parser
+    mapper = prompt.template("map") | llm | parser
     budget = max((context_tokens or _context_tokens(model)) - RESERVED_TOKENS, 500)
     budget_chars = budget * CHARS_PER_TOKEN
     splitter = RecursiveCharacterTextSplitter(chunk_size=budget_chars,
                                               chunk_overlap=min(200, budget_chars // 10))
 
-    def variables(value: Any) -> dict[str, str]:
-        s = coerce_input(SummarizeInput, value)
-        return {"text": s.text, "length": LENGTHS[s.length], "format": FORMATS[s.format],
-                "language": s.language}
+    def prepare(value: Any) -> tuple[SummarizeInput, dict[str, str]]:
+        inputs = coerce_input(SummarizeInput, value)
+        return inputs, prompt.values(inputs)
+
+    def map_config(config: RunnableConfig, inputs: SummarizeInput, part: str) -> RunnableConfig:
+        return with_budget(config, _fits(prompt.budget(inputs, "map"), part, 0.5), model)
+
+    def final_config(config: RunnableConfig, inputs: SummarizeInput, text: str) -> RunnableConfig:
+        return with_budget(config, _fits(prompt.budget(inputs), text), model)
 
     async def asummarize(value: Any, config: RunnableConfig) -> AsyncIterator[str]:
-        values = variables(value)
+        inputs, values = prepare(value)
+        round_ = 0
         while len(values["text"]) > budget_chars:
             parts = splitter.split_text(values["text"])
-            yield f"> Texto longo: resumindo {len(parts)} partes…\n"
+            round_ += 1
+            progress = {"round": round_, "done": 0, "total": len(parts)}
+            await adispatch_custom_event(PROGRESS_EVENT, progress, config=config)
             gate = asyncio.Semaphore(MAP_CONCURRENCY)
-            tasks = [asyncio.ensure_future(_limited(gate, mapper, {**values, "text": part}, config))
+            tasks = [asyncio.ensure_future(_limited(gate, mapper, {**values, "text": part},
+                                                    map_config(config, inputs, part)))
                      for part in parts]
             try:
                 for done, finished in enumerate(asyncio.as_completed(tasks), start=1):
                     await finished
-                    yield f"> parte {done}/{len(parts)} resumida\n"
+                    await adispatch_custom_event(PROGRESS_EVENT, {**progress, "done": done},
+                                                 config=config)
             finally:  # a cancelled run (client gone) stops every part at once
                 for task in tasks:
                     task.cancel()
             values = {**values, "text": _shrunk(values["text"], [t.result() for t in tasks])}
-            yield "\n"
-        async for chunk in direct.astream(values, config):
+        async for chunk in astream_closed(direct, values,
+                                          final_config(config, inputs, values["text"])):
             yield chunk
 
     def summarize(value: Any, config: RunnableConfig) -> Iterator[str]:
-        values = variables(value)
+        inputs, values = prepare(value)
+        round_ = 0
         while len(values["text"]) > budget_chars:
             parts = splitter.split_text(values["text"])
-            yield f"> Texto longo: resumindo {len(parts)} partes…\n"
+            round_ += 1
+            progress = {"round": round_, "done": 0, "total": len(parts)}
+            dispatch_custom_event(PROGRESS_EVENT, progress, config=config)
             partials = []
             for done, part in enumerate(parts, start=1):
-                partials.append(mapper.invoke({**values, "text": part}, config))
-                yield f"> parte {done}/{len(parts)} resumida\n"
+                partials.append(mapper.invoke({**values, "text": part},
+                                              map_config(config, inputs, part)))
+                dispatch_custom_event(PROGRESS_EVENT, {**progress, "done": done}, config=config)
             values = {**values, "text": _shrunk(values["text"], partials)}
-            yield "\n"
-        yield from direct.stream(values, config)
+        yield from stream_closed(direct, values, final_config(config, inputs, values["text"]))
 
     # RunnableLambda streams what generator functions yield; its type hints say otherwise
     chain = cast(Runnable[Any, str],

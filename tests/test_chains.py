@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -12,11 +13,14 @@ from pydantic import ValidationError
 
 from chains import (
     CHAINS,
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
     build_chains,
     build_qa_chain,
     build_story_chain,
     build_summarize_chain,
 )
+from chains.summarize import PROGRESS_EVENT
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator
 from tests.conftest import emulator_model
@@ -62,6 +66,37 @@ def test_story_prompt_carries_the_options(emu):
     assert "Idioma: English" in system
 
 
+@pytest.mark.parametrize(("length", "budget"), [("curta", 300), ("média", 600), ("longa", 1200)])
+def test_a_story_asks_for_the_tokens_its_length_needs(emu, length, budget):
+    build_story_chain(emulator_model(emu)).invoke({"topic": "Brasil", "length": length})
+    assert _sent(emu)["max_tokens"] == budget
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_the_clients_max_tokens_wins_over_the_chains_budget(emu, name):
+    chain = build_chains(emulator_model(emu))[name]
+    chain.with_config(configurable={"max_tokens": 5000}).invoke(CHAINS[name].example)
+    assert _sent(emu)["max_tokens"] == 5000
+
+
+def test_a_model_that_sets_max_tokens_keeps_it(emu):
+    chain = build_story_chain(emulator_model(emu, max_tokens=77))
+    chain.invoke({"topic": "Brasil", "length": "longa"})
+    assert _sent(emu)["max_tokens"] == 77
+
+
+def test_the_schema_shows_a_concrete_max_tokens_default_per_chain(emu):
+    defaults = {name: next(s.default for s in chain.config_specs if s.id == "max_tokens")
+                for name, chain in build_chains(emulator_model(emu)).items()}
+    assert defaults == {"story": 1200, "qa": 400, "summarize": 750}
+    assert MAX_TOKENS_RANGE == (1, 32_000) and TEMPERATURE_RANGE == (0.0, 2.0)
+
+
+def test_qa_answers_are_short_by_default(emu):
+    build_qa_chain(emulator_model(emu)).invoke({"question": "Qual é a capital?"})
+    assert _sent(emu)["max_tokens"] == 400
+
+
 def test_qa_with_context_answers_only_from_it(emu):
     chain = build_qa_chain(emulator_model(emu))
     context = "A capital do Brasil é Brasília {não é um template}."
@@ -81,44 +116,67 @@ def test_qa_without_context_uses_general_knowledge(emu):
 def test_short_text_is_summarised_in_one_call(emu):
     chain = build_summarize_chain(emulator_model(emu))
     out = "".join(chain.stream({"text": "O sabiá canta. " * 20, "format": "tópicos"}))
-    assert len(emu.requests) == 1 and not out.startswith(">")
+    assert len(emu.requests) == 1 and out == emu.expected_text(_sent(emu)["messages"])
     assert "lista de tópicos" in _system(_sent(emu))
+    # "tópicos" would get 200 tokens, but a summary is shorter than its 300-character text
+    assert _sent(emu)["max_tokens"] == 150
+
+
+LONG_TEXT = "\n\n".join(f"Parágrafo {i}: " + "o sabiá canta na palmeira. " * 12
+                        for i in range(20))
+
+
+class _Progress(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def on_custom_event(self, name, data, **kwargs) -> None:
+        assert name == PROGRESS_EVENT
+        self.events.append(data)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_long_text_goes_map_reduce_with_progress(emu, mode):
+async def test_long_text_goes_map_reduce_and_streams_the_summary_only(emu, mode):
     chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)  # ~1500 chars
-    text = "\n\n".join(f"Parágrafo {i}: " + "o sabiá canta na palmeira. " * 12
-                       for i in range(20))
+    progress = _Progress()
+    config = {"callbacks": [progress]}
     if mode == "sync":
-        chunks = list(chain.stream({"text": text}))
+        chunks = list(chain.stream({"text": LONG_TEXT}, config))
     else:
-        chunks = [c async for c in chain.astream({"text": text})]
-    out = "".join(chunks)
+        chunks = [c async for c in chain.astream({"text": LONG_TEXT}, config)]
     parts = len(emu.requests) - 1
     assert parts >= 3
-    assert out.startswith(f"> Texto longo: resumindo {parts} partes…\n")
-    for i in range(1, parts + 1):
-        assert f"> parte {i}/{parts} resumida\n" in out
-    # the final answer streams after the progress, token by token
-    final = emu.expected_text(_sent(emu)["messages"])
-    assert out.endswith("\n\n" + final) and len(chunks) > parts + 3
+    # the text is the final summary, token by token, and nothing else
+    assert "".join(chunks) == emu.expected_text(_sent(emu)["messages"]) and len(chunks) > 3
+    # progress came apart from it, part by part
+    assert progress.events == [{"round": 1, "done": i, "total": parts}
+                               for i in range(parts + 1)]
     # the reduce step summarised exactly the partial summaries
     partials = [emu.expected_text(r.body["messages"]) for r in emu.requests[:-1]]
     reduce_text = _sent(emu)["messages"][-1]["content"]
     assert all(p in reduce_text for p in partials)
+    # each part may take at most half its own size; the summary its length's budget
+    assert all(r.body["max_tokens"] <= 260 for r in emu.requests[:-1])
+    assert _sent(emu)["max_tokens"] == 150
 
 
-async def test_leaving_a_map_reduce_early_stops_the_remaining_parts():
+async def test_progress_reaches_astream_events_and_leaving_stops_the_remaining_parts():
     with MaritacaEmulator(reply_tokens=30, token_delay=0.02) as emu:
         chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)
         text = "\n\n".join("o sabiá canta na palmeira. " * 12 for _ in range(20))
-        stream = chain.astream({"text": text})
-        first = await anext(stream)
-        assert first.startswith("> Texto longo")
-        await stream.aclose()
+        events = chain.astream_events({"text": text}, version="v2")
+        async for event in events:
+            if event["event"] == "on_custom_event":
+                assert event["name"] == PROGRESS_EVENT
+                assert event["data"]["done"] == 0 and event["data"]["total"] >= 5
+                break
+        for _ in range(100):  # the first parts start
+            if emu.requests:
+                break
+            await asyncio.sleep(0.01)
+        await events.aclose()
         sent = len(emu.requests)
-        assert sent <= 4  # at most MAP_CONCURRENCY parts had started
+        assert 1 <= sent <= 4  # at most MAP_CONCURRENCY parts had started
         for _ in range(100):
             if all(r.finished_at or r.client_disconnected for r in emu.requests):
                 break
@@ -167,12 +225,31 @@ def test_inline_parser_gives_what_str_output_parser_gives(emu):
     ("qa", {"question": "q", "context": 1}, "context"),
     ("summarize", {"text": "t", "format": "tabela"}, "format"),
     ("summarize", {"txt": "t"}, "text"),
+    ("story", {"topic": " \n\t "}, "topic"),
+    ("story", {"topic": "x", "style": "  "}, "style"),
+    ("qa", {"question": "   "}, "question"),
+    ("qa", {"question": "q", "context": "\n\n"}, "context"),
+    ("qa", {"question": "q", "language": "   "}, "language"),
+    ("summarize", {"text": "   "}, "text"),
 ])
 def test_bad_input_names_the_field_before_any_request(emu, chain_name, value, field):
     chain = build_chains(emulator_model(emu))[chain_name]
     with pytest.raises(ValidationError, match=field):
         chain.invoke(value)
     assert emu.requests == []
+
+
+def test_whitespace_only_is_refused_in_words_a_client_can_act_on(emu):
+    with pytest.raises(ValidationError) as info:
+        build_story_chain(emulator_model(emu)).invoke({"topic": "   "})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("topic",) and "only whitespace" in error["msg"]
+
+
+def test_every_builder_takes_the_same_arguments(emu):
+    for spec in CHAINS.values():
+        chain = spec.build(emulator_model(emu), context_tokens=4_096)
+        assert chain.invoke(spec.example)
 
 
 def test_module_level_chains_need_a_key_or_the_local_backend(monkeypatch):
@@ -196,5 +273,5 @@ def test_a_model_that_does_not_shorten_the_parts_stops_with_a_clear_error():
     with MaritacaEmulator(reply_tokens=800) as emu:  # each "summary" outgrows its part
         chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)
         text = "\n\n".join("o sabiá canta na palmeira. " * 12 for _ in range(8))
-        with pytest.raises(ValueError, match="not summarising"):
-            list(chain.stream({"text": text}))
+        with pytest.raises(ValueError, match="not summarising"):  # the client's max_tokens
+            list(chain.with_config(configurable={"max_tokens": 800}).stream({"text": text}))
