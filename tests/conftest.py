@@ -60,8 +60,8 @@ def emulator_model(emulator: MaritacaEmulator, **kwargs: object) -> ChatMaritaca
 
 @pytest.fixture
 def app(emu: MaritacaEmulator):
-    from server import create_app
-    from server_settings import ServerSettings
+    from maritaca_chains import create_app
+    from maritaca_chains.settings import ServerSettings
 
     return create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
 

@@ -20,8 +20,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from chains import CHAINS
 from maritaca.testing import MaritacaEmulator, RecordedRequest
-from server import create_app
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model
 
 CHROMIUM = "/usr/bin/chromium"
@@ -173,7 +173,7 @@ def test_gradio_ui_streams_and_stop_closes_upstream(page: Page) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with serve(page, UI_TOKENS) as (emu, server):
         if httpx.get(f"{server.url}/ui/", timeout=10, trust_env=False).status_code == 404:
-            pytest.skip("/ui is not mounted (server_faces.py or gradio missing)")
+            pytest.skip("/ui is not mounted (gradio missing)")
         page.goto(f"{server.url}/ui/")
         page.get_by_test_id("textbox").fill("um sabiá que aprendeu a programar")
         page.get_by_test_id("submit-button").click()

@@ -16,9 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
-from server import create_app
-from server_faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, chat_fn
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, chat_fn
+from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model
 from tests.conftest import wait_disconnected as conftest_wait_disconnected
 

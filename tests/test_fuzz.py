@@ -22,8 +22,8 @@ from starlette.testclient import TestClient
 
 from chains import CHAINS
 from maritaca.testing import MaritacaEmulator
-from server import create_app
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
 from tests.conftest import emulator_model
 
 CI_EXAMPLES, SOAK_EXAMPLES = 4, 40  # per API operation (55 operations)

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 
 from maritaca import ChatMaritaca, local
 from maritaca.testing import MaritacaEmulator, RecordedRequest
-from server import create_app
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

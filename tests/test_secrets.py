@@ -32,8 +32,8 @@ from starlette.testclient import TestClient
 from chains import CHAINS
 from maritaca import ChatMaritaca, errors
 from maritaca.testing import MaritacaEmulator, Scenario, closed_port_url
-from server import create_app
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
 
 SECRET = "sk-maritaca-SECRET-Zq7Hq2xZ9wPv4Lr"
 DISTINCTIVE = "Zq7Hq2xZ9wPv4Lr"  # the part that appears nowhere else by chance

@@ -12,8 +12,8 @@ from langserve import RemoteRunnable
 
 from chains import CHAINS
 from maritaca.testing import Scenario
-from server import create_app
-from server_settings import ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model, wait_disconnected
 
 INPUTS = {"story": {"topic": "Brasil"}, "qa": {"question": "Qual é a capital do Brasil?"},

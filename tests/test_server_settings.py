@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from server import create_app
-from server_settings import Backend, ServerSettings
+from maritaca_chains import create_app
+from maritaca_chains.settings import Backend, ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,19 @@
+"""maritaca_chains: the server that streams the chains over LangServe and its other faces.
+
+Run it with ``maritaca-chains serve`` (installed) or ``python server.py`` (a clone), or
+build the app yourself, on any chat model::
+
+    from maritaca_chains import ServerSettings, create_app
+    app = create_app(ServerSettings(ui=False))          # the configured backend
+    app = create_app(model=ChatOpenAI(...))             # any BaseChatModel
+
+Modules, one concern each: ``app`` (the factory), ``settings``, ``backend`` (which model
+serves), ``security`` (who may call), ``error_responses`` (an exception as a client
+sees it), ``langserve_fixes`` (where LangServe needs help), ``pages`` (``/``,
+``/healthz``), ``gc_policy``, ``faces`` (plain text, WebSocket, UI) and ``cli``.
+"""
+
+from .app import app_factory, create_app
+from .settings import ServerSettings
+
+__all__ = ["ServerSettings", "app_factory", "create_app"]

@@ -1,0 +1,111 @@
+"""An exception as a client sees it: the one mapping, and a renderer per face.
+
+Every face tells a failed run the same way. ``describe_error`` decides the status, the
+named cause (``type``) and the message (never a key, never a traceback); the renderers
+shape that for JSON responses, LangServe's SSE ``error`` event, the plain-text face's
+last line and the WebSocket's ``[ERROR]`` frame.
+
+==============================  ======  ==========================
+exception                       status  type
+==============================  ======  ==========================
+maritaca RateLimitError          429    rate_limit (+ retry_after)
+AuthenticationError              502    upstream_authentication
+PermissionDeniedError            502    upstream_permission
+ContextTooLongError              400    context_too_long
+BadRequestError                  400    bad_request
+TimeoutError                     504    upstream_timeout
+ConnectionError                  503    upstream_unavailable
+ServerError                      502    upstream_error
+StreamError                      502    upstream_stream_broken
+pydantic ValidationError         422    invalid_input (+ errors)
+ValueError / TypeError           422    invalid_input
+anything else                    500    internal
+==============================  ======  ==========================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from maritaca import errors
+
+__all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
+           "sse_error_data", "validation_details"]
+
+ERROR_MARK = "[ERROR]"
+
+_UPSTREAM: list[tuple[type[BaseException], int, str]] = [
+    (errors.RateLimitError, 429, "rate_limit"),
+    (errors.AuthenticationError, 502, "upstream_authentication"),
+    (errors.PermissionDeniedError, 502, "upstream_permission"),
+    (errors.ContextTooLongError, 400, "context_too_long"),
+    (errors.BadRequestError, 400, "bad_request"),
+    (errors.TimeoutError, 504, "upstream_timeout"),
+    (errors.ConnectionError, 503, "upstream_unavailable"),
+    (errors.ServerError, 502, "upstream_error"),
+    (errors.StreamError, 502, "upstream_stream_broken"),
+]
+
+
+def validation_details(exc: ValidationError, *, prefix: tuple[str, ...] = ()
+                       ) -> list[dict[str, Any]]:
+    """FastAPI's 422 ``detail`` items for a pydantic error (no documentation URLs)."""
+    return [{"type": e["type"], "loc": [*prefix, *e["loc"]], "msg": e["msg"]}
+            for e in exc.errors(include_url=False, include_context=False)]
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """``{"status_code", "type", "message"[, "retry_after"][, "errors"]}`` for ``exc``."""
+    for kind, status, name in _UPSTREAM:
+        if isinstance(exc, kind):
+            payload: dict[str, Any] = {"status_code": status, "type": name,
+                                       "message": f"Upstream model failed ({name}): {exc}"}
+            if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
+                payload["retry_after"] = exc.retry_after
+            return payload
+    if isinstance(exc, ValidationError):
+        details = validation_details(exc)
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}"
+                          for e in details)
+        return {"status_code": 422, "type": "invalid_input",
+                "message": f"Invalid input: {where}", "errors": details}
+    if isinstance(exc, ValueError | TypeError):  # e.g. JSON that is not an object
+        return {"status_code": 422, "type": "invalid_input", "message": str(exc)}
+    return {"status_code": 500, "type": "internal", "message": "Internal Server Error"}
+
+
+def _retry_headers(error: dict[str, Any]) -> dict[str, str] | None:
+    if "retry_after" in error:
+        return {"Retry-After": f"{error['retry_after']:g}"}
+    return None
+
+
+def error_json(exc: BaseException) -> JSONResponse:
+    """A JSON error response: ``{"detail", "type"[, "retry_after"]}`` with its status."""
+    error = describe_error(exc)
+    if "errors" in error:  # FastAPI's own 422 shape, so clients parse one format
+        return JSONResponse({"detail": error["errors"]}, status_code=422)
+    body = {"detail": error["message"], "type": error["type"]}
+    if "retry_after" in error:
+        body["retry_after"] = error["retry_after"]
+    return JSONResponse(body, status_code=error["status_code"], headers=_retry_headers(error))
+
+
+def error_line(exc: BaseException) -> str:
+    """The plain-text face's last line after text already went out."""
+    return f"\n{ERROR_MARK} {describe_error(exc)['message']}\n"
+
+
+def error_frame(exc: BaseException) -> str:
+    """The WebSocket face's ``[ERROR] {json}`` frame."""
+    return f"{ERROR_MARK} {json.dumps(describe_error(exc), ensure_ascii=False, default=str)}"
+
+
+def sse_error_data(exc: BaseException) -> bytes:
+    """The JSON of LangServe's SSE ``error`` event, naming the cause."""
+    return json.dumps(describe_error(exc), ensure_ascii=False).encode()
+

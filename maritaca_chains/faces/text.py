@@ -1,0 +1,92 @@
+"""``POST /<name>/text``: the chain's answer as streamed plain text (``curl -N``).
+
+Body: the chain's input as JSON (the object LangServe takes as ``input``), sent with
+``content-type: application/json``. Answer: ``text/plain; charset=utf-8``, the text as
+the model writes it. Bad input is a 422 naming the field (415 without the JSON content
+type). An upstream failure before the first byte is a JSON error with its status, like
+the other routes; after it, the text ends with the line ``\\n[ERROR] <message>``.
+Hanging up stops the run and its upstream request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from ..error_responses import error_json, error_line
+from ._face import Face
+
+__all__ = ["TEXT_MEDIA_TYPE", "text_endpoint"]
+
+logger = logging.getLogger("maritaca_chains.faces")
+
+TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Streams ``first`` then ``rest``, and closes ``rest`` however the response ends
+    (a client hanging up cancels the send), so the upstream request ends with it."""
+
+    def __init__(self, first: str, rest: AsyncGenerator[str, None]) -> None:
+        self.rest = rest
+        super().__init__(self._body(first, rest), media_type=TEXT_MEDIA_TYPE)
+
+    @staticmethod
+    async def _body(first: str, rest: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.rest.aclose()
+
+
+async def _text_with_error_line(face: Face, value: BaseModel) -> AsyncGenerator[str, None]:
+    """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line."""
+    started = False
+    try:
+        async with aclosing(face.chunks(value)) as chunks:
+            async for chunk in chunks:
+                started = True
+                yield chunk
+    except Exception as exc:
+        if not started:
+            raise
+        logger.error("/%s/text failed mid-stream: %s: %s", face.name, type(exc).__name__, exc)
+        yield error_line(exc)
+
+
+def text_endpoint(face: Face) -> Callable[[Request], Any]:
+    async def text(request: Request) -> StreamingResponse | JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise HTTPException(415, "Send the chain input as JSON with "
+                                     "content-type: application/json")
+        try:
+            value = face.input_type.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                          for e in exc.errors(include_url=False)]) from exc
+        chunks = _text_with_error_line(face, value)
+        try:
+            first = await anext(chunks, "")
+        except Exception as exc:
+            logger.error("/%s/text failed: %s: %s", face.name, type(exc).__name__, exc)
+            return error_json(exc)
+        return _ClosingStreamingResponse(first, chunks)
+
+    text.__doc__ = (f"The {face.name} chain's answer as plain text, streamed "
+                    f"(``curl -N``). Body: the chain input as JSON.")
+    return text

@@ -1,0 +1,156 @@
+"""``WebSocket /<name>/ws``: one connection, many runs, each streamed as text frames.
+
+Client frames (text):
+
+- a JSON object (first non-blank character ``{``): the chain input, e.g.
+  ``{"topic": "Brasil", "style": "cordel"}``;
+- ``stop`` or ``{"action": "stop"}``: stop the run now streaming (ignored when idle);
+- any other text: the chain's main field (story ``topic``, qa ``question``,
+  summarize ``text``), e.g. ``Brasil``.
+
+For every input, in the order received, the server sends the answer's chunks as text
+frames, then ``[STOPPED]`` if a stop ended it or ``[ERROR] {"type", "status_code",
+"message"[, "retry_after", "errors"]}`` if it failed, then always ``[END]``. Inputs
+sent during a run wait their turn; the connection stays open after errors; closing it
+stops the run. Refused handshakes get the guard's HTTP 401/403 (403 too for a browser
+``Origin`` other than this server, so other sites cannot drive it)::
+
+    async with websockets.connect("ws://127.0.0.1:8000/story/ws") as ws:
+        await ws.send("Brasil")
+        while (frame := await ws.recv()) != "[END]":
+            print(frame, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from contextlib import aclosing, suppress
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse
+
+from ..error_responses import error_frame
+from ._face import Face
+
+__all__ = ["END", "STOPPED", "socket_endpoint"]
+
+logger = logging.getLogger("maritaca_chains.faces")
+
+END, STOPPED = "[END]", "[STOPPED]"
+
+
+async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
+    """Run the HTTP access guard on the handshake; refuse with its status if it fails.
+
+    Browsers send ``Origin`` and do not apply CORS to WebSockets: a page from another site
+    must not drive this server with the user's loopback address or cookie.
+    """
+    try:
+        origin = ws.headers.get("origin")
+        if origin and urlsplit(origin).netloc != ws.headers.get("host"):
+            raise HTTPException(403, "Cross-site WebSocket refused: Origin is not this server")
+        result = check(Request({**ws.scope, "type": "http", "method": "GET"}))
+        if inspect.isawaitable(result):
+            await result
+    except HTTPException as exc:
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers))
+        else:
+            await ws.close(1008, str(exc.detail).encode()[:120].decode(errors="ignore"))
+        return False
+    return True
+
+
+async def _answer(ws: WebSocket, face: Face, text: str) -> None:
+    """One run: its chunks, or an [ERROR] frame. Send failures propagate (client gone)."""
+    try:
+        value = face.parse(text)
+    except ValueError as exc:
+        await ws.send_text(error_frame(exc))
+        return
+    async with aclosing(face.chunks(value)) as chunks:
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                logger.error("/%s/ws run failed: %s: %s", face.name, type(exc).__name__, exc)
+                await ws.send_text(error_frame(exc))
+                return
+            await ws.send_text(chunk)
+
+
+def _is_stop(text: str) -> bool:
+    if text.strip().lower() == "stop":
+        return True
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("action") == "stop"
+
+
+async def _session(ws: WebSocket, face: Face) -> None:
+    """Read frames; a worker answers inputs in order; ``stop`` cancels the current run."""
+    inputs: asyncio.Queue[str] = asyncio.Queue()
+    running: list[asyncio.Task[None]] = []
+
+    async def work() -> None:
+        while True:
+            run = asyncio.create_task(_answer(ws, face, await inputs.get()))
+            running[:] = [run]
+            try:
+                await asyncio.wait({run})
+            finally:
+                running.clear()
+                if not run.done():  # the session ends: stop the run before returning
+                    run.cancel()
+                    await asyncio.wait({run})
+            stopped = run.cancelled()
+            failed = not stopped and run.exception() is not None  # a send failed
+            # Drop the task at once: a cancelled task keeps its traceback, whose frames keep
+            # the chain's generators, and so the upstream request, alive.
+            del run
+            if failed:
+                with suppress(Exception):  # the client is most likely gone already
+                    await ws.close(1011, "internal error")
+                return
+            if stopped:
+                await ws.send_text(STOPPED)
+            await ws.send_text(END)
+
+    worker = asyncio.create_task(work())
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+            if _is_stop(text):
+                if running:  # (no local name: it would keep the cancelled task alive)
+                    running[0].cancel()
+            else:
+                inputs.put_nowait(text)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+
+
+def socket_endpoint(face: Face, check: Callable[..., Any]
+                     ) -> Callable[[WebSocket], Any]:
+    async def socket(ws: WebSocket) -> None:
+        if await _admit(ws, check):
+            await ws.accept()
+            await _session(ws, face)
+
+    return socket
