@@ -51,7 +51,7 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.lower() not in LLAMA_SERVER_ENV}
 
 
-def free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free on ``host`` a moment ago (bind to port 0, read it, close)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

