@@ -106,3 +106,15 @@ def test_a_missing_prompt_file_is_named(tmp_path):
 
 def test_template_variables():
     assert template_variables("a {x} b {y} {{literal}}") == {"x", "y"}
+
+
+def test_the_prompt_files_ship_inside_the_chains_package():
+    # an installed wheel finds them through importlib.resources, as the source tree does
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "chains" / "prompts").resolve() == (root / "prompts").resolve()
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert config["tool"]["setuptools"]["package-data"]["chains"] == ["prompts/*.yaml"]
+    assert {p.name for p in prompt_dir().iterdir()} >= {f"{n}.yaml" for n in CHAINS}
