@@ -24,7 +24,6 @@ from maritaca.testing import (
     closed_port_url,
     terminate,
 )
-from maritaca.testing._schema import sample_json
 
 pytest_plugins = ["pytester"]
 
@@ -257,8 +256,10 @@ TOOLS = [{"type": "function", "function": {"name": "clima", "parameters": WEATHE
                                                     "items": {"$ref": "#/definitions/Node"}}},
         "required": ["filhos"]}}},
 ])
-def test_sample_json_is_valid(schema: dict[str, Any]) -> None:
-    jsonschema.validate(sample_json(schema), schema)
+def test_structured_replies_are_valid(emu: MaritacaEmulator, schema: dict[str, Any]) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "doc", "schema": schema}}
+    content = _post(emu, response_format=fmt).json()["choices"][0]["message"]["content"]
+    jsonschema.validate(json.loads(content), schema)
 
 
 def test_forced_tool_call_streams_valid_arguments(emu: MaritacaEmulator) -> None:
