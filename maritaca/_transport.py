@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from functools import partial
 from typing import Any
 
 import httpx
@@ -136,9 +135,8 @@ class Transport:
                         raise self._error_for(response, response.read())
                     decoder = SSEDecoder()
                     loads, feed = orjson.loads, assembler.feed
-                    next_block = partial(next, response.iter_bytes(), None)
                     done = False
-                    while not done and (raw := next_block()) is not None:
+                    for raw in response.iter_bytes():
                         for data in decoder.feed(raw):
                             if data == _DONE:
                                 done = True
@@ -148,6 +146,8 @@ class Transport:
                                 if on_token is not None:
                                     on_token(chunk.text, chunk=chunk)
                                 yield chunk
+                        if done:
+                            break
                     last = self._complete(assembler)
                 yield last
                 return
@@ -172,7 +172,7 @@ class Transport:
                     decoder = SSEDecoder()
                     loads, feed, next_block = orjson.loads, assembler.feed, upstream.next_block
                     done = False
-                    while not done and (raw := await next_block()) is not None:
+                    while (raw := await next_block()) is not None:
                         for data in decoder.feed(raw):
                             if data == _DONE:
                                 done = True
@@ -182,6 +182,8 @@ class Transport:
                                 if on_token is not None:
                                     await on_token(chunk.text, chunk=chunk)
                                 yield chunk
+                        if done:
+                            break
                     last = self._complete(assembler)
                 finally:
                     upstream.close()

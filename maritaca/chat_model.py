@@ -56,7 +56,8 @@ class ChatMaritaca(BaseChatModel):
 
     Use it wherever a LangChain chat model goes (LCEL chains, agents, LangServe). The key
     comes from ``MARITACA_API_KEY`` and the base URL from ``MARITACA_BASE_URL``. Without
-    a key, point ``base_url`` at a local server (see ``maritaca.local``) or the emulator
+    a key, ``maritaca.local.start()`` makes ``ChatMaritaca()`` use the embedded offline
+    model; or point ``base_url`` at any compatible server, such as the emulator
     (``maritaca.testing``).
 
     Streams yield text as it arrives and tool-call chunks; the last chunk carries the

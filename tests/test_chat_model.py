@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
@@ -267,6 +268,53 @@ def test_error_event_mid_stream_raises_with_the_server_message(emu):
     emu.enqueue(Scenario.error_event(after_chunks=3, message="modelo sobrecarregado"))
     with pytest.raises(errors.StreamError, match="modelo sobrecarregado"):
         list(model_for(emu, max_retries=3).stream(PROMPT))
+    assert len(emu.requests) == 1
+
+
+# One transport serves the four call shapes: each must follow the same rules.
+SHAPES = ["invoke", "ainvoke", "stream", "astream"]
+
+
+async def call_shape(model: ChatMaritaca, shape: str) -> str:
+    if shape == "invoke":
+        return str(model.invoke(PROMPT).content)
+    if shape == "ainvoke":
+        return str((await model.ainvoke(PROMPT)).content)
+    if shape == "stream":
+        return "".join(str(c.content) for c in model.stream(PROMPT))
+    return "".join([str(c.content) async for c in model.astream(PROMPT)])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_every_call_shape_retries_before_the_first_chunk(emu, shape):
+    emu.enqueue(Scenario.rate_limit(retry_after=0.05), Scenario.server_error())
+    assert await call_shape(model_for(emu, max_retries=2), shape) == expected(emu)
+    assert len(emu.requests) == 3
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_every_call_shape_gives_up_after_max_retries(emu, shape):
+    emu.enqueue(Scenario.server_error(), Scenario.server_error())
+    with pytest.raises(errors.ServerError, match="HTTP 500"):
+        await call_shape(model_for(emu, max_retries=1), shape)
+    assert len(emu.requests) == 2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_every_call_shape_raises_network_errors_from_httpx(shape):
+    model = ChatMaritaca(base_url=closed_port_url(), api_key="k", max_retries=0)
+    with pytest.raises(errors.ConnectionError) as info:
+        await call_shape(model, shape)
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+async def test_astream_drop_mid_stream_is_an_error_and_is_not_retried(emu):
+    emu.enqueue(Scenario.drop(after_chunks=5))
+    got = []
+    with pytest.raises(errors.StreamError) as info:
+        async for chunk in model_for(emu, max_retries=3).astream(PROMPT):
+            got.append(chunk.content)
+    assert len(got) == 5 and info.value.chunks_received == 5
     assert len(emu.requests) == 1
 
 
