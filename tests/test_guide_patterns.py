@@ -1,4 +1,5 @@
-"""Every pattern of the streaming guide (/work/shared/streaming-guide.md), run as written
+"""Every pattern of langchain-maritaca's streaming guide (sync/async, messages, full
+response, FastAPI, WebSocket, Gradio, astream_events, LCEL, final metadata, early stop), run as written
 against ChatMaritaca over the emulator. Only the import changes, to ``from maritaca import
 ChatMaritaca``; ``ChatMaritaca()`` finds the emulator through MARITACA_API_KEY and
 MARITACA_BASE_URL, as a user's would find Maritaca's API. (The guide's imports are at the
