@@ -9,6 +9,11 @@
     MARITACA_CHAINS_ALLOW_PUBLIC             serve a non-loopback host without keys
     MARITACA_CHAINS_UI                       mount the Gradio chat at /ui (default true)
     MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections on a timer (off: 0; see BENCHMARKS.md)
+    MARITACA_CHAINS_REDIS_URL                Redis for state shared by replicas (e.g. resumable runs)
+    MARITACA_CHAINS_RUN_GRACE_SECONDS        cancel a resumable run nobody reads for this long (30)
+    MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
+    MARITACA_CHAINS_RUN_MAX_EVENTS           events kept per run, oldest dropped first (40000)
+    MARITACA_CHAINS_RUN_MAX_RUNS             runs held at once; beyond, new ones get 503 (200)
 """
 
 from __future__ import annotations
@@ -56,8 +61,16 @@ class ServerSettings(BaseSettings):
     ui: bool = Field(default=True, validation_alias="MARITACA_CHAINS_UI")
     full_gc_seconds: float = Field(default=0.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
+    redis_url: SecretStr | None = Field(default=None, validation_alias="MARITACA_CHAINS_REDIS_URL")
+    run_grace_seconds: float = Field(default=30.0, gt=0,
+                                     validation_alias="MARITACA_CHAINS_RUN_GRACE_SECONDS")
+    run_ttl_seconds: float = Field(default=600.0, gt=0,
+                                   validation_alias="MARITACA_CHAINS_RUN_TTL_SECONDS")
+    run_max_events: int = Field(default=40_000, ge=10,
+                                validation_alias="MARITACA_CHAINS_RUN_MAX_EVENTS")
+    run_max_runs: int = Field(default=200, ge=1, validation_alias="MARITACA_CHAINS_RUN_MAX_RUNS")
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "redis_url", mode="before")
     @classmethod
     def _blank_key_is_no_key(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
