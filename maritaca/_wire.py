@@ -28,6 +28,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from .errors import BadRequestError, StreamError
+from .models import price_usage
 
 PROVIDER = "maritaca"
 
@@ -163,16 +164,19 @@ def _parse_tool_calls(raw: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list
     return calls, invalid
 
 
-def completion_to_result(body: Mapping[str, Any]) -> ChatResult:
-    """A non-streaming ``chat.completion`` body as a ChatResult (one generation per choice)."""
+def completion_to_result(body: Mapping[str, Any], requested_model: str | None = None
+                         ) -> ChatResult:
+    """A non-streaming ``chat.completion`` body as a ChatResult (one generation per choice);
+    ``cost_brl`` is priced as the server's model name, else ``requested_model``."""
     usage = usage_to_metadata(body["usage"]) if body.get("usage") else None
+    cost = price_usage(usage, body.get("model"), requested_model)
     generations = []
     for choice in body.get("choices") or []:
         raw = choice.get("message") or {}
         calls, invalid = _parse_tool_calls(raw.get("tool_calls") or [])
         metadata = {"model_name": body.get("model"), "model": body.get("model"),
                     "finish_reason": choice.get("finish_reason"), "id": body.get("id"),
-                    "model_provider": PROVIDER}
+                    "model_provider": PROVIDER, "cost_brl": cost}
         message = AIMessage(content=raw.get("content") or "", tool_calls=calls,
                             invalid_tool_calls=invalid, usage_metadata=usage,
                             response_metadata=metadata)
@@ -258,9 +262,11 @@ class StreamAssembler:
     whether the server sent a finish_reason, i.e. whether the answer is complete.
     """
 
-    __slots__ = ("finish_reason", "model", "id", "usage", "yielded", "v1")
+    __slots__ = ("finish_reason", "model", "id", "usage", "yielded", "v1", "requested_model")
 
-    def __init__(self, *, output_version_v1: bool = False) -> None:
+    def __init__(self, *, output_version_v1: bool = False,
+                 requested_model: str | None = None) -> None:
+        self.requested_model = requested_model  # prices the call if the server's name is unknown
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.id: str | None = None
@@ -310,11 +316,14 @@ class StreamAssembler:
         return None
 
     def last_chunk(self) -> ChatGenerationChunk:
-        """The closing chunk: finish reason, server model name, id, and usage, once."""
+        """The closing chunk: finish reason, server model name, id, usage and its BRL
+        cost (``cost_brl``: None for a model the catalogue does not price), once."""
         # "model" repeats "model_name" for the streaming guide's tip 2 (.get("model"))
         metadata: dict[str, Any] = {"model_name": self.model, "model": self.model,
                                     "finish_reason": self.finish_reason, "id": self.id,
-                                    "model_provider": PROVIDER}
+                                    "model_provider": PROVIDER,
+                                    "cost_brl": price_usage(self.usage, self.model,
+                                                            self.requested_model)}
         if self.v1:
             metadata["output_version"] = "v1"
         message = AIMessageChunk(content="", usage_metadata=self.usage,

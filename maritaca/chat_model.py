@@ -7,7 +7,8 @@ Use it like any LangChain chat model; streaming is the real implementation::
     model = ChatMaritaca(model="sabiazinho-4", temperature=0)   # key from MARITACA_API_KEY
     for chunk in model.stream("Conte uma história curta sobre o Brasil."):
         print(chunk.content, end="", flush=True)
-    # the last chunk carries response_metadata (model_name, finish_reason, id)
+    # the last chunk carries response_metadata (model_name, finish_reason, id, and
+    # cost_brl: {"input", "output", "total"} in BRL, None for a model without a price)
     # and usage_metadata (input/output/total and cached input tokens)
 """
 
@@ -193,7 +194,8 @@ class ChatMaritaca(BaseChatModel):
         return orjson.dumps(self._payload(messages, stop, stream=stream, **kwargs))
 
     def _new_assembler(self) -> StreamAssembler:
-        return StreamAssembler(output_version_v1=self.output_version == "v1")
+        return StreamAssembler(output_version_v1=self.output_version == "v1",
+                               requested_model=self.model_name)
 
     # -------------------------------------------------------------------- non-streaming
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -201,7 +203,8 @@ class ChatMaritaca(BaseChatModel):
         if self.streaming and kwargs.get("stream", True):
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         transport = self._transport()
-        return completion_to_result(transport.post(self._body(messages, stop, False, kwargs)))
+        return completion_to_result(transport.post(self._body(messages, stop, False, kwargs)),
+                                    self.model_name)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
@@ -210,7 +213,7 @@ class ChatMaritaca(BaseChatModel):
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         transport = self._transport()
         return completion_to_result(
-            await transport.apost(self._body(messages, stop, False, kwargs)))
+            await transport.apost(self._body(messages, stop, False, kwargs)), self.model_name)
 
     # ------------------------------------------------------------------------ streaming
     # Plain methods returning the transport's iterators (no generator layer per chunk of

@@ -5,6 +5,7 @@ Use it to validate a model choice in a UI, to size prompts, or to price a respon
     from maritaca.models import get_model_info
     info = get_model_info("sabiazinho-4")
     info.cost_brl(input_tokens=1_000, output_tokens=500)   # 0.003
+    price_usage(message.usage_metadata, "sabiazinho-4")    # {"input", "output", "total"}
 
 Names not in the catalogue are still accepted by ChatMaritaca and passed to the API.
 Prices are BRL per million tokens (Maritaca's pricing page, 2026).
@@ -12,9 +13,12 @@ Prices are BRL per million tokens (Maritaca's pricing page, 2026).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "ModelInfo", "catalogue_names", "get_model_info"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "ModelInfo", "catalogue_names", "get_model_info",
+           "price_usage"]
 
 DEFAULT_MODEL = "sabia-4"
 BR_SP_SURCHARGE = 1.30  # "-br-sp" variants process in Brazil, 30% dearer
@@ -78,3 +82,27 @@ def catalogue_names() -> list[str]:
 def get_model_info(name: str) -> ModelInfo | None:
     """The catalogue entry for a model name or alias, or None when it is not listed."""
     return MODELS.get(name) or MODELS.get(_ALIASES.get(name, ""))
+
+
+def price_usage(usage: Mapping[str, Any] | None, *names: str | None
+                ) -> dict[str, float] | None:
+    """BRL cost ``{"input", "output", "total"}`` of one call's LangChain ``usage_metadata``,
+    priced as the first of ``names`` the catalogue lists (e.g. the server's model name,
+    then the requested one). None when no name is listed or there is no usage: an
+    unknown model has no price, and none is invented. Cached input tokens (a part of
+    the input tokens) are priced at the cached price; amounts are rounded to 1e-8 BRL."""
+    if not usage:
+        return None
+    info = next((found for name in names if name and (found := get_model_info(name))), None)
+    if info is None:
+        return None
+    input_tokens = int(usage.get("input_tokens") or 0)
+    cached = int((usage.get("input_token_details") or {}).get("cache_read") or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    fresh = max(input_tokens - cached, 0)
+    input_cost = (fresh * info.input_price + cached * info.cached_input_price) / 1_000_000
+    output_cost = output_tokens * info.output_price / 1_000_000
+    # to 1e-8 BRL, finer than cost_brl: a short call costs a few millionths of a real,
+    # and run totals and metrics add many of them up
+    return {"input": round(input_cost, 8), "output": round(output_cost, 8),
+            "total": round(input_cost + output_cost, 8)}

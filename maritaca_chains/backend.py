@@ -13,6 +13,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from maritaca import ChatMaritaca, local
+from maritaca.models import catalogue_names, get_model_info
 
 from .settings import Backend, ServerSettings
 
@@ -38,6 +39,16 @@ class ServedModel:
             if isinstance(name := getattr(self.model, attribute, None), str):
                 return name
         return type(self.model).__name__
+
+    @property
+    def model_choices(self) -> list[str]:
+        """The model names a client may pick, the served one first: those that really
+        answer here (the embedded backend offers only its own model)."""
+        name = self.model_name
+        if (self.local_backend is None and isinstance(self.model, ChatMaritaca)
+                and get_model_info(name) is not None):
+            return list(dict.fromkeys([name, *catalogue_names()]))
+        return [name]
 
     def health(self) -> dict[str, Any]:
         """Backend, model and base URL (never the key)."""

@@ -1,13 +1,12 @@
-"""The streaming faces over the emulator: /<name>/text, /<name>/ws and the Gradio /ui."""
+"""The streaming faces over the emulator: /<name>/text and /<name>/ws (the Gradio /ui:
+tests/test_ui.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Iterator
-from itertools import pairwise
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
 from maritaca_chains import create_app
-from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, chat_fn
+from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model
 from tests.conftest import wait_disconnected as conftest_wait_disconnected
@@ -301,56 +300,3 @@ def test_ws_without_keys_serves_only_loopback(emu):
         while not frames or frames[-1] != END:
             frames.append(ws.receive_text())
     assert "".join(frames[:-1]) == expected(emu)
-
-
-# ----------------------------------------------------------------------------- Gradio /ui
-
-
-async def test_ui_page_and_its_function_streams_the_growing_answer(app, client, emu):
-    page = await client.get("/ui/")
-    assert page.status_code == 200 and "gradio" in page.text.lower()
-    respond = chat_fn(app.state.chains)
-    answers = [answer async for answer in respond("Pantanal", [], "story")]
-    assert len(answers) > 3
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in pairwise(answers))
-    assert answers[-1] == expected(emu)
-    assert "Pantanal" in json.dumps(emu.requests[-1].body, ensure_ascii=False)
-
-
-async def test_ui_function_names_upstream_errors(app, emu):
-    import gradio as gr
-
-    emu.enqueue(Scenario.rate_limit(retry_after=1))
-    with pytest.raises(gr.Error, match="rate_limit"):
-        [a async for a in chat_fn(app.state.chains)("Brasil", [], "story")]
-
-
-@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations
-def test_ui_stop_closes_the_upstream(slow, monkeypatch):
-    """Gradio's own cancel (what the Stop button calls) over HTTP, via gradio_client."""
-    from gradio_client import Client
-
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    emu, server = slow
-    client = Client(f"{server.url}/ui/", verbose=False, analytics_enabled=False)
-    try:
-        job = client.submit("Brasil", "story", api_name="/chat")
-        deadline = time.monotonic() + 15
-        while len(job.outputs()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        growing = job.outputs()
-        assert len(growing) >= 3 and growing[-1].startswith(growing[0])
-        job.cancel()
-        stopped_at = time.monotonic()
-        wait_disconnected(emu.requests[-1], stopped_at)
-    finally:
-        client.close()
-
-
-def test_no_gradio_no_ui(emu, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
-    app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
-    assert "gradio is not installed" in caplog.text
-    with TestClient(app) as http:
-        assert http.get("/ui/").status_code == 404
-        assert http.post("/story/text", json=INPUTS["story"]).text == expected(emu)

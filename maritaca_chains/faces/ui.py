@@ -1,51 +1,228 @@
-"""``/ui/``: the Gradio chat in a browser (when gradio is installed: the ``[ui]`` extra)."""
+"""``/ui/``: the chains in a browser, one form per chain (when gradio is installed: the
+``[ui]`` extra).
+
+Each chain has a tab with its own fields; the model (the backend's real choices),
+temperature and token limit are shared. Answers stream into the session's history,
+**Parar** stops a run (and its upstream request), errors are one pt-BR line under the
+history. The runs themselves are :func:`~.ui_run.chat_fn`'s; this module only lays out
+the page and turns its updates into Gradio's.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import typing
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from langchain_core.runnables import Runnable
 
-from chains import CHAINS
+from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
-from ..error_responses import describe_error
 from ._face import Face
+from .ui_run import Respond, RunUpdate, chat_fn
+from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text, run_footer
 
 __all__ = ["chat_fn", "mount_ui"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
+HIDDEN_FIELDS = frozenset({"language"})  # "auto": the answer follows the input's language
+UPLOAD_TYPES = [".txt", ".md"]
+EXCERPT = 160  # characters of a long field shown in the history
+CSS = """
+#ui-status { min-height: 1.6em; }
+#ui-status p { margin: 0; }
+"""
 
-def chat_fn(chains: dict[str, Runnable[Any, str]]
-            ) -> Callable[[str, list[Any], str], AsyncIterator[str]]:
-    """The streaming function the Gradio chat calls: ``(message, history, chain_name)``
-    yields the growing answer. Gradio's Stop cancels it, which closes the upstream stream."""
-    faces = {name: Face(name, chain) for name, chain in chains.items()}
 
-    async def respond(message: str, history: list[Any], chain_name: str) -> AsyncIterator[str]:
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= EXCERPT:
+        return text
+    return f"{text[:EXCERPT].rstrip()}… ({len(text):,} caracteres)".replace(",", ".")
+
+
+def _request_line(name: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
+    """The history's line for what was asked: the chain's title and the filled fields."""
+    title = CHAINS[name].title if name in CHAINS else name
+    shown = [f"{labels[k]}: {_excerpt(str(v))}" for k, v in fields.items()
+             if isinstance(v, str) and v.strip()]
+    return f"**{title}** · " + " · ".join(shown)
+
+
+def _read_upload(path: str | None) -> tuple[str | None, str]:
+    """An uploaded .txt/.md file's text, or None and the pt-BR line saying what to fix."""
+    if not path:
+        return None, ""
+    if Path(path).suffix.lower() not in UPLOAD_TYPES:
+        return None, "Envie um arquivo .txt ou .md (texto simples)."
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return None, "O arquivo não está em UTF-8: salve-o como UTF-8 e envie de novo."
+    if not text.strip():
+        return None, "O arquivo está vazio: envie um arquivo com texto."
+    return text, f"Arquivo carregado: {len(text):,} caracteres.".replace(",", ".")
+
+
+def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
+           served_line: str, max_tokens_top: int) -> Any:
+    import gradio as gr
+
+    respond = chat_fn(chains)
+    with gr.Blocks(title="maritaca-chains", analytics_enabled=False) as demo:
+        gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
+                    "**Enviar**: a resposta chega aos poucos no histórico, e **Parar** a "
+                    f"interrompe.\n\n{served_line}")
+        running = gr.State(False)
+        forms: list[tuple[str, list[str], list[Any], Any]] = []
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=360):
+                with gr.Tabs():
+                    for name, chain in chains.items():
+                        with gr.Tab(CHAINS[name].title if name in CHAINS else name, id=name,
+                                    elem_id=f"tab-{name}"):
+                            names, widgets = _form(gr, Face(name, chain))
+                            send = gr.Button("Enviar", variant="primary",
+                                             elem_id=f"send-{name}")
+                        forms.append((name, names, widgets, send))
+                with gr.Accordion("Modelo e geração", open=True):
+                    model = gr.Dropdown(model_choices, value=model_choices[0], label="Modelo",
+                                        interactive=len(model_choices) > 1,
+                                        elem_id="ui-model")
+                    temperature = gr.Slider(*TEMPERATURE_RANGE, value=DEFAULT_TEMPERATURE,
+                                            step=0.05, label="Temperatura",
+                                            info="0 = mais previsível; mais alta = mais "
+                                                 "criativa", elem_id="ui-temperature")
+                    max_tokens = gr.Slider(0, max_tokens_top, value=0, step=1,
+                                           label="Máximo de tokens",
+                                           info="0 = automático (cabe no tamanho pedido)",
+                                           elem_id="ui-max-tokens")
+            with gr.Column(scale=3, min_width=420):
+                history = gr.Chatbot(label="Histórico desta sessão", height=520,
+                                     elem_id="ui-history", buttons=["copy"],
+                                     feedback_options=None,
+                                     placeholder="As respostas desta sessão aparecem aqui.")
+                status = gr.Markdown("", elem_id="ui-status")
+                with gr.Row():
+                    stop = gr.Button("Parar", variant="stop", interactive=False,
+                                     elem_id="ui-stop")
+                    clear = gr.Button("Limpar histórico", variant="secondary",
+                                      elem_id="ui-clear")
+        sends = [send for *_, send in forms]
+        outputs = [history, status, running, stop, *sends]
+        runs = []
+        for name, names, widgets, send in forms:
+            runs.append(send.click(
+                _handler(respond, name, names, dict(zip(names, (w.label for w in widgets),
+                                                        strict=True)), len(sends)),
+                inputs=[history, model, temperature, max_tokens, *widgets],
+                outputs=outputs, api_name=name, concurrency_limit=None,
+                show_progress="hidden"))
+        stop.click(_stopped(len(sends)), inputs=[history, running], outputs=outputs,
+                   cancels=runs, api_name="stop", concurrency_limit=None, queue=False)
+        clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
+    return demo
+
+
+def _form(gr: Any, face: Face) -> tuple[list[str], list[Any]]:
+    """The widgets of a chain's own fields: a choice is a radio, a text a text box; the
+    summariser's text also takes an uploaded file."""
+    names, widgets = [], []
+    for field, info in face.input_type.model_fields.items():
+        if field in HIDDEN_FIELDS:
+            continue
+        text = field_text(face.name, field)
+        options = typing.get_args(info.annotation) if typing.get_origin(
+            info.annotation) is typing.Literal else ()
+        if options:
+            widget = gr.Radio(list(options), value=info.default, label=text.label,
+                              elem_id=f"{face.name}-{field}")
+        else:
+            default = info.default if isinstance(info.default, str) else ""
+            widget = gr.Textbox(label=text.label, placeholder=text.placeholder,
+                                value="" if default in ("livre", "auto") else default,
+                                lines=text.lines, max_lines=max(text.lines, 20),
+                                elem_id=f"{face.name}-{field}")
+            if face.name == "summarize" and field == face.main_field:
+                _upload(gr, widget)
+        names.append(field)
+        widgets.append(widget)
+    return names, widgets
+
+
+def _upload(gr: Any, target: Any) -> None:
+    upload = gr.File(label="Ou envie um arquivo .txt ou .md", file_types=UPLOAD_TYPES,
+                     type="filepath", height=110, elem_id="summarize-file")
+    note = gr.Markdown("", elem_id="summarize-file-note")
+
+    def load(path: str | None) -> tuple[Any, str]:
+        text, line = _read_upload(path)
+        return (gr.update() if text is None else text), line
+
+    upload.upload(load, inputs=[upload], outputs=[target, note], api_visibility="private",
+                  concurrency_limit=None)
+
+
+def _buttons(gr: Any, running: bool, sends: int) -> list[Any]:
+    return [gr.update(interactive=running)] + [gr.update(interactive=not running)] * sends
+
+
+def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, str],
+             sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
+    async def run(history: list[Any] | None, model: str | None, temperature: float,
+                  max_tokens: float, *values: Any) -> AsyncIterator[list[Any]]:
         import gradio as gr
 
-        face = faces[chain_name]
-        answer = ""
-        try:
-            async with aclosing(face.chunks(face.parse(message))) as chunks:
-                async for chunk in chunks:
-                    answer += chunk
-                    yield answer
-        except Exception as exc:
-            logger.error("/ui run failed: %s: %s", type(exc).__name__, exc)
-            raise gr.Error(describe_error(exc)["message"]) from exc
+        history = list(history or [])
+        fields = dict(zip(names, values, strict=True))
+        update, added = RunUpdate(), False
+        async for update in respond(name, fields, model=model, temperature=temperature,
+                                    max_tokens=int(max_tokens or 0) or None):
+            if not update.sent:  # refused before sending: the history stays as it was
+                yield [gr.update(), f"⚠️ {update.error}", False, *_buttons(gr, False, sends)]
+                return
+            if not update.done:
+                if not added:  # the run went out: it joins the history
+                    added = True
+                    history += [{"role": "user", "content": _request_line(name, labels, fields)},
+                                {"role": "assistant", "content": ""}]
+                history[-1] = {"role": "assistant", "content": update.answer}
+                yield [history, update.status, True, *_buttons(gr, True, sends)]
+        history[-1] = {"role": "assistant", "content": update.answer or "…"}
+        footer = (f"⚠️ {update.error}" if update.error else
+                  run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
+        history.append({"role": "assistant", "content": f"_{footer}_"})
+        line = f"⚠️ {update.error}" if update.error else update.status
+        yield [history, line, False, *_buttons(gr, False, sends)]
 
-    return respond
+    return run
+
+
+def _stopped(sends: int) -> Callable[[list[Any] | None, bool], list[Any]]:
+    def stop(history: list[Any] | None, running: bool) -> list[Any]:
+        import gradio as gr
+
+        history = list(history or [])
+        if not running:
+            return [gr.update(), gr.update(), False, *_buttons(gr, False, sends)]
+        if history and history[-1].get("role") == "assistant":
+            history[-1] = {"role": "assistant", "content": history[-1].get("content") or "…"}
+        history.append({"role": "assistant", "content": "_⏹ interrompida com **Parar**_"})
+        return [history, "Interrompida: o que já tinha chegado ficou no histórico.", False,
+                *_buttons(gr, False, sends)]
+
+    return stop
 
 
 def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
-              check: Callable[..., Any]) -> None:
+             check: Callable[..., Any]) -> None:
+    """Mount the UI at ``/ui/`` behind ``check`` (the access guard); without gradio,
+    log why and mount nothing."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before the import: no phoning home
     try:
         import gradio as gr
@@ -53,12 +230,14 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
         logger.warning("gradio is not installed: /ui not mounted "
                        "(pip install 'maritaca-chains[ui]')")
         return
-    choices = [(CHAINS[n].title if n in CHAINS else n, n) for n in chains]
-    demo = gr.ChatInterface(
-        chat_fn(chains), title="maritaca-chains",
-        description="Each message is a fresh run of the chosen chain; Stop stops it.",
-        additional_inputs=[gr.Dropdown(choices, value=choices[0][1], label="Chain")],
-        additional_inputs_accordion=gr.Accordion("Chain", open=True),
-        analytics_enabled=False, concurrency_limit=None, api_name="chat")
-    gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False,
+    served = getattr(app.state, "served", None)
+    choices = list(served.model_choices) if served is not None else []
+    model_name = served.model_name if served is not None else "?"
+    line = (f"Servido por: **{BACKENDS.get(served.backend, served.backend)}**, modelo "
+            f"`{model_name}`." if served is not None else "")
+    if served is not None and served.local_backend is not None:
+        line += f" {TINY_MODEL_NOTE}"
+    top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
+    demo = _build(chains, choices or [model_name], line, top)
+    gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         app_kwargs={"dependencies": [Depends(check)]})

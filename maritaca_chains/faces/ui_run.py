@@ -1,0 +1,142 @@
+"""One UI run of a chain, as a stream of states the page shows (no Gradio in here).
+
+``chat_fn(chains)`` gives ``respond(chain, fields, model=..., temperature=...,
+max_tokens=...)``: it refuses blank or invalid fields before anything is sent, then
+yields a :class:`RunUpdate` per chunk or progress event, and a last one with how the
+run ended (cut by the token limit, who answered, tokens, cost when known). It never
+raises for a failed run: the failure is one pt-BR line in ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import ValidationError
+
+from chains import PROGRESS_EVENT
+from maritaca import closing_upstreams
+
+from ..error_responses import describe_error
+from ._face import Face
+from .ui_text import blank_field, cut_note, error_line, progress_line
+
+__all__ = ["Respond", "RunUpdate", "chat_fn"]
+
+logger = logging.getLogger("maritaca_chains.faces")
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What the page shows of a run at one moment.
+
+    ``sent``: the run reached the chain (false: refused before sending). ``status``:
+    the pt-BR line under the answer (progress, a note, or the error). ``cut``: the
+    token limit ended the answer. ``tokens`` and ``cost_brl``: summed over the run's
+    model calls, when the model reports them.
+    """
+
+    answer: str = ""
+    status: str = ""
+    sent: bool = False
+    done: bool = False
+    error: str = ""
+    cut: bool = False
+    model_name: str | None = None
+    tokens: int | None = None
+    cost_brl: float | None = None
+
+
+Respond = Callable[..., AsyncIterator[RunUpdate]]
+
+
+def _fields(face: Face, fields: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The fields to send (blank optional ones left to their defaults), or the
+    refusal naming the first blank required field."""
+    value: dict[str, Any] = {}
+    for name, item in fields.items():
+        if isinstance(item, str) and not item.strip():
+            field = face.input_type.model_fields.get(name)
+            if field is not None and field.is_required():
+                return {}, blank_field(face.name, name)
+            continue
+        value[name] = item
+    return value, ""
+
+
+def _configurable(model: str | None, temperature: float | None,
+                  max_tokens: int | None) -> RunnableConfig:
+    chosen = {"model": model, "temperature": temperature,
+              "max_tokens": max_tokens if max_tokens and max_tokens > 0 else None}
+    return {"configurable": {k: v for k, v in chosen.items() if v is not None}}
+
+
+def chat_fn(chains: dict[str, Runnable[Any, str]]) -> Respond:
+    """The function each UI form calls: see the module docstring."""
+    faces = {name: Face(name, chain) for name, chain in chains.items()}
+
+    async def respond(chain: str, fields: dict[str, Any], *, model: str | None = None,
+                      temperature: float | None = None,
+                      max_tokens: int | None = None) -> AsyncIterator[RunUpdate]:
+        face = faces[chain]
+        value, refusal = _fields(face, fields)
+        if refusal:
+            yield RunUpdate(error=refusal, status=refusal, done=True)
+            return
+        try:
+            inputs = face.input_type.model_validate(value)
+        except ValidationError as exc:
+            line = error_line(chain, describe_error(exc), face.input_type)
+            yield RunUpdate(error=line, status=line, done=True)
+            return
+        state = RunUpdate(sent=True, status="Gerando a resposta…")
+        yield state
+        config = _configurable(model, temperature, max_tokens)
+        answer, costs = "", list[float]()
+        limit = config["configurable"].get("max_tokens")
+        events = cast(AsyncGenerator[dict[str, Any], None],  # an async generator
+                      face.chain.astream_events(inputs, config, version="v2"))
+        try:
+            with closing_upstreams():
+                async with aclosing(events):
+                    async for event in events:
+                        kind = event["event"]
+                        if kind == "on_chain_stream" and not event["parent_ids"]:
+                            if chunk := event["data"].get("chunk"):
+                                answer += str(chunk)
+                                state = replace(state, answer=answer)
+                                yield state
+                        elif kind == "on_custom_event" and event["name"] == PROGRESS_EVENT:
+                            state = replace(state, status=progress_line(event["data"]))
+                            yield state
+                        elif kind == "on_chat_model_end":
+                            state, limit = _model_end(state, event, costs, limit)
+        except Exception as exc:  # a failed run is a line on the page, not a traceback
+            logger.warning("/ui run of %s failed: %s: %s", chain, type(exc).__name__, exc)
+            line = error_line(chain, describe_error(exc), face.input_type)
+            yield replace(state, answer=answer, error=line, status=line, done=True)
+            return
+        yield replace(state, answer=answer, done=True, status=cut_note(limit) if state.cut
+                      else "Pronto.", cost_brl=sum(costs) if costs else None)
+
+    return respond
+
+
+def _model_end(state: RunUpdate, event: Any, costs: list[float],
+               limit: int | None) -> tuple[RunUpdate, int | None]:
+    """The run so far, updated with a finished model call (the last one is the answer's)."""
+    output = event["data"].get("output")
+    metadata = getattr(output, "response_metadata", None) or {}
+    usage = getattr(output, "usage_metadata", None) or {}
+    if isinstance(cost := metadata.get("cost_brl"), int | float):
+        costs.append(float(cost))
+    params = (event.get("metadata") or {}).get("ls_max_tokens")
+    tokens = (state.tokens or 0) + (usage.get("total_tokens") or 0)
+    return replace(state, cut=metadata.get("finish_reason") == "length",
+                   model_name=metadata.get("model_name") or state.model_name,
+                   tokens=tokens or None), (
+        params if isinstance(params, int) else limit)

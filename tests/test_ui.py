@@ -1,0 +1,249 @@
+"""The Gradio UI's runs over the emulator: chat_fn (what each form calls), its pt-BR lines,
+the model choices it offers, and Gradio's own cancel over HTTP.
+
+The page itself, in a browser, is tests/test_browser_ui.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+
+import pytest
+from starlette.testclient import TestClient
+
+from chains import build_chains
+from maritaca import ChatMaritaca, local
+from maritaca.models import catalogue_names
+from maritaca.testing import MaritacaEmulator, Scenario
+from maritaca_chains import create_app
+from maritaca_chains.backend import ServedModel
+from maritaca_chains.faces import chat_fn
+from maritaca_chains.faces.ui_run import RunUpdate
+from maritaca_chains.faces.ui_text import format_brl, run_footer
+from maritaca_chains.settings import ServerSettings
+from tests.conftest import RunningServer, emulator_model, wait_disconnected
+
+pytestmark = pytest.mark.timeout(60)
+
+SLOW_TOKENS = 400
+
+
+@pytest.fixture
+def slow() -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
+    """A long answer paced at 10 ms a token, behind a real uvicorn: time to stop it."""
+    with MaritacaEmulator(reply_tokens=SLOW_TOKENS, token_delay=0.01) as emulator:
+        app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
+                         model=emulator_model(emulator))
+        with RunningServer(app) as server:
+            yield emulator, server
+
+
+async def run(respond, chain: str, fields: dict, **settings) -> list[RunUpdate]:
+    return [update async for update in respond(chain, fields, **settings)]
+
+
+def sent_text(emu: MaritacaEmulator) -> str:
+    return json.dumps(emu.requests[-1].body, ensure_ascii=False)
+
+
+def expected(emu: MaritacaEmulator) -> str:
+    body = emu.requests[-1].body
+    assert body is not None
+    return emu.expected_text(body["messages"])
+
+
+def assert_one_friendly_line(line: str) -> None:
+    assert line and "\n" not in line
+    for leak in ("pydantic", "http", "Traceback", "Error", "{", "test-key"):
+        assert leak not in line, line
+
+
+async def test_ui_page_serves(client):
+    page = await client.get("/ui/")
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+
+
+@pytest.mark.parametrize(("chain", "fields", "sent"), [
+    ("story", {"topic": "Pantanal", "style": "cordel", "length": "média"},
+     ["Pantanal", "cordel", "três a cinco parágrafos"]),
+    ("qa", {"question": "Qual é a capital?", "context": "A capital do Brasil é Brasília."},
+     ["Qual é a capital?", "<contexto>", "A capital do Brasil é Brasília."]),
+    ("summarize", {"text": "O sabiá canta ao amanhecer. " * 5, "length": "curto",
+                   "format": "tópicos"}, ["O sabiá canta", "lista de tópicos"]),
+])
+async def test_ui_each_form_streams_its_chain(app, emu, chain, fields, sent):
+    updates = await run(chat_fn(app.state.chains), chain, fields)
+    assert updates[0].sent and updates[0].answer == "" and not updates[0].done
+    answers = [u.answer for u in updates[1:-1]]
+    assert len(answers) > 3
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in pairwise(answers))
+    last = updates[-1]
+    assert last.done and not last.error and not last.cut and last.status == "Pronto."
+    assert last.answer == answers[-1] == expected(emu)
+    assert last.model_name and last.model_name.startswith("sabia-4")
+    for words in sent:
+        assert words in sent_text(emu)
+
+
+@pytest.mark.parametrize(("chain", "fields", "label"), [
+    ("story", {"topic": "   ", "style": "cordel"}, "Tema"),
+    ("qa", {"question": "\n\t", "context": "Algum contexto."}, "Pergunta"),
+    ("summarize", {"text": "", "format": "tópicos"}, "Texto"),
+])
+async def test_ui_refuses_blank_fields_before_sending(app, emu, chain, fields, label):
+    updates = await run(chat_fn(app.state.chains), chain, fields)
+    assert len(updates) == 1 and not updates[0].sent and updates[0].done
+    assert updates[0].error == f"Preencha o campo «{label}» antes de enviar."
+    assert emu.requests == []
+
+
+async def test_ui_blank_optional_fields_take_their_defaults(app, emu):
+    respond = chat_fn(app.state.chains)
+    assert (await run(respond, "story", {"topic": "Brasil", "style": "  "}))[-1].done
+    assert "Estilo: livre." in sent_text(emu)
+    assert not (await run(respond, "qa", {"question": "Oi?", "context": " \n "}))[-1].error
+    assert "<contexto>" not in sent_text(emu)  # the no-context prompt
+
+
+@pytest.mark.parametrize(("fields", "line"), [
+    ({"topic": "x" * 501}, "O campo «Tema» está longo demais (no máximo 500 caracteres): "
+                           "encurte-o e envie de novo."),
+    ({"topic": "x", "length": "enorme"}, "Escolha uma das opções do campo «Tamanho»."),
+])
+async def test_ui_invalid_field_is_one_portuguese_line(app, emu, fields, line):
+    updates = await run(chat_fn(app.state.chains), "story", fields)
+    assert [u.error for u in updates] == [line]
+    assert_one_friendly_line(line)
+    assert emu.requests == []
+
+
+async def test_ui_model_temperature_and_length_reach_the_model(app, emu):
+    updates = await run(chat_fn(app.state.chains), "story", {"topic": "Brasil"},
+                        model="sabiazinho-4", temperature=0.2, max_tokens=5)
+    body = emu.requests[-1].body
+    assert (body["model"], body["temperature"], body["max_tokens"]) == ("sabiazinho-4", 0.2, 5)
+    last = updates[-1]
+    assert last.cut and last.model_name and last.model_name.startswith("sabiazinho-4")
+    assert last.status == ("A resposta foi cortada no limite de 5 tokens: aumente «Máximo de "
+                           "tokens» para recebê-la inteira.")
+    assert expected(emu).startswith(last.answer) and len(last.answer) < len(expected(emu))
+    assert "✂️ cortada no limite de tokens" in run_footer(last.model_name, last.tokens,
+                                                          last.cost_brl, last.cut)
+
+
+async def test_ui_automatic_length_is_the_chains_budget(app, emu):
+    updates = await run(chat_fn(app.state.chains), "story", {"topic": "Brasil"},
+                        max_tokens=None)
+    assert emu.requests[-1].body["max_tokens"] == 300  # prompts/story.yaml: 100 + curta's 200
+    assert not updates[-1].cut
+
+
+@pytest.mark.parametrize(("scenario", "line"), [
+    (Scenario.rate_limit(retry_after=2), "O modelo recebeu pedidos demais: espere 2 s e "
+                                         "envie de novo."),
+    (Scenario.unauthorized(), "A Maritaca recusou a chave de API: confira "
+                              "`MARITACA_API_KEY` no servidor."),
+    (Scenario.context_too_long(), "O texto passa do que o modelo consegue ler de uma vez: "
+                                  "encurte-o ou escolha um modelo com mais contexto."),
+])
+async def test_ui_upstream_errors_are_one_portuguese_line(app, emu, caplog, scenario, line):
+    emu.enqueue(scenario)
+    updates = await run(chat_fn(app.state.chains), "story", {"topic": "Brasil"})
+    assert updates[0].sent and updates[-1].done
+    assert updates[-1].error == updates[-1].status == line
+    assert_one_friendly_line(line.replace("`MARITACA_API_KEY`", ""))
+    logged = [r for r in caplog.records if r.name == "maritaca_chains.faces"]
+    assert len(logged) == 1 and logged[0].exc_info is None  # one log line, no traceback
+
+
+async def test_ui_error_mid_stream_keeps_the_partial_answer(app, emu):
+    emu.enqueue(Scenario.error_event(after_chunks=3, message="modelo sobrecarregado"))
+    updates = await run(chat_fn(app.state.chains), "story", {"topic": "Brasil"})
+    last = updates[-1]
+    assert last.error == "O modelo interrompeu a resposta no meio: tente de novo."
+    assert last.answer and expected(emu).startswith(last.answer)
+
+
+async def test_ui_long_summary_shows_progress_then_the_summary(emu):
+    chains = build_chains(emulator_model(emu), context_tokens=600)  # parts of ~1500 chars
+    text = " ".join(f"Parágrafo {i}: o sabiá-laranjeira canta nas manhãs de setembro."
+                    for i in range(80))
+    updates = await run(chat_fn(chains), "summarize", {"text": text})
+    progress = [u.status for u in updates if u.status.startswith("Texto longo")]
+    total = len([r for r in emu.requests if r.path.endswith("/chat/completions")]) - 1
+    assert total >= 3
+    assert progress[0] == (f"Texto longo: resumindo por partes, 0 de {total} prontas; "
+                           "depois vem o resumo final…")
+    assert f"{total} de {total} prontas" in progress[-1]
+    assert "Texto longo" not in updates[-1].answer and updates[-1].status == "Pronto."
+    assert updates[-1].answer == expected(emu)
+
+
+async def test_ui_closing_a_run_closes_the_upstream(slow):
+    emu, server = slow
+    respond = chat_fn(server.config.app.state.chains)
+    updates = respond("story", {"topic": "Brasil"})
+    async for update in updates:
+        if len(update.answer.split()) >= 3:
+            break
+    await updates.aclose()
+    await asyncio.to_thread(wait_disconnected, emu.requests[-1], time.monotonic())
+    assert emu.requests[-1].chunks_sent < SLOW_TOKENS // 2
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations
+def test_ui_stop_cancels_the_run_and_closes_the_upstream(slow, monkeypatch):
+    """Gradio's own cancel (what Parar calls) over HTTP, via gradio_client."""
+    from gradio_client import Client
+
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    emu, server = slow
+    client = Client(f"{server.url}/ui/", verbose=False, analytics_enabled=False)
+    try:
+        job = client.submit([], "sabia-4", 0.7, 0, "Brasil", "", "curta", api_name="/story")
+        deadline = time.monotonic() + 15
+        while len(job.outputs()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(job.outputs()) >= 4
+        job.cancel()
+        stopped_at = time.monotonic()
+        wait_disconnected(emu.requests[-1], stopped_at)
+    finally:
+        client.close()
+
+
+def test_ui_offers_the_models_that_answer(app):
+    choices = app.state.served.model_choices
+    assert choices[0] == "sabia-4" and set(choices) == set(catalogue_names())
+    with TestClient(app) as http:
+        config = http.get("/ui/config").json()
+    dropdowns = [c["props"] for c in config["components"] if c.get("type") == "dropdown"]
+    assert [[choice[1] for choice in d["choices"]] for d in dropdowns] == [choices]
+    assert dropdowns[0]["value"] == "sabia-4"
+
+
+def test_embedded_backend_offers_only_its_model():
+    served = ServedModel(ChatMaritaca(base_url="http://127.0.0.1:9/v1", api_key="x",
+                                      model=local.MODEL_NAME), "local", local.LocalBackend())
+    assert served.model_choices == [local.MODEL_NAME]
+
+
+def test_costs_read_as_reais():
+    assert format_brl(0.0012) == "R$ 0,0012"
+    assert format_brl(1234.5) == "R$ 1.234,50"
+    assert run_footer("sabia-4", 120, 0.00036, False) == (
+        "respondido por sabia-4 · 120 tokens · custo estimado R$ 0,0004")
+
+
+def test_no_gradio_no_ui(emu, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    assert "gradio is not installed" in caplog.text
+    with TestClient(app) as http:
+        assert http.get("/ui/").status_code == 404
+        assert http.post("/story/text", json={"topic": "Brasil"}).text == expected(emu)
