@@ -1,0 +1,237 @@
+"""The HTTP face of resumable runs, beside each chain's LangServe routes.
+
+``add_run_routes(app, chains, settings, dependencies=[guard])`` adds, per chain:
+
+- ``POST /<chain>/runs``: LangServe's body (``{"input": ..., "config": {"configurable":
+  ...}}``, the same checks and 422s) starts a run in the background: ``201 {"run_id",
+  "stream_url", "status_url"}``; 503 when ``MARITACA_CHAINS_RUN_MAX_RUNS`` are in progress.
+- ``GET /<chain>/runs/<id>/stream``: the run as LangServe's ``/stream`` SSE events, each
+  with an ``id:``; with ``Last-Event-ID`` (or ``?last_event_id=``) only the later ones,
+  then live. 204 once a finished run has nothing more (which stops ``EventSource``).
+- ``GET /<chain>/runs/<id>``: its status; ``DELETE``: cancel it (the upstream closes).
+
+Unknown, expired and other keys' runs are 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any, cast
+
+import anyio
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.params import Depends as DependsParam
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from langchain_core.runnables import Runnable, RunnableConfig
+from langserve.validation import InvokeRequestShallowValidator
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
+
+from ..langserve_fixes import check_configurable
+from ..settings import ServerSettings
+from .events import RETRY_MS, EventsDropped, RunInfo, RunsFull, RunStatus, dropped_block
+from .owner import key_label
+from .redis_store import RedisRunStore
+from .runner import RunManager
+from .store import MemoryRunStore, RunStore
+
+__all__ = ["EVENT_STREAM", "add_run_routes", "store_for"]
+
+EVENT_STREAM = "text/event-stream"
+KEEP_ALIVE_SECONDS = 15.0  # a comment line on a quiet stream, so proxies keep it open
+_RETRY = f"retry: {RETRY_MS}\r\n\r\n".encode()
+_PING = b": ping\r\n\r\n"
+
+
+def store_for(settings: ServerSettings) -> RunStore:
+    """Redis Streams with ``MARITACA_CHAINS_REDIS_URL``, else this process's memory."""
+    ttl, max_events, max_runs = (settings.run_ttl_seconds, settings.run_max_events,
+                                 settings.run_max_runs)
+    if settings.redis_url is not None:
+        return RedisRunStore(settings.redis_url.get_secret_value(), ttl=ttl,
+                             max_events=max_events, max_runs=max_runs,
+                             heartbeat=min(1.0, settings.run_grace_seconds / 4))
+    return MemoryRunStore(ttl=ttl, max_events=max_events, max_runs=max_runs)
+
+
+def add_run_routes(app: FastAPI, chains: dict[str, Runnable[Any, Any]],
+                   settings: ServerSettings, *, dependencies: Sequence[DependsParam],
+                   start_dependencies: Sequence[DependsParam] = ()) -> RunManager:
+    """Add the run routes of every chain; the manager goes in the app's lifespan
+    (``async with manager:``). ``dependencies`` guard every run route (the access
+    guard); ``start_dependencies`` only ``POST /<chain>/runs``, which spends: quotas."""
+    manager = RunManager(store_for(settings), grace=settings.run_grace_seconds)
+    for name, chain in chains.items():
+        app.add_api_route(f"/{name}/runs", _start_endpoint(name, chain, manager),
+                          methods=["POST"], status_code=201, tags=[name],
+                          dependencies=[*dependencies, *start_dependencies],
+                          summary=f"Start a resumable {name} run")
+        app.add_api_route(f"/{name}/runs/{{run_id}}/stream", _stream_endpoint(name, manager),
+                          methods=["GET"], dependencies=list(dependencies), tags=[name],
+                          response_class=StreamingResponse, response_model=None,
+                          responses={200: {"content": {EVENT_STREAM: {}}}},
+                          summary="Follow a run as SSE, resuming after Last-Event-ID")
+        app.add_api_route(f"/{name}/runs/{{run_id}}", _status_endpoint(name, manager),
+                          methods=["GET"], dependencies=list(dependencies), tags=[name],
+                          summary="A run's status")
+        app.add_api_route(f"/{name}/runs/{{run_id}}", _cancel_endpoint(name, manager),
+                          methods=["DELETE"], dependencies=list(dependencies), tags=[name],
+                          summary="Cancel a run (its upstream request closes at once)")
+    return manager
+
+
+# ------------------------------------------------------------------------ starting
+
+def _invalid(exc: ValidationError, *where: str) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": ("body", *where, *e["loc"])}
+                                   for e in exc.errors(include_url=False)])
+
+
+def _validated(chain: Runnable[Any, Any], config_model: type[BaseModel],
+               body: Any) -> tuple[Any, RunnableConfig]:
+    """The input and config as LangServe's ``/stream`` would accept them, or its 422."""
+    try:
+        request = InvokeRequestShallowValidator.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    raw = request.config or {}
+    if isinstance(raw.get("configurable"), dict):  # refuse api_key, base_url... by name
+        check_configurable(raw["configurable"])
+    try:
+        dumped = config_model.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        raise _invalid(exc, "config") from exc
+    config: RunnableConfig = {"configurable": dumped["configurable"]} \
+        if dumped.get("configurable") else {}
+    try:
+        schema = cast(type[BaseModel], chain.with_config(config).input_schema)
+        value = schema.model_validate(request.input)
+    except ValidationError as exc:
+        raise _invalid(exc, "input") from exc
+    return value, config
+
+
+def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -> Any:
+    config_model = chain.config_schema(include=["configurable"])
+
+    async def start_run(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                           "msg": "The request body is not JSON"}]) from exc
+        value, config = _validated(chain, config_model, body)
+        info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=key_label(request))
+        try:
+            await manager.start(info, chain, value, config)
+        except RunsFull as exc:
+            raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
+                                headers={"Retry-After": "5"}) from exc
+        public = info.public()
+        status_url = f"/{name}/runs/{info.run_id}"
+        return JSONResponse({"run_id": info.run_id, "stream_url": public["stream_url"],
+                             "status_url": status_url}, status_code=201,
+                            headers={"Location": status_url})
+
+    start_run.__doc__ = (f"Start a {name} run in the background; read it at stream_url "
+                         f"(SSE, resumable with Last-Event-ID). Body: as /{name}/stream.")
+    return start_run
+
+
+# ------------------------------------------------------------------------ the run
+
+async def _own_run(manager: RunManager, name: str, run_id: str, request: Request) -> RunInfo:
+    """The run, if it exists, is this chain's and belongs to the caller's key; else 404."""
+    await manager.ensure_open()
+    info = await manager.store.get(run_id)
+    if info is None or info.chain != name or info.owner != key_label(request):
+        raise HTTPException(404, "No such run: unknown, expired, or started with another key")
+    return info
+
+
+def _status_endpoint(name: str, manager: RunManager) -> Any:
+    async def run_status(run_id: str, request: Request) -> dict[str, Any]:
+        return (await _own_run(manager, name, run_id, request)).public()
+
+    return run_status
+
+
+def _cancel_endpoint(name: str, manager: RunManager) -> Any:
+    async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
+        info = await _own_run(manager, name, run_id, request)
+        if info.status is RunStatus.RUNNING:
+            await manager.cancel(run_id)
+            deadline = time.monotonic() + 2  # another replica's run ends a moment later
+            while info.status is RunStatus.RUNNING and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                info = await manager.store.get(run_id) or info
+        return info.public()
+
+    return cancel_run
+
+
+def _last_event_id(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if raw is None or raw == "":
+        return 0
+    try:
+        after = int(raw)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise HTTPException(422, "Last-Event-ID (or last_event_id) must be an event id "
+                                 "this stream sent: a whole number, 0 or more")
+    return after
+
+
+def _stream_endpoint(name: str, manager: RunManager) -> Any:
+    async def stream_run(run_id: str, request: Request) -> Response:
+        info = await _own_run(manager, name, run_id, request)
+        after = _last_event_id(request)
+        if info.status is not RunStatus.RUNNING and after >= info.events:
+            return Response(status_code=204)  # all read: tells EventSource to stop
+        return _EventStream(_events(manager.store, run_id, after))
+
+    return stream_run
+
+
+async def _events(store: RunStore, run_id: str, after: int) -> AsyncIterator[bytes]:
+    yield _RETRY
+    try:
+        async with aclosing(store.follow(run_id, after, idle=KEEP_ALIVE_SECONDS)) as batches:
+            async for batch in batches:
+                yield b"".join(batch) if batch else _PING
+    except EventsDropped as exc:
+        yield dropped_block(exc)
+
+
+class _EventStream(StreamingResponse):
+    """SSE that notices a reader hanging up even while the run is quiet (so the
+    no-reader grace starts), and closes its generator however it ends."""
+
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self.events = body
+        super().__init__(body, media_type=EVENT_STREAM,
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                async def stream() -> None:
+                    await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        except OSError:
+            pass  # the client went away mid-write
+        finally:
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
