@@ -1,0 +1,202 @@
+"""Resumable runs shared through a real redis-server by two real server processes:
+a run started on one replica is resumed, read, cancelled and refused on the other.
+
+The redis-server (Debian's) and both uvicorn servers listen on 127.0.0.1 at free ports
+and are stopped by the module fixture; skips without /usr/bin/redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+import pytest
+
+from maritaca.local import free_port
+from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from tests.conftest import wait_disconnected
+from tests.test_runs import chat_requests, read_events, text_of
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+ROOT = Path(__file__).resolve().parent.parent
+GRACE = 1.0
+
+pytestmark = pytest.mark.skipif(not os.access(REDIS_SERVER, os.X_OK),
+                                reason="redis-server is not installed (make install-dev)")
+
+
+class Replicas(NamedTuple):
+    emu: MaritacaEmulator
+    redis_url: str
+    a: httpx.Client
+    b: httpx.Client
+
+
+def _wait_until(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (httpx.HTTPError, OSError, subprocess.SubprocessError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout} s")
+        time.sleep(0.1)
+
+
+def _redis_ping(port: int) -> bool:
+    ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                          text=True, timeout=5)
+    return ping.stdout.strip() == "PONG"
+
+
+def _start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "maritaca_chains:app_factory", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--timeout-graceful-shutdown", "2"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    redis = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
+                              "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        _wait_until(lambda: _redis_ping(port), "redis-server")
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        with MaritacaEmulator(reply_tokens=60, token_delay=0.02) as emu:
+            env = {**os.environ, "MARITACA_API_KEY": emu.api_key or "k",
+                   "MARITACA_BASE_URL": emu.base_url, "MARITACA_BACKEND": "maritaca",
+                   "MARITACA_CHAINS_UI": "false", "MARITACA_CHAINS_API_KEYS": "k1,k2",
+                   "MARITACA_CHAINS_REDIS_URL": redis_url,
+                   "MARITACA_CHAINS_RUN_GRACE_SECONDS": str(GRACE),
+                   "MARITACA_CHAINS_RUN_TTL_SECONDS": "3",
+                   "MARITACA_CHAINS_RUN_MAX_EVENTS": "100",
+                   "MARITACA_CHAINS_RUN_MAX_RUNS": "2", "MARITACA_CHAINS_LOG_LEVEL": "warning"}
+            urls = []
+            for _ in range(2):
+                proc, url = _start_server(env)
+                servers.append(proc)
+                urls.append(url)
+            for proc, url in zip(servers, urls, strict=True):
+                _wait_until(lambda u=url, p=proc: p.poll() is None and
+                            httpx.get(f"{u}/healthz", timeout=2).status_code == 200,
+                            f"the server at {url}", timeout=90)
+            key = {"X-API-Key": "k1"}
+            with httpx.Client(base_url=urls[0], headers=key, timeout=20) as a, \
+                    httpx.Client(base_url=urls[1], headers=key, timeout=20) as b:
+                yield Replicas(emu, redis_url, a, b)
+    finally:
+        for proc in servers:
+            terminate(proc, timeout=10)
+        terminate(redis, timeout=10)
+
+
+@pytest.fixture
+def emu(replicas: Replicas) -> MaritacaEmulator:
+    replicas.emu.reset()
+    return replicas.emu
+
+
+def start(http: httpx.Client, **kwargs: object) -> dict[str, str]:
+    response = http.post("/story/runs", json={"input": {"topic": "Brasil"}}, **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_status(http: httpx.Client, url: str, status: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (now := http.get(url).json())["status"] != status:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.02)
+
+
+def test_a_run_started_on_one_replica_resumes_on_the_other(replicas, emu):
+    a, b = replicas.a, replicas.b
+    run = start(a)
+    first = read_events(a, run["stream_url"], limit=10)
+    rest = read_events(b, run["stream_url"], headers={"Last-Event-ID": "10"})
+    events = first + rest
+    assert [e[0] for e in events] == list(range(1, len(events) + 1))
+    assert events[0][1] == "metadata" and events[-1][1] == "end" and len(events) == 62
+    requests = chat_requests(emu)
+    assert len(requests) == 1
+    assert text_of(events) == emu.expected_text(requests[0].body["messages"])
+    status = b.get(run["status_url"]).json()
+    assert status["status"] == "done" and status["events"] == 62
+    assert status["usage"]["output_tokens"] == 60
+    assert b.get(run["stream_url"], headers={"Last-Event-ID": "62"}).status_code == 204
+    # several readers, on both replicas, read the finished run again
+    assert read_events(a, run["stream_url"]) == read_events(b, run["stream_url"]) == events
+
+
+def test_delete_on_one_replica_closes_the_upstream_opened_by_the_other(replicas, emu):
+    emu.enqueue(Scenario.ok(reply_tokens=400))
+    run = start(replicas.a)
+    read_events(replicas.a, run["stream_url"], limit=5)
+    since = time.monotonic()
+    cancelled = replicas.b.delete(run["status_url"])
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_disconnected(chat_requests(emu)[0], since)
+    events = read_events(replicas.b, run["stream_url"], headers={"Last-Event-ID": "5"})
+    assert json.loads(events[-1][2] or "")["type"] == "cancelled"
+
+
+def test_the_grace_counts_readers_on_any_replica(replicas, emu):
+    emu.enqueue(Scenario.ok(reply_tokens=150))  # 3 s: longer than the grace
+    run = start(replicas.a)
+    events = read_events(replicas.b, run["stream_url"])  # the reader is on the other one
+    assert events[-1][1] == "end" and len(events) == 152
+    emu.enqueue(Scenario.ok(reply_tokens=400))
+    run = start(replicas.a)
+    started = time.monotonic()
+    wait_status(replicas.b, run["status_url"], "cancelled")  # nobody reads it
+    assert GRACE <= time.monotonic() - started < GRACE + 3
+    wait_disconnected(chat_requests(emu)[-1], time.monotonic())
+
+
+def test_expiry_other_keys_and_full_answers_across_replicas(replicas, emu):
+    a, b = replicas.a, replicas.b
+    emu.enqueue(Scenario.ok(reply_tokens=5))
+    run = start(a)
+    wait_status(b, run["status_url"], "done")
+    other = {"X-API-Key": "k2"}
+    assert b.get(run["status_url"], headers=other).status_code == 404
+    assert b.get(run["stream_url"], headers=other).status_code == 404
+    assert b.delete(run["status_url"], headers=other).status_code == 404
+    assert b.get("/story/runs/nope").status_code == 404
+    # the cap on runs in progress is shared: two on A leave no room on B
+    emu.enqueue(Scenario.ok(reply_tokens=400), Scenario.ok(reply_tokens=400))
+    long = [start(a), start(a)]
+    refused = b.post("/story/runs", json={"input": {"topic": "Brasil"}})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+    for one in long:
+        b.delete(one["status_url"])
+    # events beyond the per-run cap (100) are dropped oldest first
+    emu.enqueue(Scenario.ok(reply_tokens=200))
+    big = start(b)
+    live = read_events(a, big["stream_url"])  # a reader that keeps up misses nothing
+    assert [e[0] for e in live] == list(range(1, 203))
+    dropped = read_events(a, big["stream_url"])
+    assert dropped[0][1] == "error" and json.loads(dropped[0][2] or "")["status_code"] == 410
+    tail = read_events(a, big["stream_url"], headers={"Last-Event-ID": "200"})
+    assert [e[0] for e in tail] == [201, 202]
+    # a finished run expires after the TTL (3 s), on every replica
+    time.sleep(3.2)
+    assert a.get(run["status_url"]).status_code == 404
+    assert b.get(big["stream_url"]).status_code == 404
