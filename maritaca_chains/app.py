@@ -33,6 +33,7 @@ from .langserve_fixes import (
     validation_error_json,
 )
 from .pages import add_pages
+from .quotas import Quotas, guarded, quota_guard
 from .security import access_guard, add_login_route
 from .settings import ServerSettings
 
@@ -74,14 +75,18 @@ def create_app(settings: ServerSettings | None = None, *,
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)
 
-    guard = Depends(access_guard(settings))
+    access = access_guard(settings)
+    guard = Depends(access)
+    quotas = Quotas.from_settings(settings)  # None: no quota configured
+    quota = Depends(quota_guard(quotas))
     chains = build_chains(served.model, context_tokens=served.context_tokens)
     for name, chain in chains.items():
-        add_routes(app, chain, path=f"/{name}", dependencies=[guard],
+        add_routes(app, chain, path=f"/{name}", dependencies=[guard, quota],
                    per_req_config_modifier=check_config, config_keys=("configurable",))
     app.state.chains = chains
     app.state.served = served
-    mount_faces(app, chains, guard, ui=settings.ui)
+    app.state.quotas = quotas
+    mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
     add_pages(app, served, ui=settings.ui)
     add_login_route(app)
     return app

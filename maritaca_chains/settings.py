@@ -14,6 +14,8 @@
     MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
     MARITACA_CHAINS_RUN_MAX_EVENTS           events kept per run, oldest dropped first (40000)
     MARITACA_CHAINS_RUN_MAX_RUNS             runs held at once; beyond, new ones get 503 (200)
+    MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
+    MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class ServerSettings(BaseSettings):
     run_max_events: int = Field(default=40_000, ge=10,
                                 validation_alias="MARITACA_CHAINS_RUN_MAX_EVENTS")
     run_max_runs: int = Field(default=200, ge=1, validation_alias="MARITACA_CHAINS_RUN_MAX_RUNS")
+    rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
+    token_budget: str | None = Field(default=None,
+                                     validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod

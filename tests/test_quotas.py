@@ -1,0 +1,184 @@
+"""Per-key quotas on every face, against the emulator (whose usage numbers are known)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from maritaca.testing import MaritacaEmulator, Scenario
+from maritaca_chains import create_app
+from maritaca_chains.quotas import label_of_key, parse_quota
+from maritaca_chains.settings import ServerSettings
+from tests.conftest import RunningServer, emulator_model, wait_disconnected
+
+ALPHA, BETA, GAMMA = "alpha-key-0001", "beta-key-0002", "gamma-key-0003"
+STORY = {"input": {"topic": "Brasil"}}
+
+
+def make_app(emu: MaritacaEmulator, **quota: str):
+    settings = ServerSettings(_env_file=None,  # type: ignore[call-arg]
+                              MARITACA_CHAINS_API_KEYS=f"{ALPHA},{BETA},{GAMMA}", **quota)
+    return create_app(settings, model=emulator_model(emu))
+
+
+def as_key(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def client_for(app) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30)
+
+
+def assert_refused(response: httpx.Response, what: str, window: int = 60) -> None:
+    assert response.status_code == 429, response.text
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= window
+    detail = response.json()["detail"]
+    assert detail.startswith(what) and "resets at" in detail and f"in {retry_after} s" in detail
+
+
+@pytest.mark.parametrize(("text", "default", "alpha"), [
+    ("60/minute", ["60 per 1 minute"], None),
+    ("60/minute, *0001=600/minute", ["60 per 1 minute"], ["600 per 1 minute"]),
+    ("*0001=none, 10/second;100/minute", ["10 per 1 second", "100 per 1 minute"], []),
+    ("", [], None),
+])
+def test_quota_syntax_default_and_per_key(text, default, alpha):
+    items, per_key = parse_quota(text, [ALPHA, BETA])
+    assert [str(i) for i in items] == default
+    assert ([str(i) for i in per_key[ALPHA]] if ALPHA in per_key else None) == alpha
+
+
+@pytest.mark.parametrize("text", ["lots", "*0001=fast", "*key-=5/minute", "*001=5/minute",
+                                  "*zzzz=5/minute"])
+def test_quota_syntax_errors_say_what_is_wrong(text):
+    with pytest.raises(ValueError, match="quota entry"):
+        parse_quota(text, [ALPHA, BETA])
+
+
+async def test_rate_limit_refuses_on_every_face_before_any_upstream_call(emu):
+    app = make_app(emu, MARITACA_CHAINS_RATE_LIMIT="2/minute, *0003=none")
+    with RunningServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            assert (await http.post("/story/invoke", json=STORY,
+                                    headers=as_key(ALPHA))).status_code == 200
+            assert (await http.post("/story/text", json=STORY,
+                                    headers=as_key(ALPHA))).status_code == 200
+            upstream = len(emu.requests)
+            # schemas and pages are not runs: never counted, never refused
+            assert (await http.get("/story/input_schema", headers=as_key(ALPHA))).status_code == 200
+            for path in ("/story/invoke", "/story/stream", "/story/stream_events",
+                         "/story/batch", "/story/text", "/story/runs"):
+                body = {"inputs": [STORY["input"]]} if path.endswith("batch") else STORY
+                assert_refused(await http.post(path, json=body, headers=as_key(ALPHA)),
+                               "Rate limit of 2 per 1 minute")
+            assert_refused(await http.post("/ui/gradio_api/queue/join", json={},
+                                           headers=as_key(ALPHA)), "Rate limit")
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(server.url.replace("http", "ws") + "/story/ws",
+                                   additional_headers=as_key(ALPHA)):
+                    pass
+            response = refused.value.response
+            assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+            assert b"Rate limit of 2 per 1 minute" in response.body
+            assert len(emu.requests) == upstream  # refused before any upstream call
+            # the limit is per key; the exempted key has none
+            assert (await http.post("/story/invoke", json=STORY,
+                                    headers=as_key(BETA))).status_code == 200
+            for _ in range(4):
+                assert (await http.post("/story/invoke", json=STORY,
+                                        headers=as_key(GAMMA))).status_code == 200
+
+
+async def _model_usage(http: httpx.AsyncClient, key: str) -> int:
+    """input + output tokens of one story run, as the model reported them."""
+    response = await http.post("/story/stream_events", json=STORY, headers=as_key(key))
+    assert response.status_code == 200
+    for block in response.text.split("\r\n\r\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if lines.get("event") == "data" and '"on_chat_model_end"' in lines.get("data", ""):
+            usage = json.loads(lines["data"])["data"]["output"]["usage_metadata"]
+            return usage["input_tokens"] + usage["output_tokens"]
+    raise AssertionError("no on_chat_model_end event")
+
+
+async def test_token_budget_counts_the_reported_usage_then_refuses(emu):
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day, *0002=10/hour")
+    async with client_for(app) as http:
+        used = await _model_usage(http, ALPHA)
+        assert used > 10
+        left = await app.state.quotas.remaining_tokens(label_of_key(ALPHA))
+        assert left == 100000 - used
+        # beta's budget is 10/hour: the first run may start, and spends past it
+        assert (await http.post("/story/text", json=STORY,
+                                headers=as_key(BETA))).status_code == 200
+        upstream = len(emu.requests)
+        assert_refused(await http.post("/story/stream", json=STORY, headers=as_key(BETA)),
+                       "Token budget (input + output) of 10 per 1 hour", 3600)
+        assert len(emu.requests) == upstream
+        assert await app.state.quotas.remaining_tokens(label_of_key(BETA)) == 0
+
+
+@pytest.mark.parametrize("scenario", [Scenario.drop(after_chunks=4),
+                                      Scenario.error_event(after_chunks=4)])
+async def test_token_budget_counts_a_run_that_failed_mid_stream(emu, scenario):
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day")
+    emu.enqueue(scenario)
+    async with client_for(app) as http:
+        response = await http.post("/story/text", json=STORY, headers=as_key(ALPHA))
+        assert "[ERROR]" in response.text  # it failed after text went out
+    left = await app.state.quotas.remaining_tokens(label_of_key(ALPHA))
+    assert left is not None and 100000 - left >= 4  # the chunks streamed, and the prompt
+
+
+async def test_token_budget_counts_a_run_the_client_hung_up_on():
+    with MaritacaEmulator(reply_tokens=400, token_delay=0.01) as emu:
+        app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day")
+        with RunningServer(app) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                async with http.stream("POST", "/story/stream", json=STORY,
+                                       headers=as_key(ALPHA)) as response:
+                    seen = 0
+                    async for line in response.aiter_lines():
+                        seen += line.startswith("event: data")
+                        if seen >= 10:
+                            break
+                hung_up = time.monotonic()
+            await asyncio.to_thread(wait_disconnected, emu.requests[-1], hung_up)
+            label = label_of_key(ALPHA)
+            for _ in range(250):  # the cancelled run charges as it unwinds
+                if (left := await app.state.quotas.remaining_tokens(label)) != 100000:
+                    break
+                await asyncio.sleep(0.02)
+    assert left is not None and 100000 - left >= 10
+
+
+async def test_websocket_runs_charge_the_key(emu):
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day")
+    with RunningServer(app) as server:
+        async with connect(server.url.replace("http", "ws") + "/story/ws",
+                           additional_headers=as_key(ALPHA)) as ws:
+            for _ in range(2):
+                await ws.send("Brasil")
+                while await ws.recv() != "[END]":
+                    pass
+        left = await app.state.quotas.remaining_tokens(label_of_key(ALPHA))
+    async with client_for(make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day")) as http:
+        one_run = await _model_usage(http, ALPHA)
+    assert left == 100000 - 2 * one_run
+
+
+async def test_no_quota_settings_no_quotas(emu):
+    app = make_app(emu)
+    assert app.state.quotas is None
+    async with client_for(app) as http:
+        for _ in range(3):
+            assert (await http.post("/story/invoke", json=STORY,
+                                    headers=as_key(ALPHA))).status_code == 200
