@@ -1,6 +1,6 @@
 """The peer server for the benchmarks: the same app on ``ChatOpenAI``.
 
-    PYTHONPATH=.:bench uvicorn _openai_app:app_factory --factory --workers 2
+    uvicorn --app-dir bench _openai_app:app_factory --factory --workers 2
 
 Built by the same factory as the real server (``maritaca_chains.create_app``), so it
 has every middleware, guard and setting ours has; only the model differs:

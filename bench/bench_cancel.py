@@ -36,20 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from _common import (
-    LONG,
-    ROOT,
-    TOKEN_MARKERS,
-    ServerProcess,
-    auth_header,
-    chain_body,
-    chat_body,
-    emulator,
-    percentile,
-    print_table,
-    run_bench,
-    sse_stream,
-)
+from load import LONG, TOKEN_MARKERS, auth_header, chain_body, chat_body, sse_stream
+from report import print_table, run_bench
+from servers import ServerProcess, emulator
+from stats import percentile
 
 from maritaca import ChatMaritaca
 from maritaca.testing import RecordedRequest, Scenario
@@ -201,12 +191,11 @@ async def run(args: argparse.Namespace) -> None:
         ours_model = ChatMaritaca(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
         peer_model = ChatOpenAI(base_url=emu.base_url, api_key=emu.api_key, model="sabia-4",
                                 max_retries=0)
-        ws_ready = (ROOT / "server_faces.py").exists()
         with ServerProcess("ours", emu.base_url, emu.api_key) as ours, \
                 ServerProcess("chatopenai", emu.base_url, emu.api_key) as peer:
             async with httpx.AsyncClient(timeout=10) as http:
                 schema = (await http.get(f"{ours.url}/openapi.json")).text
-            has_ws = ws_ready and "/story/text" in schema
+            has_ws = "/story/text" in schema
             after = args.after
             burst = dataclasses.replace(Scenario.token_delay(0.0), reply_tokens=32_000)
             # name -> (trial, scenario for the emulator, paced)

@@ -30,21 +30,10 @@ import time
 from dataclasses import dataclass
 
 import psutil
-from _common import (
-    LABELS,
-    TOKEN_MARKERS,
-    ServerProcess,
-    StreamResult,
-    auth_header,
-    chain_body,
-    chat_body,
-    emulator,
-    emulator_cpu,
-    percentile,
-    print_table,
-    run_bench,
-    sse_stream,
-)
+from load import TOKEN_MARKERS, StreamResult, auth_header, chain_body, chat_body, sse_stream
+from report import print_table, run_bench
+from servers import LABELS, ServerProcess, emulator, emulator_cpu
+from stats import percentile
 
 RATE = 30.0  # tokens per second per stream
 NOMINAL_MS = 1000 / RATE

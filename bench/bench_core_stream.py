@@ -24,21 +24,19 @@ import asyncio
 import gc
 import json
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import SecretStr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from maritaca import ChatMaritaca  # noqa: E402
-from maritaca.testing import MaritacaEmulator  # noqa: E402
+from maritaca import ChatMaritaca
+from maritaca.testing import MaritacaEmulator
 
 PROMPT = "Conte uma história longa sobre o Brasil."
 
@@ -141,7 +139,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
 
     with MaritacaEmulator.subprocess(reply_tokens=args.chunks, first_delta_content="") as emu:
-        key, base, model = emu.api_key, emu.base_url, "sabia-4"
+        assert emu.api_key is not None
+        base, model = emu.base_url, "sabia-4"
+        key = SecretStr(emu.api_key)
         from langchain_maritaca import ChatMaritaca as PeerMaritaca
         from langchain_openai import ChatOpenAI
 
@@ -163,7 +163,7 @@ def main() -> None:
             return loop.run_until_complete(run())
 
         contenders: dict[str, Callable[[], tuple[float, int]]] = {
-            "raw httpx (floor)": timed(lambda: raw_httpx(base, key, model)),
+            "raw httpx (floor)": timed(lambda: raw_httpx(base, key.get_secret_value(), model)),
             "framework floor": framework_floor,
             "floor + building chunks": timed(lambda: count_stream(built)),
             "ChatMaritaca (ours)": timed(lambda: count_stream(ours)),
@@ -217,7 +217,8 @@ def main() -> None:
               f"µs/chunk -> ours / floors = {ours_nogc / (raw + fw):.2f}")
 
     with MaritacaEmulator.subprocess(reply_tokens=5, first_delta_content="") as emu:
-        ours = ChatMaritaca(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
+        ours = ChatMaritaca(base_url=emu.base_url, api_key=SecretStr(emu.api_key or ""),
+                            max_retries=0)
         client = httpx.Client(timeout=30)
         body = {"model": "sabia-4", "messages": [{"role": "user", "content": PROMPT}],
                 "stream": True}

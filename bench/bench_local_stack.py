@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 import httpx
+from langchain_core.messages import convert_to_openai_messages
 from langserve import RemoteRunnable
 
+from chains import StoryInput, load_prompt
+from maritaca.local import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from chains._prompts import load_prompt  # noqa: E402
-from chains.story import _variables  # noqa: E402
-from maritaca._local_process import free_port  # noqa: E402
-from maritaca._wire import messages_to_wire  # noqa: E402
 
 STORY = {"topic": "um sabiá que aprendeu a programar"}
 HTTP = httpx.Client(timeout=120, trust_env=False)  # kept open, as the stack keeps its pool
@@ -60,8 +59,9 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 
 def direct(base_url: str, model: str, max_tokens: int) -> tuple[float, float, int]:
     """(time to first token, tokens/s after it, tokens) streaming llama.cpp directly."""
-    messages = load_prompt("story").template().format_messages(**_variables(STORY))
-    body = {"model": model, "messages": messages_to_wire(messages), "temperature": 0,
+    prompt = load_prompt("story")
+    messages = prompt.template().format_messages(**prompt.values(StoryInput.model_validate(STORY)))
+    body = {"model": model, "messages": convert_to_openai_messages(messages), "temperature": 0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = last = 0.0
@@ -80,7 +80,7 @@ def direct(base_url: str, model: str, max_tokens: int) -> tuple[float, float, in
 
 def stack(url: str, max_tokens: int) -> tuple[float, float, int]:
     """The same through RemoteRunnable -> server -> chain -> ChatMaritaca -> llama.cpp."""
-    remote = RemoteRunnable(f"{url}/story")
+    remote: RemoteRunnable[dict[str, str], str] = RemoteRunnable(f"{url}/story")
     config = {"configurable": {"temperature": 0, "max_tokens": max_tokens}}
     start = time.perf_counter()
     first = last = 0.0

@@ -18,18 +18,9 @@ import argparse
 import asyncio
 import time
 
-from _common import (
-    CONTENDERS,
-    LABELS,
-    TOKEN_MARKERS,
-    ServerProcess,
-    SSEStream,
-    chain_body,
-    emulator,
-    http_request,
-    print_table,
-    run_bench,
-)
+from load import TOKEN_MARKERS, SSEStream, chain_body, http_request
+from report import print_table, run_bench
+from servers import CONTENDERS, LABELS, ServerProcess, emulator
 
 MB = 1024 * 1024
 

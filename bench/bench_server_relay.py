@@ -29,21 +29,9 @@ import asyncio
 import statistics
 from typing import Any
 
-from _common import (
-    CONTENDERS,
-    LABELS,
-    LONG,
-    TOKEN_MARKERS,
-    ServerProcess,
-    auth_header,
-    chain_body,
-    chat_body,
-    emulator,
-    emulator_cpu,
-    print_table,
-    run_bench,
-    sse_stream,
-)
+from load import LONG, TOKEN_MARKERS, auth_header, chain_body, chat_body, sse_stream
+from report import print_table, run_bench
+from servers import CONTENDERS, LABELS, ServerProcess, emulator, emulator_cpu
 
 from maritaca.testing import Scenario
 

@@ -12,7 +12,7 @@ client may configure, and within which limits, is ``CONFIGURABLE_KEYS``,
 """
 
 from ._model import configurable_model
-from ._prompts import PromptFileError
+from ._prompts import PromptFileError, load_prompt
 from .limits import CONFIGURABLE_KEYS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from .qa import QAInput, build_qa_chain
 from .registry import CHAINS, ChainBuilder, ChainSpec, build_chains
@@ -41,6 +41,7 @@ __all__ = [
     "build_story_chain",
     "build_summarize_chain",
     "configurable_model",
+    "load_prompt",
     "qa_chain",
     "story_chain",
     "summarize_chain",
