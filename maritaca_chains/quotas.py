@@ -41,7 +41,8 @@ from limits.storage import storage_from_string
 from .runs import key_label
 from .settings import ServerSettings
 
-__all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "parse_quota", "quota_guard"]
+__all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "label_of_key", "parse_quota",
+           "quota_guard"]
 
 _ANONYMOUS = "anonymous"  # the one identity when no access keys are configured
 _NO_LIMIT = frozenset({"none", "unlimited", "off"})
