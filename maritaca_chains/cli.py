@@ -58,6 +58,11 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
     if workers > 1:
         # each worker builds its app from the environment; pass the flag on through it
         os.environ.update({"MARITACA_CHAINS_ALLOW_PUBLIC": "true"} if allow_public else {})
+        # /metrics adds up every worker: prometheus-client's multiprocess mode needs its
+        # directory in the environment before the workers import it
+        from .metrics import multiprocess_dir_for_workers
+
+        multiprocess_dir_for_workers()
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
                     port=settings.port, workers=workers, log_level=settings.log_level)
     else:

@@ -35,6 +35,7 @@ from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from maritaca import closing_upstreams
 
 from .error_responses import sse_error_data, validation_details
+from .run_recorder import run_callbacks
 
 __all__ = ["MAX_BODY_BYTES", "JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
            "check_configurable",
@@ -220,7 +221,8 @@ def check_configurable(configurable: dict[str, Any]) -> None:
 
 async def check_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
     """LangServe's per-request hook: refuse unknown ``configurable`` keys (api_key,
-    base_url...) and out-of-range values; record the run's error for the middleware."""
+    base_url...) and out-of-range values; record the run's error for the middleware,
+    and the run itself (``run_recorder``: log line and metrics)."""
     if config_hash := request.path_params.get("config_hash"):  # /<chain>/c/<hash>/...
         check_configurable(_config_from_hash(config_hash).get("configurable") or {})
     if request.method == "POST":
@@ -235,6 +237,8 @@ async def check_config(config: dict[str, Any], request: Request) -> dict[str, An
     box = request.scope.get("state", {}).get("error_box")
     if box is not None:
         config["callbacks"] = [*(config.get("callbacks") or []), _RecordRunError(box)]
+    if recorders := run_callbacks(request, request.url.path.split("/")[1]):  # /<chain>/...
+        config["callbacks"] = [*(config.get("callbacks") or []), *recorders]
     return config
 
 
