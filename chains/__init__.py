@@ -11,7 +11,7 @@ client may configure, and within which limits, is ``CONFIGURABLE_KEYS``,
 ``TEMPERATURE_RANGE`` and ``MAX_TOKENS_RANGE``.
 """
 
-from ._model import configurable_model
+from ._model import configurable_model, model_choices
 from ._prompts import PromptFileError, load_prompt
 from .limits import CONFIGURABLE_KEYS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from .qa import QAInput, build_qa_chain
@@ -42,6 +42,7 @@ __all__ = [
     "build_summarize_chain",
     "configurable_model",
     "load_prompt",
+    "model_choices",
     "qa_chain",
     "story_chain",
     "summarize_chain",

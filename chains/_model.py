@@ -7,23 +7,34 @@ any HTTP client set ``configurable``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import (
-    ConfigurableField,
-    ConfigurableFieldSingleOption,
-    Runnable,
-    RunnableConfig,
-)
+from langchain_core.runnables import ConfigurableField, Runnable, RunnableConfig
 
 from maritaca import ChatMaritaca
-from maritaca.models import catalogue_names
+from maritaca.models import catalogue_names, get_model_info
 
 from .limits import DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
 # The max_tokens a model gets from configurable_model when the caller names none.
 DEFAULT_MAX_TOKENS = 2048
+
+
+def model_choices(model: BaseChatModel | None = None) -> list[str]:
+    """The model names a client may choose for ``model`` (default ``ChatMaritaca()``):
+    those that really answer. A Maritaca model name (from the catalogue) offers the
+    catalogue, its own name first; any other name, e.g. the embedded backend's SmolLM2,
+    offers only itself (another name would be answered by the same model, under a
+    name that is not its own). A chat model other than ``ChatMaritaca`` offers its name.
+    """
+    model = model if model is not None else ChatMaritaca()
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    if not isinstance(name, str):
+        return [type(model).__name__]
+    if isinstance(model, ChatMaritaca) and get_model_info(name) is not None:
+        return list(dict.fromkeys([name, *catalogue_names()]))
+    return [name]
 
 
 def configurable_model(model: BaseChatModel | None = None, *,
@@ -32,26 +43,27 @@ def configurable_model(model: BaseChatModel | None = None, *,
     """``model`` (default ``ChatMaritaca()``) with the three configurable fields.
 
     Use it to build a chain whose model, temperature and max_tokens clients may choose.
-    ``model_names`` limits the choice of model (default: the catalogue, plus the
-    model's own name, e.g. the embedded backend's). ``max_tokens`` and a temperature of
-    0.7 are what is sent unless the model sets its own; they are the defaults the config
-    schema shows (concrete numbers: LangServe's playground cannot render a nullable one).
+    ``model_names`` limits the choice of model (default: :func:`model_choices`, the
+    names that really answer; the model's own name always comes first). ``max_tokens``
+    and a temperature of 0.7 are what is sent unless the model sets its own; they are
+    the defaults the config schema shows (concrete values: LangServe's playground
+    renders neither a nullable field nor, with its default, an enum behind a ``$ref``,
+    so the model is a ``Literal`` of the names, not an options enum).
     Another chat model than ``ChatMaritaca`` is returned as given.
     """
     model = model if model is not None else ChatMaritaca()
     if not isinstance(model, ChatMaritaca):
         return model
-    names = list(dict.fromkeys([model.model_name, *(model_names or catalogue_names())]))
+    names = list(dict.fromkeys([model.model_name, *(model_names or model_choices(model))]))
     model = model.model_copy(update={
         "temperature": DEFAULT_TEMPERATURE if model.temperature is None else model.temperature,
         "max_tokens": max_tokens if model.max_tokens is None else model.max_tokens})
     low_t, high_t = TEMPERATURE_RANGE
     low_m, high_m = MAX_TOKENS_RANGE
     return model.configurable_fields(
-        model_name=ConfigurableFieldSingleOption(
-            id="model", name="Model", options={name: name for name in names},
-            default=model.model_name,
-            description="Which Maritaca model answers (see maritaca.models)."),
+        model_name=ConfigurableField(
+            id="model", name="Model", annotation=Literal[tuple(names)],  # type: ignore[valid-type]
+            description="Which model answers: " + ", ".join(names) + "."),
         temperature=ConfigurableField(
             id="temperature", name="Temperature", annotation=float,
             description=f"Sampling temperature, {low_t:g} to {high_t:g}; "
@@ -66,8 +78,18 @@ def configurable_model(model: BaseChatModel | None = None, *,
 def with_budget(config: RunnableConfig, max_tokens: int,
                 model: BaseChatModel | None) -> RunnableConfig:
     """``config`` asking for at most ``max_tokens``, unless its ``configurable`` (the
-    client) or the model itself already sets max_tokens: theirs wins."""
+    client) or the model itself already sets max_tokens: theirs wins.
+
+    Also refuses (ValueError) a configured model that :func:`model_choices` does not
+    offer: the config schema's ``Literal`` is checked by LangServe, not by the chain.
+    """
     configurable = config.get("configurable") or {}
+    chosen = configurable.get("model")
+    if chosen is not None and isinstance(model, ChatMaritaca) and chosen != model.model_name:
+        names = model_choices(model)
+        if chosen not in names:
+            raise ValueError(f"model {chosen!r} does not answer here: only "
+                             f"{', '.join(names)} can be chosen")
     if configurable.get("max_tokens") is not None or (
             isinstance(model, ChatMaritaca) and model.max_tokens is not None):
         return config

@@ -72,7 +72,8 @@ def create_app(settings: ServerSettings | None = None, *,
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
-                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.")
+                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
+                  docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard)
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)

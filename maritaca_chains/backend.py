@@ -12,8 +12,8 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from chains import model_choices as answering_models
 from maritaca import ChatMaritaca, local
-from maritaca.models import catalogue_names, get_model_info
 
 from .settings import Backend, ServerSettings
 
@@ -42,18 +42,15 @@ class ServedModel:
 
     @property
     def model_choices(self) -> list[str]:
-        """The model names a client may pick, the served one first: those that really
-        answer here (the embedded backend offers only its own model)."""
-        name = self.model_name
-        if (self.local_backend is None and isinstance(self.model, ChatMaritaca)
-                and get_model_info(name) is not None):
-            return list(dict.fromkeys([name, *catalogue_names()]))
-        return [name]
+        """The model names a client may pick (``configurable.model``), the served one
+        first: those that really answer here (the embedded backend offers only its own
+        model). The same list the chains' config schema offers."""
+        return answering_models(self.model)
 
     def health(self) -> dict[str, Any]:
-        """Backend, model and base URL (never the key)."""
+        """Backend, model, the models clients may choose and base URL (never the key)."""
         health: dict[str, Any] = {"status": "ok", "backend": self.backend,
-                                  "model": self.model_name}
+                                  "model": self.model_name, "models": self.model_choices}
         base_url = getattr(self.model, "base_url", None) or getattr(
             self.model, "openai_api_base", None)
         if base_url:

@@ -1,45 +1,135 @@
-"""The pages that run no model: the landing page ``/`` and ``/healthz``."""
+"""The pages that run no model: the landing page ``/``, ``/healthz``, and offline API docs.
+
+``/`` (``templates/index.html``, Brazilian Portuguese) says which backend and model
+serve and whether they answer, and gives every chain with links and copy-paste
+``curl -N`` and ``RemoteRunnable`` snippets at the address the browser used. ``/docs``
+(Swagger UI) loads its JavaScript and CSS from this server (the ``fastapi-offline``
+package's files), never from a CDN: it works offline. There is no ``/redoc``: ReDoc
+fetches its logo from a CDN, and Swagger UI says the same.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+from functools import cache
+from importlib import resources
+from string import Template
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
-from chains import CHAINS
+from chains import CHAINS, ChainSpec
 from maritaca import open_upstreams
 
-from .backend import TINY_MODEL_NOTE, ServedModel
+from .backend import ServedModel
 
-__all__ = ["add_pages"]
+__all__ = ["DOCS_ASSETS", "add_pages"]
+
+DOCS_ASSETS = "/docs-assets"  # where Swagger UI's files are served
+
+_BACKENDS = {"local": "modelo embutido (offline)", "maritaca": "API da Maritaca",
+             "custom": "modelo próprio"}
+_TINY_NOTE = ("O modelo embutido (SmolLM2-135M-Instruct, via llama.cpp) é minúsculo: mostra "
+              "que o streaming funciona, não o que o Sabiá sabe fazer. Defina "
+              "<code>MARITACA_API_KEY</code> para usar a API da Maritaca.")
 
 
 def add_pages(app: FastAPI, served: ServedModel, *, ui: bool) -> None:
-    """``/healthz`` (JSON) and ``/`` (the landing page) for ``app``."""
-    health = served.health()
+    """``/healthz`` (JSON), ``/`` (the landing page) and the offline ``/docs`` for
+    ``app`` (create it with ``docs_url=None, redoc_url=None``)."""
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
-        """Which backend and model serve (never the key), and how many upstream
-        streams this process has open (zero when no stream runs)."""
-        return {**health, "open_upstream_streams": open_upstreams()}
+        """Which backend and model serve (never the key), the models clients may choose,
+        and how many upstream streams this process has open (zero when none runs)."""
+        return {**_health(served), "open_upstream_streams": open_upstreams()}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> str:
-        rows = "".join(
-            f"<li><b>{html.escape(spec.title)}</b> (<code>/{name}</code>): "
-            f"{html.escape(spec.description)} "
-            f'<a href="/{name}/playground/">playground</a>, plain text at '
-            f"<code>POST /{name}/text</code>, WebSocket at <code>/{name}/ws</code></li>"
-            for name, spec in CHAINS.items())
-        chat = "<a href='/ui/'>chat UI</a> · " if ui else ""
-        note = (f"<p><em>{html.escape(TINY_MODEL_NOTE)}</em></p>"
-                if served.local_backend else "")
-        return (f"<!doctype html><html lang='pt-BR'><head><meta charset='utf-8'>"
-                f"<title>maritaca-chains</title></head><body><h1>maritaca-chains</h1>"
-                f"<p>Backend: {html.escape(served.backend)}, model "
-                f"{html.escape(served.model_name)}.</p>{note}<ul>{rows}</ul>"
-                f"<p>{chat}<a href='/docs'>API docs</a> · <a href='/healthz'>health</a></p>"
-                f"</body></html>")
+    async def index(request: Request) -> str:
+        return landing_page(served, base_url=_base_url(request),
+                            root=request.scope.get("root_path", ""), ui=ui)
+
+    _add_docs(app)
+
+
+def _health(served: ServedModel) -> dict[str, Any]:
+    health = served.health()
+    if served.local_backend is not None and not served.local_backend.running:
+        health["status"] = "down"  # the llama.cpp child process is not running
+    return health
+
+
+def _base_url(request: Request) -> str:
+    """The server's address as the client reached it (proxy prefix included)."""
+    return str(request.base_url).rstrip("/")
+
+
+@cache
+def _template() -> Template:
+    text = (resources.files("maritaca_chains") / "templates" / "index.html").read_text("utf-8")
+    return Template(text)
+
+
+def landing_page(served: ServedModel, *, base_url: str, root: str = "", ui: bool) -> str:
+    """The landing page's HTML for a server reached at ``base_url`` (the snippets' address;
+    links are relative to ``root``, the path a proxy mounts the app at)."""
+    health = _health(served)
+    up = health["status"] == "ok"
+    chains = "\n".join(_chain_card(spec, base_url, root, ui) for spec in CHAINS.values())
+    return _template().substitute(
+        backend=html.escape(_BACKENDS.get(served.backend, served.backend)),
+        model=html.escape(served.model_name),
+        health_class="up" if up else "down",
+        health="no ar" if up else "fora do ar",
+        base_url=html.escape(base_url), root=html.escape(root),
+        note=f'<p class="note">{_TINY_NOTE}</p>' if served.local_backend is not None else "",
+        ui_link=(f'<a class="button primary" href="{html.escape(root)}/ui/">'
+                 f"Abrir a interface de chat</a>") if ui else "",
+        chains=chains)
+
+
+def _chain_card(spec: ChainSpec, base_url: str, root: str, ui: bool) -> str:
+    url = f"{base_url}/{spec.name}"
+    example = json.dumps(spec.example, ensure_ascii=False)
+    body = example.replace("'", "'\\''")  # inside single quotes in the shell
+    curl = (f"curl -N {url}/text \\\n  -H 'content-type: application/json' \\\n"
+            f"  -d '{body}'")
+    python = (f"from langserve import RemoteRunnable\n\n"
+              f'{spec.name} = RemoteRunnable("{url}/")\n'
+              f"for chunk in {spec.name}.stream({example}):\n"
+              f'    print(chunk, end="", flush=True)')
+    here = html.escape(root)
+    links = [f'<a class="button" href="{here}/{spec.name}/playground/">Playground</a>']
+    if ui:
+        links.append(f'<a class="button" href="{here}/ui/">Interface de chat</a>')
+    return (f'<article class="chain" id="{spec.name}" data-testid="chain-{spec.name}">'
+            f"<h3>{html.escape(spec.title)}<code>/{spec.name}</code></h3>"
+            f"<p>{html.escape(spec.description)}</p>"
+            f'<div class="links">{"".join(links)}</div>'
+            f"{_snippet('Terminal (curl)', curl)}{_snippet('Python (LangServe)', python)}"
+            f"</article>")
+
+
+def _snippet(label: str, code: str) -> str:
+    return (f'<div class="snippet"><div class="label">{label}</div>'
+            f'<button class="copy" type="button">Copiar</button>'
+            f"<pre><code>{html.escape(code)}</code></pre></div>")
+
+
+def _add_docs(app: FastAPI) -> None:
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{title} - API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
 from maritaca_chains import create_app
-from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE
+from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, TRUNCATED
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model
 from tests.conftest import wait_disconnected as conftest_wait_disconnected
@@ -162,6 +162,53 @@ async def test_text_upstream_failure_mid_stream_ends_with_an_error_line(client, 
         assert scenario.message in error
 
 
+async def test_text_takes_langserves_envelope_with_configurable(client, emu):
+    body = {"input": INPUTS["story"], "config": {"configurable": {
+        "model": "sabiazinho-4", "temperature": 0, "max_tokens": 300}}}
+    response = await client.post("/story/text", json=body)
+    assert response.status_code == 200 and response.text == expected(emu)
+    sent = emu.requests[-1].body
+    assert sent is not None
+    assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("sabiazinho-4", 0, 300)
+
+
+async def test_text_cut_by_max_tokens_ends_with_a_truncated_line(client, emu):
+    body = {"input": INPUTS["story"], "config": {"configurable": {"max_tokens": 5}}}
+    response = await client.post("/story/text", json=body)
+    text, marker, note = response.text.partition(f"\n{TRUNCATED} ")
+    # (the emulator's expected text is the reply before the max_tokens cut)
+    assert marker and expected(emu).startswith(text) and len(text.split()) == 5
+    assert "max_tokens=5" in note and response.text.endswith("\n")
+    whole = await client.post("/story/text", json=INPUTS["story"])  # not cut: no marker
+    assert TRUNCATED not in whole.text
+
+
+@pytest.mark.parametrize(("configurable", "named"), [
+    ({"api_key": "k"}, "api_key"),
+    ({"base_url": "http://evil.example"}, "base_url"),
+    ({"temperature": 9}, "temperature"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": "many"}, "max_tokens"),
+    ({"model": "gpt-4"}, "model"),
+])
+async def test_text_refuses_what_langserve_refuses_in_configurable(client, emu, configurable,
+                                                                    named):
+    body = {"input": INPUTS["story"], "config": {"configurable": configurable}}
+    response = await client.post("/story/text", json=body)
+    assert response.status_code == 422, response.text
+    assert named in response.text
+    langserve = await client.post("/story/invoke", json=body)
+    assert langserve.status_code == 422
+    assert emu.requests == []
+
+
+async def test_text_envelope_input_errors_name_the_field(client, emu):
+    response = await client.post("/story/text", json={"input": {"topic": "   "}})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "input", "topic"]
+    assert emu.requests == []
+
+
 # ----------------------------------------------------------------------- WS /<name>/ws
 
 
@@ -256,6 +303,34 @@ async def test_ws_errors_are_frames_and_the_connection_stays(live_server, emu):
         await ws.send("Brasil")
         run = await read_run(ws)
     assert "".join(run[:-1]) == expected(emu)
+
+
+async def test_ws_takes_configurable_and_says_when_the_answer_was_cut(live_server, emu):
+    async with connect(ws_url(live_server, "story")) as ws:
+        await ws.send(json.dumps({"input": {"topic": "Brasil"}, "config": {
+            "configurable": {"model": "sabiazinho-4", "temperature": 0, "max_tokens": 4}}}))
+        run = await read_run(ws)
+        cut, end = run[-2:]
+        assert end == END and cut.startswith(f"{TRUNCATED} ")
+        assert json.loads(cut.removeprefix(f"{TRUNCATED} "))["max_tokens"] == 4
+        answer = "".join(run[:-2])
+        assert expected(emu).startswith(answer) and len(answer.split()) == 4
+        sent = emu.requests[-1].body
+        assert sent is not None and (sent["model"], sent["temperature"]) == ("sabiazinho-4", 0)
+        await ws.send(json.dumps({"input": {"topic": "Brasil"},
+                                  "config": {"configurable": {"temperature": 5}}}))
+        error = error_of((await read_run(ws))[0])
+        assert error["status_code"] == 422 and "temperature" in error["message"]
+        await ws.send(json.dumps({"input": {"topic": "Brasil"},
+                                  "config": {"configurable": {"model": "gpt-4"}}}))
+        error = error_of((await read_run(ws))[0])
+        assert error["errors"][0]["loc"] == ["config", "configurable", "model"]
+        await ws.send("   ")  # whitespace only: refused, naming the field
+        assert error_of((await read_run(ws))[0])["errors"][0]["loc"] == ["topic"]
+        await ws.send("Pantanal")  # plain text, no cut: no marker
+        run = await read_run(ws)
+    assert not any(frame.startswith(TRUNCATED) for frame in run)
+    assert len(emu.requests) == 2
 
 
 async def test_faces_are_behind_the_access_guard(emu):

@@ -16,12 +16,12 @@ from fastapi.responses import StreamingResponse
 from langchain_core.runnables import Runnable
 
 from ..error_responses import ERROR_MARK as ERROR
-from ._face import Face
+from ._face import TRUNCATED, Face
 from .text import TEXT_MEDIA_TYPE, text_endpoint
 from .ui import chat_fn, mount_ui
 from .websocket import END, STOPPED, socket_endpoint
 
-__all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "chat_fn", "mount_faces"]
+__all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "TRUNCATED", "chat_fn", "mount_faces"]
 
 Guard = DependsParam | Callable[..., Any]
 
@@ -44,7 +44,7 @@ def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guar
                           response_class=StreamingResponse, response_model=None,
                           openapi_extra={"requestBody": {"required": True, "content": {
                               "application/json": {
-                                  "schema": face.input_type.model_json_schema()}}}},
+                                  "schema": face.request_schema()}}}},
                           responses={200: {"content": {TEXT_MEDIA_TYPE: {}}}})
         app.add_api_websocket_route(f"/{name}/ws", socket_endpoint(face, check))
     if chains and ui:

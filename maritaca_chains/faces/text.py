@@ -1,11 +1,15 @@
 """``POST /<name>/text``: the chain's answer as streamed plain text (``curl -N``).
 
-Body: the chain's input as JSON (the object LangServe takes as ``input``), sent with
-``content-type: application/json``. Answer: ``text/plain; charset=utf-8``, the text as
-the model writes it. Bad input is a 422 naming the field (415 without the JSON content
-type). An upstream failure before the first byte is a JSON error with its status, like
-the other routes; after it, the text ends with the line ``\\n[ERROR] <message>``.
-Hanging up stops the run and its upstream request.
+Body (``content-type: application/json``): the chain's input, ``{"topic": "Brasil"}``,
+or LangServe's envelope with the run's choices, ``{"input": {"topic": "Brasil"},
+"config": {"configurable": {"model": ..., "temperature": 0.3, "max_tokens": 200}}}``
+(checked like on LangServe's routes). Answer: ``text/plain; charset=utf-8``, the text as
+the model writes it. Bad input or config is a 422 naming the field (415 without the JSON
+content type). An upstream failure before the first byte is a JSON error with its
+status, like the other routes; after it, the text ends with the line
+``\\n[ERROR] <message>``. An answer the token limit cut ends with the line
+``\\n[TRUNCATED] the answer reached max_tokens=N and was cut; ...``. Hanging up stops
+the run and its upstream request.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
-from ._face import Face
+from ..run_recorder import run_callbacks
+from ._face import TRUNCATED, Face, FaceRequest, RunOutcome
 
 __all__ = ["TEXT_MEDIA_TYPE", "text_endpoint"]
 
@@ -53,11 +58,14 @@ class _ClosingStreamingResponse(StreamingResponse):
             await self.rest.aclose()
 
 
-async def _text_with_error_line(face: Face, value: BaseModel) -> AsyncGenerator[str, None]:
-    """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line."""
+async def _text_with_end_lines(face: Face, request: FaceRequest,
+                               callbacks: list[Any] | None = None) -> AsyncGenerator[str, None]:
+    """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line;
+    an answer cut by the token limit ends with a [TRUNCATED] line."""
     started = False
+    outcome = RunOutcome()
     try:
-        async with aclosing(face.chunks(value)) as chunks:
+        async with aclosing(face.chunks(request, outcome, callbacks or ())) as chunks:
             async for chunk in chunks:
                 started = True
                 yield chunk
@@ -66,6 +74,9 @@ async def _text_with_error_line(face: Face, value: BaseModel) -> AsyncGenerator[
             raise
         logger.error("/%s/text failed mid-stream: %s: %s", face.name, type(exc).__name__, exc)
         yield error_line(exc)
+        return
+    if outcome.cut:
+        yield f"\n{TRUNCATED} {outcome.note()}\n"
 
 
 def text_endpoint(face: Face) -> Callable[[Request], Any]:
@@ -75,11 +86,13 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
             raise HTTPException(415, "Send the chain input as JSON with "
                                      "content-type: application/json")
         try:
-            value = face.input_type.model_validate_json(await request.body())
+            parsed = face.parse_request(await request.body())
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc
-        chunks = _text_with_error_line(face, value)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        chunks = _text_with_end_lines(face, parsed, run_callbacks(request, face.name))
         try:
             first = await anext(chunks, "")
         except Exception as exc:
@@ -88,5 +101,6 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
         return _ClosingStreamingResponse(first, chunks)
 
     text.__doc__ = (f"The {face.name} chain's answer as plain text, streamed "
-                    f"(``curl -N``). Body: the chain input as JSON.")
+                    f"(``curl -N``). Body: the chain input as JSON, or "
+                    f'``{{"input": ..., "config": {{"configurable": {{...}}}}}}``.')
     return text
