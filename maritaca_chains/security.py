@@ -1,30 +1,46 @@
-"""Who may call the server: access keys, or loopback clients only.
+"""Who may call the server: access keys, or loopback clients only; and the browser login.
 
 ``access_guard(settings)`` is the one dependency every chain route, face and page that
 runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clients send a key
-(``X-API-Key``, ``Authorization: Bearer``, or the browser cookie set by ``/login``);
+(``X-API-Key``, ``Authorization: Bearer``, or the browser cookie set by ``POST /login``);
 without keys, only loopback clients are served unless the settings allow public access.
+What may reach a route at all (hosts, origins, content types) is ``request_guards``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import html
+import logging
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from .request_guards import LOGIN_PATH
 from .settings import ServerSettings, is_loopback
 
-__all__ = ["ACCESS_COOKIE", "access_guard", "add_login_route"]
+__all__ = ["ACCESS_COOKIE", "access_guard", "add_login_route", "cookie_token"]
+
+logger = logging.getLogger("maritaca_chains.server")
 
 ACCESS_COOKIE = "maritaca_chains_key"
+_MAX_FORM_BYTES = 4096
+
+
+def cookie_token(key: str) -> str:
+    """What the login cookie holds for ``key``: a digest, so the cookie jar (and anything
+    that dumps it) never holds the key itself."""
+    return hmac.new(key.encode(), b"maritaca-chains login cookie", hashlib.sha256).hexdigest()
 
 
 def access_guard(settings: ServerSettings) -> Callable[[Request], None]:
     """A dependency: with access keys configured, every chain route needs one; without,
     only loopback clients are served unless the settings allow public access."""
     keys = [k.get_secret_value().encode() for k in settings.access_keys]
+    tokens = [cookie_token(k.decode()).encode() for k in keys]
 
     def guard(request: Request) -> None:
         if not keys:
@@ -36,21 +52,67 @@ def access_guard(settings: ServerSettings) -> Callable[[Request], None]:
                                      "MARITACA_CHAINS_API_KEYS to serve others")
         auth = request.headers.get("authorization", "")
         supplied = (request.headers.get("x-api-key")
-                    or (auth[7:] if auth.lower().startswith("bearer ") else "")
-                    or request.cookies.get(ACCESS_COOKIE, ""))
-        if not any(hmac.compare_digest(supplied.encode(), key) for key in keys):
+                    or (auth[7:] if auth.lower().startswith("bearer ") else "")).encode()
+        cookie = request.cookies.get(ACCESS_COOKIE, "").encode()
+        if not (any(hmac.compare_digest(supplied, key) for key in keys)
+                or any(hmac.compare_digest(cookie, token) for token in tokens)):
             raise HTTPException(401, "Missing or wrong access key: send it as X-API-Key or "
-                                     "Authorization: Bearer, or open /login?key=... once in "
-                                     "a browser", headers={"WWW-Authenticate": "Bearer"})
+                                     "Authorization: Bearer, or log in once in a browser "
+                                     "with the form at /login", headers={"WWW-Authenticate": "Bearer"})
 
     return guard
 
 
-def add_login_route(app: FastAPI) -> None:
-    """``/login?key=...``: a browser gets the access cookie for the playground and the UI."""
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;"
+          "padding:0 1rem}input{font-size:1rem;padding:.4rem;width:100%;"
+          "box-sizing:border-box;margin:.5rem 0}.erro{color:#b00020}")
 
-    @app.get("/login", include_in_schema=False)
-    async def login(key: str) -> RedirectResponse:
+
+def _login_page(message: str = "", *, error: bool = False) -> str:
+    note = (f"<p class='{'erro' if error else 'nota'}' role='status'>{html.escape(message)}</p>"
+            if message else "")
+    return ("<!doctype html><html lang='pt-BR'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>Entrar · maritaca-chains</title><style>{_STYLE}</style></head><body>"
+            f"<h1>Entrar</h1>{note}"
+            f"<form method='post' action='{LOGIN_PATH}'>"
+            "<label for='key'>Chave de acesso</label>"
+            "<input id='key' name='key' type='password' autocomplete='current-password' "
+            "required autofocus>"
+            "<button type='submit'>Entrar</button></form>"
+            "<p>A chave é conferida aqui e fica num cookie só deste site; "
+            "ela nunca vai na URL.</p><p><a href='/'>Voltar ao início</a></p></body></html>")
+
+
+def add_login_route(app: FastAPI, settings: ServerSettings) -> None:
+    """``GET /login``: the form; ``POST /login`` (the form): the access cookie for the
+    playground and the UI, set only for a right key. Keys in the URL are refused before
+    this runs (``request_guards``)."""
+    keys = [k.get_secret_value() for k in settings.access_keys]
+
+    @app.get(LOGIN_PATH, include_in_schema=False)
+    async def login_form() -> HTMLResponse:
+        if not keys:
+            return HTMLResponse(_login_page("Este servidor não usa chaves de acesso: "
+                                            "não é preciso entrar."))
+        return HTMLResponse(_login_page())
+
+    @app.post(LOGIN_PATH, include_in_schema=False)
+    async def login(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > _MAX_FORM_BYTES:
+            return HTMLResponse(_login_page("Formulário grande demais.", error=True), 413)
+        supplied = (parse_qs(body.decode("utf-8", errors="replace")).get("key") or [""])[0]
+        if not keys:
+            return HTMLResponse(_login_page("Este servidor não usa chaves de acesso: "
+                                            "não é preciso entrar.", error=True), 400)
+        match = next((k for k in keys
+                      if hmac.compare_digest(supplied.encode(), k.encode())), None)
+        if match is None:
+            logger.warning("login refused: wrong access key from %s",
+                           request.client.host if request.client else "?")
+            return HTMLResponse(_login_page("Chave incorreta.", error=True), 401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(ACCESS_COOKIE, key, httponly=True, samesite="strict")
+        response.set_cookie(ACCESS_COOKIE, cookie_token(match), httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https", path="/")
         return response

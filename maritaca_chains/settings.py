@@ -7,6 +7,8 @@
     MARITACA_CHAINS_HOST / _PORT             where to listen (127.0.0.1:8000)
     MARITACA_CHAINS_API_KEYS                 comma-separated keys clients must send
     MARITACA_CHAINS_ALLOW_PUBLIC             serve a non-loopback host without keys
+    MARITACA_CHAINS_ALLOWED_HOSTS            more Host names it answers (loopback + HOST always)
+    MARITACA_CHAINS_CORS_ORIGINS             other sites' origins allowed to call it (CORS)
     MARITACA_CHAINS_UI                       mount the Gradio chat at /ui (default true)
     MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections on a timer (off: 0; see BENCHMARKS.md)
     MARITACA_CHAINS_REDIS_URL                Redis for state shared by replicas (e.g. resumable runs)
@@ -14,9 +16,6 @@
     MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
     MARITACA_CHAINS_RUN_MAX_EVENTS           events kept per run, oldest dropped first (40000)
     MARITACA_CHAINS_RUN_MAX_RUNS             runs held at once; beyond, new ones get 503 (200)
-    MARITACA_CHAINS_METRICS                  Prometheus /metrics and their counting (default true)
-    MARITACA_CHAINS_METRICS_ALLOW            addresses/CIDRs that may read /metrics without a key
-    MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
 """
@@ -63,6 +62,10 @@ class ServerSettings(BaseSettings):
     access_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="MARITACA_CHAINS_API_KEYS")
     allow_public: bool = Field(default=False, validation_alias="MARITACA_CHAINS_ALLOW_PUBLIC")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MARITACA_CHAINS_ALLOWED_HOSTS")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MARITACA_CHAINS_CORS_ORIGINS")
     ui: bool = Field(default=True, validation_alias="MARITACA_CHAINS_UI")
     full_gc_seconds: float = Field(default=0.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
@@ -74,10 +77,6 @@ class ServerSettings(BaseSettings):
     run_max_events: int = Field(default=40_000, ge=10,
                                 validation_alias="MARITACA_CHAINS_RUN_MAX_EVENTS")
     run_max_runs: int = Field(default=200, ge=1, validation_alias="MARITACA_CHAINS_RUN_MAX_RUNS")
-    metrics: bool = Field(default=True, validation_alias="MARITACA_CHAINS_METRICS")
-    metrics_allow: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias="MARITACA_CHAINS_METRICS_ALLOW")
-    run_log: bool = Field(default=True, validation_alias="MARITACA_CHAINS_RUN_LOG")
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
@@ -87,21 +86,12 @@ class ServerSettings(BaseSettings):
     def _blank_key_is_no_key(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("access_keys", mode="before")
+    @field_validator("access_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
-
-    @field_validator("metrics_allow", mode="before")
-    @classmethod
-    def _split_networks(cls, value: object) -> object:
-        entries = [k.strip() for k in value.split(",") if k.strip()] \
-            if isinstance(value, str) else value
-        for entry in entries if isinstance(entries, list) else []:
-            ipaddress.ip_network(entry, strict=False)  # ValueError names a bad entry
-        return entries
 
     @property
     def backend_in_use(self) -> Backend:

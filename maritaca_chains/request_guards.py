@@ -1,0 +1,205 @@
+"""What a request must look like before any route runs, so a web page cannot drive the server.
+
+``add_request_guards(app, settings)`` puts ``RequestGuards`` outermost (with Starlette's
+``CORSMiddleware`` inside it when ``MARITACA_CHAINS_CORS_ORIGINS`` is set). At the start
+of every request, and never per body chunk, it refuses:
+
+- a ``Host`` the server is not meant to be reached by (400): DNS rebinding. Allowed are
+  the loopback names and addresses, the address the connection arrived on, the
+  configured ``MARITACA_CHAINS_HOST`` and ``MARITACA_CHAINS_ALLOWED_HOSTS``;
+- a cross-site state-changing request or WebSocket handshake (403): an ``Origin`` that is
+  neither this server nor a CORS origin, or ``Sec-Fetch-Site`` cross-site/same-site;
+- a body that is not JSON on a JSON route (415): a ``text/plain`` POST needs no CORS
+  preflight, so any page could send one;
+- an access key in the URL (400), with the query string blanked before uvicorn's access
+  log reads it.
+
+GET responses get ``X-Frame-Options``, ``nosniff`` and a ``Content-Security-Policy`` per
+page kind (``csp``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from .csp import page_headers
+from .settings import ServerSettings, is_loopback
+
+__all__ = ["ALLOWED_ORIGINS", "LOGIN_PATH", "RequestGuards", "add_request_guards",
+           "cross_site_refusal"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+LOGIN_PATH = "/login"
+# where the middleware leaves the allowed CORS origins for the WebSocket face's own check
+ALLOWED_ORIGINS = "maritaca_chains.allowed_origins"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# query parameters that would carry a key: refused, and never printed by the access log
+_SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "x-api-key",
+                            "x_api_key", "token", "access_token"})
+_UNSPECIFIED = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _hostname(host: str) -> str | None:
+    """The name in a ``Host`` header or an origin's netloc (IPv6 brackets removed)."""
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
+def _origin_key(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = None) -> str | None:
+    """Why this request or handshake comes from another site, or None if it does not.
+
+    Same origin means the ``Origin``'s host and port are the ``Host`` the browser sent
+    (the Host allow-list has already refused rebinding names). Without ``Origin``, a
+    ``Sec-Fetch-Site`` of ``cross-site``/``same-site`` still gives a browser away
+    (another port on localhost is "same-site" but another origin). Clients that are not
+    browsers send neither and pass. ``allowed_origins`` defaults to what the
+    middleware left in the scope.
+    """
+    if allowed_origins is None:
+        allowed_origins = scope.get("state", {}).get(ALLOWED_ORIGINS, ())
+    headers = _headers(scope)
+    origin = headers.get("origin")
+    if origin is not None:
+        if _origin_key(origin) in allowed_origins:
+            return None
+        netloc = urlsplit(origin.strip().lower()).netloc if origin != "null" else ""
+        if netloc and netloc == headers.get("host", "").lower():
+            return None
+        return (f"Cross-site request refused: Origin {origin[:100]!r} is not this server "
+                f"(allow it with MARITACA_CHAINS_CORS_ORIGINS)")
+    if headers.get("sec-fetch-site", "") in ("cross-site", "same-site"):
+        return "Cross-site request refused (Sec-Fetch-Site)"
+    return None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class RequestGuards:
+    """Pure ASGI: host, origin, content type and URL checks at request start; page
+    headers on GET responses. Nothing runs per body chunk except one flag test."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] = (),
+                 cors_origins: Iterable[str] = (), listen_host: str = "127.0.0.1") -> None:
+        self.app = app
+        hosts = {h.strip().lower() for h in allowed_hosts if h.strip()}
+        if listen_host.strip().lower() not in _UNSPECIFIED:
+            hosts.add(_hostname(listen_host) or listen_host.lower())
+        self.any_host = "*" in hosts
+        self.host_suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))  # ".example.com"
+        self.hosts = frozenset(h for h in hosts if not h.startswith("*"))
+        self.cors_origins = frozenset(_origin_key(o) for o in cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})[ALLOWED_ORIGINS] = self.cors_origins
+        refused = self._refusal(scope)
+        if refused is not None:
+            await _refuse(scope, send, *refused)
+            return
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            send = page_headers(scope["path"], send)
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        if scope.get("query_string") and (why := _secret_in_query(scope)):
+            return 400, why
+        headers = _headers(scope)
+        host = headers.get("host")
+        if host is not None and not self._host_allowed(host, scope):
+            return 400, (f"Host {host[:100]!r} is not one this server answers to (set "
+                         f"MARITACA_CHAINS_ALLOWED_HOSTS)")
+        method = scope.get("method", "GET")
+        if scope["type"] == "websocket" or method not in _SAFE_METHODS:
+            if why := cross_site_refusal(scope, self.cors_origins):
+                return 403, why
+        if method in _BODY_METHODS:
+            return _content_type_refusal(scope["path"], headers.get("content-type", ""))
+        return None
+
+    def _host_allowed(self, host: str, scope: Scope) -> bool:
+        name = _hostname(host)
+        if name is None:
+            return False
+        if self.any_host or is_loopback(name) or name in self.hosts:
+            return True
+        if self.host_suffixes and name.endswith(self.host_suffixes):
+            return True
+        # the address the connection arrived on (uvicorn: always an IP, which no DNS
+        # answer can rebind; in-process test clients: their URL's host)
+        server = scope.get("server")
+        return server is not None and name == str(server[0]).lower()
+
+
+def _content_type_refusal(path: str, content_type: str) -> tuple[int, str] | None:
+    kind = content_type.split(";")[0].strip().lower()
+    if path == LOGIN_PATH:
+        if kind == "application/x-www-form-urlencoded":
+            return None
+        return 415, "Send the login form as application/x-www-form-urlencoded"
+    if path.startswith("/ui/") and path.endswith("/upload") and kind == "multipart/form-data":
+        return None  # Gradio's file uploads (the chat itself speaks JSON)
+    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+        return None
+    return 415, "Send the body as JSON with content-type: application/json"
+
+
+def _secret_in_query(scope: Scope) -> str | None:
+    """Blank a key-carrying query string in the scope (uvicorn's access log prints the
+    scope's) and say why the request is refused."""
+    raw = scope["query_string"].decode("latin-1")
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    if not any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
+        return None
+    scope["query_string"] = urlencode(
+        [(n, "REDACTED" if n.lower() in _SECRET_PARAMS else v) for n, v in pairs]).encode()
+    return ("Keys never go in URLs (they end up in logs and browser history): send "
+            "X-API-Key or Authorization: Bearer, or log in with the form at /login")
+
+
+async def _refuse(scope: Scope, send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()),
+               (b"x-content-type-options", b"nosniff")]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+
+
+def add_request_guards(app: FastAPI, settings: ServerSettings) -> None:
+    """Wrap ``app`` (call after every other ``add_middleware``: this one goes outermost)."""
+    if settings.cors_origins:
+        # real CORS for the browser apps allowed to call the API; no cookies cross-site
+        # (the login cookie is SameSite=Strict anyway): such apps send X-API-Key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_credentials=False,
+                           allow_headers=["content-type", "x-api-key", "authorization"],
+                           max_age=600)
+    app.add_middleware(RequestGuards, allowed_hosts=settings.allowed_hosts,
+                       cors_origins=settings.cors_origins, listen_host=settings.host)
