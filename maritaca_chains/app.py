@@ -32,9 +32,11 @@ from .langserve_fixes import (
     check_config,
     validation_error_json,
 )
+from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .request_guards import add_request_guards
 from .quotas import Quotas, guarded, quota_guard
+from .run_recorder import RunRecording
 from .security import access_guard, add_login_route
 from .settings import ServerSettings
 
@@ -66,11 +68,13 @@ def create_app(settings: ServerSettings | None = None, *,
             async with full_collections_on_a_timer(settings.full_gc_seconds):
                 yield
         finally:
+            mark_process_dead()  # this worker's in-flight gauge stops counting
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
-                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.")
+                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
+                  docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
@@ -87,10 +91,15 @@ def create_app(settings: ServerSettings | None = None, *,
                    per_req_config_modifier=check_config, config_keys=("configurable",))
     app.state.chains = chains
     app.state.served = served
+    # every face's run is logged and counted (run_recorder.run_callbacks)
+    app.state.run_recording = RunRecording(settings, backend=served.backend,
+                                           model=served.model_name)
     app.state.quotas = quotas
     mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
     add_pages(app, served, ui=settings.ui)
     add_login_route(app, settings)
+    if settings.metrics:
+        add_metrics_route(app, settings, access)
     return app
 
 

@@ -16,6 +16,9 @@
     MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
     MARITACA_CHAINS_RUN_MAX_EVENTS           events kept per run, oldest dropped first (40000)
     MARITACA_CHAINS_RUN_MAX_RUNS             runs held at once; beyond, new ones get 503 (200)
+    MARITACA_CHAINS_METRICS                  Prometheus /metrics and their counting (default true)
+    MARITACA_CHAINS_METRICS_ALLOW            addresses/CIDRs that may read /metrics without a key
+    MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
 """
@@ -77,6 +80,10 @@ class ServerSettings(BaseSettings):
     run_max_events: int = Field(default=40_000, ge=10,
                                 validation_alias="MARITACA_CHAINS_RUN_MAX_EVENTS")
     run_max_runs: int = Field(default=200, ge=1, validation_alias="MARITACA_CHAINS_RUN_MAX_RUNS")
+    metrics: bool = Field(default=True, validation_alias="MARITACA_CHAINS_METRICS")
+    metrics_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MARITACA_CHAINS_METRICS_ALLOW")
+    run_log: bool = Field(default=True, validation_alias="MARITACA_CHAINS_RUN_LOG")
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
@@ -92,6 +99,15 @@ class ServerSettings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("metrics_allow", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        entries = [k.strip() for k in value.split(",") if k.strip()] \
+            if isinstance(value, str) else value
+        for entry in entries if isinstance(entries, list) else []:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names a bad entry
+        return entries
 
     @property
     def backend_in_use(self) -> Backend:

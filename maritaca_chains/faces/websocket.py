@@ -3,14 +3,17 @@
 Client frames (text):
 
 - a JSON object (first non-blank character ``{``): the chain input, e.g.
-  ``{"topic": "Brasil", "style": "cordel"}``;
+  ``{"topic": "Brasil", "style": "cordel"}``, or the input with the run's choices, as on
+  LangServe's routes: ``{"input": {"topic": "Brasil"}, "config": {"configurable":
+  {"model": ..., "temperature": 0.3, "max_tokens": 200}}}``;
 - ``stop`` or ``{"action": "stop"}``: stop the run now streaming (ignored when idle);
 - any other text: the chain's main field (story ``topic``, qa ``question``,
   summarize ``text``), e.g. ``Brasil``.
 
 For every input, in the order received, the server sends the answer's chunks as text
-frames, then ``[STOPPED]`` if a stop ended it or ``[ERROR] {"type", "status_code",
-"message"[, "retry_after", "errors"]}`` if it failed, then always ``[END]``. Inputs
+frames, then ``[STOPPED]`` if a stop ended it, ``[ERROR] {"type", "status_code",
+"message"[, "retry_after", "errors"]}`` if it failed, or ``[TRUNCATED] {"finish_reason":
+"length", "max_tokens", "message"}`` if the token limit cut it, then always ``[END]``. Inputs
 sent during a run wait their turn; the connection stays open after errors; closing it
 stops the run. Refused handshakes get the guard's HTTP 401/403 (403 too for a browser
 ``Origin`` other than this server, so other sites cannot drive it)::
@@ -36,9 +39,10 @@ from fastapi.responses import JSONResponse
 
 from ..error_responses import error_frame
 from ..request_guards import cross_site_refusal
-from ._face import Face
+from ..run_recorder import run_callbacks
+from ._face import TRUNCATED, Face, RunOutcome
 
-__all__ = ["END", "STOPPED", "socket_endpoint"]
+__all__ = ["END", "STOPPED", "TRUNCATED", "socket_endpoint"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
@@ -68,17 +72,23 @@ async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
 
 
 async def _answer(ws: WebSocket, face: Face, text: str) -> None:
-    """One run: its chunks, or an [ERROR] frame. Send failures propagate (client gone)."""
+    """One run: its chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame.
+    Send failures propagate (client gone)."""
     try:
-        value = face.parse(text)
-    except ValueError as exc:
+        request = face.parse_request(text)
+    except ValueError as exc:  # pydantic's ValidationError included
         await ws.send_text(error_frame(exc))
         return
-    async with aclosing(face.chunks(value)) as chunks:
+    outcome = RunOutcome()
+    async with aclosing(face.chunks(request, outcome, run_callbacks(ws, face.name))) as chunks:
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
+                if outcome.cut:
+                    await ws.send_text(f"{TRUNCATED} " + json.dumps(
+                        {"finish_reason": "length", "max_tokens": outcome.max_tokens,
+                         "message": outcome.note()}, ensure_ascii=False))
                 return
             except Exception as exc:
                 logger.error("/%s/ws run failed: %s: %s", face.name, type(exc).__name__, exc)
