@@ -1,42 +1,59 @@
-"""Capacity: the most concurrent 30 tokens/s streams a server holds on this machine.
+"""Capacity: the most concurrent 30 tokens/s streams a server holds, and its CPU per chunk.
 
-Run: ``.venv/bin/python bench/bench_capacity.py [--quick] [--levels 100,200,400,600,800]
-[--seconds 10] [--workers 2]``
+Run: ``.venv/bin/python bench/bench_capacity.py [--quick] [--pin] [--levels 100,200,400]
+[--seconds 10] [--workers 2] [--contenders direct,ours,chatopenai]``
 
-Each server is deployed as the README recommends, ``uvicorn server:app_factory
---factory --workers 2`` (ours, with MARITACA_API_KEY + MARITACA_BASE_URL pointing at
-the emulator), and the peer the same way with ``bench/_openai_app.py`` (the same chains
-on ``ChatOpenAI(base_url=emulator)``). The emulator, in its own process on uvloop,
-streams every answer at 30 tokens/s (``token_delay=1/30``; it batches tokens that are
-due when it falls behind, so it degrades by merging chunks, never by queueing).
+Each server is deployed as the README says, ``uvicorn server:app_factory --factory``
+(ours, with MARITACA_API_KEY + MARITACA_BASE_URL pointing at the emulator), and the peer
+the same way with ``bench/_openai_app.py`` (the same app on ``ChatOpenAI(base_url=
+emulator)``). The emulator, in its own process on uvloop, streams every answer at 30
+tokens/s (``token_delay=1/30``; it batches tokens that are due when it falls behind, so
+it degrades by merging chunks, never by queueing).
+
+``--pin``: one worker, the server under ``taskset -c 0``, the emulator and the load
+client on CPU 1, so the server has exactly one core and nobody else uses it. Without it,
+``--workers`` (default 2) and no pinning.
 
 At each level N, N clients (raw asyncio sockets in this process, on uvloop) start over
 ``--ramp`` seconds and read ``POST /story/stream`` to its end; a level passes when every
 stream delivers all its tokens and the 99th percentile of the inter-chunk gaps, pooled
-over all streams, is under 33 ms + ``--budget-ms`` (100 ms); "steady p99" (shown, not judged)
-leaves out the gaps before every stream has started, when request start-up work
-competes with the running streams. The "emulator direct" row
-reads the emulator with no server in between: the ceiling set by the emulator and the
-client themselves on this machine. Target (issue 6): ours >= 500 and >= 3 x ChatOpenAI.
+over all streams, is under 33 ms + ``--budget-ms`` (100 ms); "steady p99" (shown, not
+judged) leaves out the gaps before every stream has started, when request start-up work
+competes with the running streams. The "emulator direct" row reads the emulator with no
+server in between: the ceiling set by the emulator and the client on this machine.
+
+CPU per chunk (server CPU time / relayed model chunks) in two regimes, on
+``/story/stream`` and ``/story/stream_events``: paced (``--cpu-streams`` concurrent 30
+tokens/s streams: every chunk is its own trip through the event loop) and burst (one
+unpaced stream of ``--burst-chunks``: reads and writes batch up). ``--cpu-only`` skips
+the levels. Targets (issue 15): ours >= 500 streams pinned and >= 3 x ChatOpenAI; paced
+CPU per chunk <= 60 µs on /stream, <= 100 µs on /stream_events.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import random
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
-from load import TOKEN_MARKERS, StreamResult, auth_header, chain_body, chat_body, sse_stream
+from load import LONG, TOKEN_MARKERS, StreamResult, auth_header, chain_body, chat_body, sse_stream
 from report import print_table, run_bench
 from servers import LABELS, ServerProcess, emulator, emulator_cpu
 from stats import percentile
 
+from maritaca.testing import Scenario
+
 RATE = 30.0  # tokens per second per stream
 NOMINAL_MS = 1000 / RATE
+FACES = ("stream", "stream_events")
+SERVER_CPU, OTHERS_CPU = "0", 1  # --pin: the server's core, and everyone else's
 
 
 @dataclass
@@ -61,14 +78,14 @@ class Level:
         return self.ok == self.n and self.p99_ms < NOMINAL_MS + budget_ms
 
 
-async def one_level(contender: str, n: int, target: ServerProcess | None, emu: object,
-                    tokens: int, ramp: float) -> Level:
+async def one_level(contender: str, n: int, target: ServerProcess | None, emu: Any,
+                    tokens: int, ramp: float, face: str = "stream") -> Level:
     rng = random.Random(n)
     if target is None:
-        url, path, face = emu.base_url, "/chat/completions", "direct"  # type: ignore[attr-defined]
-        headers = auth_header(emu.api_key)  # type: ignore[attr-defined]
+        url, path, face = emu.base_url, "/chat/completions", "direct"
+        headers = auth_header(emu.api_key)
     else:
-        url, path, face, headers = target.url, "/story/stream", "stream", {}
+        url, path, headers = target.url, f"/story/{face}", {}
     limit = tokens / RATE * 4 + 60
 
     async def client(i: int) -> StreamResult:
@@ -112,7 +129,7 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: o
                  ", ".join(f"{k} x{v}" for k, v in reasons.items()))
 
 
-def plot(results: list[Level], budget_ms: float, path: str) -> None:
+def plot(results: list[Level], budget_ms: float, setup: str, path: str) -> None:
     """p99 gap between chunks against concurrent streams, one line per contender."""
     import matplotlib
 
@@ -125,31 +142,85 @@ def plot(results: list[Level], budget_ms: float, path: str) -> None:
         ax.plot([r.n for r in rows], [r.p99_ms for r in rows], marker="o", label=LABELS[kind])
     ax.axhline(NOMINAL_MS + budget_ms, color="grey", linestyle="--",
                label=f"budget: {NOMINAL_MS:.0f} + {budget_ms:.0f} ms")
-    ax.set_xlabel("concurrent streams at 30 tokens/s (2 workers, 2 cores)")
+    ax.set_xlabel(f"concurrent streams at 30 tokens/s ({setup})")
     ax.set_ylabel("p99 gap between chunks (ms)")
+    ax.set_yscale("log")
     ax.set_title("How many streams a server holds")
     ax.legend()
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path)
     print(f"plot: {path}")
 
 
+async def burst_cpu(srv: ServerProcess, emu: Any, face: str, chunks: int) -> float:
+    """Server µs of CPU per chunk relaying one unpaced stream of ``chunks`` chunks."""
+    emu.reset()
+    emu.enqueue(dataclasses.replace(Scenario.token_delay(0.0), reply_tokens=chunks))
+    before = srv.cpu()
+    result = await sse_stream(srv.url, f"/story/{face}", chain_body(config=LONG),
+                              TOKEN_MARKERS[face], limit=600)
+    await asyncio.sleep(0.05)  # the request's last bookkeeping
+    spent = srv.cpu() - before
+    sent = sum(r.chunks_sent for r in emu.requests if r.path == "/chat/completions")
+    if not result.ok or sent != chunks:
+        raise RuntimeError(f"{srv.kind} /{face} burst: {sent}/{chunks} chunks, {result}")
+    return spent / sent * 1e6
+
+
+async def cpu_per_chunk(servers: dict[str, ServerProcess | None], emu: Any,
+                        args: argparse.Namespace, tokens: int) -> None:
+    """Both regimes, both faces, contenders round robin."""
+    rows = []
+    for face in FACES:
+        for kind, srv in servers.items():
+            if srv is None:
+                continue
+            emu.reset()
+            paced = await one_level(kind, args.cpu_streams, srv, emu, tokens, args.ramp, face)
+            burst = min([await burst_cpu(srv, emu, face, args.burst_chunks) for _ in range(2)])
+            rows.append([LABELS[kind], f"/story/{face}", paced.server_us_per_chunk,
+                         paced.server_cores, paced.p99_ms, burst])
+            print(f"  {LABELS[kind]:28} /{face}: paced {paced.server_us_per_chunk:.0f} µs/chunk "
+                  f"({args.cpu_streams} streams, {paced.server_cores:.2f} cores, gap p99 "
+                  f"{paced.p99_ms:.0f} ms), burst {burst:.0f} µs/chunk", flush=True)
+    print(f"\nServer CPU per relayed chunk: paced = {args.cpu_streams} concurrent 30 tokens/s "
+          f"streams; burst = one unpaced stream of {args.burst_chunks} chunks (best of 2)")
+    print_table(["contender", "face", "paced µs/chunk", "paced cores", "paced gap p99 ms",
+                 "burst µs/chunk"], rows)
+
+
+def pin_others(emu: Any) -> None:
+    """The emulator and this process (the load client) on the core the server leaves."""
+    os.sched_setaffinity(0, {OTHERS_CPU})
+    os.sched_setaffinity(emu.pid, {OTHERS_CPU})
+    for child in psutil.Process(emu.pid).children(recursive=True):
+        os.sched_setaffinity(child.pid, {OTHERS_CPU})
+
+
 async def run(args: argparse.Namespace) -> None:
     tokens = int(args.seconds * RATE)
-    levels = [int(x) for x in args.levels.split(",")]
+    levels = [int(x) for x in args.levels.split(",")] if not args.cpu_only else []
     contenders = args.contenders.split(",")
+    setup = ("1 worker pinned to 1 core" if args.pin
+             else f"{args.workers} worker{'s' * (args.workers > 1)}, no pinning")
     with emulator(reply_tokens=tokens, token_delay=1 / RATE, max_records=5000) as emu:
+        if args.pin:
+            pin_others(emu)
         servers: dict[str, ServerProcess | None] = {}
         try:
             for kind in contenders:
                 if kind == "direct":
                     servers[kind] = None
-                else:
-                    servers[kind] = ServerProcess(kind, emu.base_url, emu.api_key,
-                                                  workers=args.workers)
-                    servers[kind].start()  # type: ignore[union-attr]
-                    await one_level(kind, 10, servers[kind], emu, 20, 0.2)  # warm-up
+                    continue
+                srv = ServerProcess(kind, emu.base_url, emu.api_key, workers=args.workers,
+                                    cpus=SERVER_CPU if args.pin else None)
+                servers[kind] = srv
+                srv.start()
+                await one_level(kind, 10, srv, emu, 20, 0.2)  # warm-up
+                await one_level(kind, 10, srv, emu, 20, 0.2, "stream_events")
+            if args.cpu_streams:
+                await cpu_per_chunk(servers, emu, args, tokens)
             results: list[Level] = []
             alive = set(contenders)
             for n in levels:
@@ -163,8 +234,8 @@ async def run(args: argparse.Namespace) -> None:
                           f"{level.p99_ms:7.1f} ms (steady {level.steady_p99_ms:6.1f}), max "
                           f"{level.max_ms:7.1f} ms, server "
                           f"{level.server_cores:.2f} cores ({level.worker_split}, "
-                          f"{level.server_us_per_chunk:.0f} µs/chunk), emulator {level.emulator_cores:.2f}, "
-                          f"client {level.client_cores:.2f} "
+                          f"{level.server_us_per_chunk:.0f} µs/chunk), emulator "
+                          f"{level.emulator_cores:.2f}, client {level.client_cores:.2f} "
                           f"{'PASS' if level.passed(args.budget_ms) else 'FAIL'} "
                           f"{level.failures}", flush=True)
                     if not level.passed(args.budget_ms):
@@ -173,21 +244,25 @@ async def run(args: argparse.Namespace) -> None:
                 if not alive:
                     break
         finally:
-            for srv in servers.values():
-                if srv is not None:
-                    srv.stop()
+            for server in servers.values():
+                if server is not None:
+                    server.stop()
+    if results:
+        report(results, contenders, args, tokens, setup)
 
+
+def report(results: list[Level], contenders: list[str], args: argparse.Namespace,
+           tokens: int, setup: str) -> None:
     print(f"\nCapacity at {RATE:.0f} tokens/s per stream, {args.seconds:g} s streams "
-          f"({tokens} tokens), {args.workers} workers, pass = all tokens and inter-chunk gap "
+          f"({tokens} tokens), {setup}, pass = all tokens and inter-chunk gap "
           f"p99 < {NOMINAL_MS:.0f} + {args.budget_ms:.0f} ms")
     print_table(["contender", "N", "ok", "gap p50 ms", "gap p99 ms", "steady p99 ms",
-                 "gap max ms",
-                 "TTFT p99 ms", "mean stream s", "server cores", "server µs/chunk",
-                 "emulator cores", "client cores", "verdict"],
+                 "gap max ms", "TTFT p99 ms", "mean stream s", "server cores",
+                 "server µs/chunk", "emulator cores", "client cores", "verdict"],
                 [[LABELS[r.contender], r.n, r.ok, r.p50_ms, r.p99_ms, r.steady_p99_ms, r.max_ms,
-                  r.ttft_p99_ms,
-                  r.duration_s, r.server_cores, r.server_us_per_chunk if r.contender != "direct"
-                  else float("nan"), r.emulator_cores, r.client_cores,
+                  r.ttft_p99_ms, r.duration_s, r.server_cores,
+                  r.server_us_per_chunk if r.contender != "direct" else float("nan"),
+                  r.emulator_cores, r.client_cores,
                   "pass" if r.passed(args.budget_ms) else "FAIL"] for r in results])
     best = {kind: max((r.n for r in results if r.contender == kind
                        and r.passed(args.budget_ms)), default=0) for kind in contenders}
@@ -202,7 +277,7 @@ async def run(args: argparse.Namespace) -> None:
               f"({best['ours']}); ours >= 3 x ChatOpenAI: "
               f"{'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x)")
     if args.plot:
-        plot(results, args.budget_ms, args.plot)
+        plot(results, args.budget_ms, setup, args.plot)
     if "direct" in best and best.get("ours", 0) and best["direct"] <= best["ours"]:
         print("note: the emulator read directly did no better than through our server: "
               "the emulator/client ceiling, not the server, may be what limits here")
@@ -211,18 +286,27 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="small run: levels 50,100,200, 4 s streams")
+                        help="small run: levels 50,100,200, 4 s streams, 50 CPU streams")
+    parser.add_argument("--pin", action="store_true",
+                        help="1 worker on CPU 0 (taskset); emulator and client on CPU 1")
     parser.add_argument("--levels", default="50,100,150,200,300,400,500,600,800,1000")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream")
     parser.add_argument("--ramp", type=float, default=2.0,
                         help="seconds over which a level's streams start")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="without --pin")
     parser.add_argument("--budget-ms", type=float, default=100.0)
     parser.add_argument("--contenders", default="direct,ours,chatopenai")
+    parser.add_argument("--cpu-streams", type=int, default=100,
+                        help="streams in the paced CPU-per-chunk run (0: skip it)")
+    parser.add_argument("--burst-chunks", type=int, default=5000)
+    parser.add_argument("--cpu-only", action="store_true", help="CPU per chunk, no levels")
     parser.add_argument("--plot", help="write a PNG of p99 gap against streams here")
     args = parser.parse_args()
     if args.quick:
         args.levels, args.seconds, args.ramp = "50,100,200", 4.0, 1.0
+        args.cpu_streams, args.burst_chunks = 50, 2000
+    if args.pin:
+        args.workers = 1
     run_bench("capacity bench", run, args)
 
 

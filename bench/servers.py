@@ -72,7 +72,7 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env,
                                      stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

@@ -34,8 +34,7 @@ import httpx
 import psutil
 import pytest
 
-from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator
-from maritaca.testing._runner import terminate
+from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY_TOKENS = 12
@@ -59,7 +58,7 @@ class ServerChild:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "MARITACA_API_KEY": emulator.api_key or "",
                "MARITACA_BASE_URL": emulator.base_url, "MARITACA_BACKEND": "maritaca",
-               "MARITACA_CHAINS_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+               "MARITACA_CHAINS_LOG_LEVEL": "warning"}
         self.log = log
         with log.open("wb") as sink:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
@@ -88,6 +87,20 @@ class ServerChild:
         return sum(1 for c in psutil.Process(self.proc.pid).net_connections("tcp")
                    if c.raddr and c.raddr.port == self.upstream_port
                    and c.status == psutil.CONN_ESTABLISHED)
+
+    def descriptors(self) -> str:
+        """What the server's descriptors are, for a failure message: kinds of file, and
+        TCP connections by state and peer port."""
+        kinds: Counter[str] = Counter()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            try:
+                kinds[os.readlink(fd).split(":")[0].split("[")[0]] += 1
+            except OSError:
+                continue
+        conns = Counter(
+            f"{c.status} {'upstream' if c.raddr and c.raddr.port == self.upstream_port else 'client' if c.raddr else 'listening'}"
+            for c in psutil.Process(self.proc.pid).net_connections("tcp"))
+        return f"descriptors {dict(kinds)}, connections {dict(conns)}"
 
     def stop(self) -> None:
         terminate(self.proc, timeout=15)
@@ -238,6 +251,7 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
     asyncio.run(load_round(server.url, 0, 5))  # warm-up: imports, the upstream pool
     wait_upstream_idle(emulator)
     base_fds = server.fds() - server.upstream_connections()
+    base_desc = server.descriptors()
     totals: Counter[str] = Counter()
     for round_no in range(1, rounds + 1):
         emulator.reset()
@@ -255,7 +269,8 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
             if extra <= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert extra <= 2, f"{extra} file descriptors more than at the start"
+        assert extra <= 2, (f"{extra} file descriptors more than at the start "
+                            f"({base_desc}): now {server.descriptors()}")
         assert pooled <= 200, f"{pooled} upstream connections left open (pool keeps <= 200)"
         totals["max idle pooled upstream connections"] = max(
             totals["max idle pooled upstream connections"], pooled)
