@@ -86,6 +86,7 @@ async def test_ui_each_form_streams_its_chain(app, emu, chain, fields, sent):
     assert last.done and not last.error and not last.cut and last.status == "Pronto."
     assert last.answer == answers[-1] == expected(emu)
     assert last.model_name and last.model_name.startswith("sabia-4")
+    assert last.tokens and last.cost_brl and 0 < last.cost_brl < 0.1  # priced by the catalogue
     for words in sent:
         assert words in sent_text(emu)
 
@@ -132,7 +133,7 @@ async def test_ui_model_temperature_and_length_reach_the_model(app, emu):
     assert last.status == ("A resposta foi cortada no limite de 5 tokens: aumente «Máximo de "
                            "tokens» para recebê-la inteira.")
     assert expected(emu).startswith(last.answer) and len(last.answer) < len(expected(emu))
-    assert "✂️ cortada no limite de tokens" in run_footer(last.model_name, last.tokens,
+    assert "cortada no limite de tokens" in run_footer(last.model_name, last.tokens,
                                                           last.cost_brl, last.cut)
 
 

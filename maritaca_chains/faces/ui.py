@@ -33,6 +33,7 @@ logger = logging.getLogger("maritaca_chains.faces")
 HIDDEN_FIELDS = frozenset({"language"})  # "auto": the answer follows the input's language
 UPLOAD_TYPES = [".txt", ".md"]
 EXCERPT = 160  # characters of a long field shown in the history
+NOTHING = "_(nenhum texto chegou)_"  # a run's answer when it ended before its first word
 CSS = """
 #ui-status { min-height: 1.6em; }
 #ui-status p { margin: 0; }
@@ -78,7 +79,8 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
         gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
                     "**Enviar**: a resposta chega aos poucos no histórico, e **Parar** a "
                     f"interrompe.\n\n{served_line}")
-        running = gr.State(False)
+        # in the page, not in the session: Parar reads what the browser last got
+        running = gr.Checkbox(False, visible=False, elem_id="ui-running")
         forms: list[tuple[str, list[str], list[Any], Any]] = []
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
@@ -103,7 +105,9 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
                                            info="0 = automático (cabe no tamanho pedido)",
                                            elem_id="ui-max-tokens")
             with gr.Column(scale=3, min_width=420):
-                history = gr.Chatbot(label="Histórico desta sessão", height=520,
+                gr.Markdown("**Histórico desta sessão**")
+                history = gr.Chatbot(label="Histórico desta sessão", show_label=False,
+                                     height=520,
                                      elem_id="ui-history", buttons=["copy"],
                                      feedback_options=None,
                                      placeholder="As respostas desta sessão aparecem aqui.")
@@ -123,8 +127,10 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
                 inputs=[history, model, temperature, max_tokens, *widgets],
                 outputs=outputs, api_name=name, concurrency_limit=None,
                 show_progress="hidden"))
-        stop.click(_stopped(len(sends)), inputs=[history, running], outputs=outputs,
-                   cancels=runs, api_name="stop", concurrency_limit=None, queue=False)
+        # the run is cancelled first, then the history says where it stopped
+        stop.click(None, cancels=runs, api_visibility="private", queue=False).then(
+            _stopped(len(sends)), inputs=[history, running], outputs=outputs,
+            api_visibility="private", queue=False)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
     return demo
 
@@ -184,7 +190,7 @@ def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, st
         async for update in respond(name, fields, model=model, temperature=temperature,
                                     max_tokens=int(max_tokens or 0) or None):
             if not update.sent:  # refused before sending: the history stays as it was
-                yield [gr.update(), f"⚠️ {update.error}", False, *_buttons(gr, False, sends)]
+                yield [gr.update(), f"**Atenção:** {update.error}", False, *_buttons(gr, False, sends)]
                 return
             if not update.done:
                 if not added:  # the run went out: it joins the history
@@ -193,11 +199,11 @@ def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, st
                                 {"role": "assistant", "content": ""}]
                 history[-1] = {"role": "assistant", "content": update.answer}
                 yield [history, update.status, True, *_buttons(gr, True, sends)]
-        history[-1] = {"role": "assistant", "content": update.answer or "…"}
-        footer = (f"⚠️ {update.error}" if update.error else
+        history[-1] = {"role": "assistant", "content": update.answer or NOTHING}
+        footer = (f"não concluída: {update.error}" if update.error else
                   run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
         history.append({"role": "assistant", "content": f"_{footer}_"})
-        line = f"⚠️ {update.error}" if update.error else update.status
+        line = f"**Atenção:** {update.error}" if update.error else update.status
         yield [history, line, False, *_buttons(gr, False, sends)]
 
     return run
@@ -211,8 +217,8 @@ def _stopped(sends: int) -> Callable[[list[Any] | None, bool], list[Any]]:
         if not running:
             return [gr.update(), gr.update(), False, *_buttons(gr, False, sends)]
         if history and history[-1].get("role") == "assistant":
-            history[-1] = {"role": "assistant", "content": history[-1].get("content") or "…"}
-        history.append({"role": "assistant", "content": "_⏹ interrompida com **Parar**_"})
+            history[-1] = {"role": "assistant", "content": history[-1].get("content") or NOTHING}
+        history.append({"role": "assistant", "content": "_interrompida com Parar_"})
         return [history, "Interrompida: o que já tinha chegado ficou no histórico.", False,
                 *_buttons(gr, False, sends)]
 

@@ -132,8 +132,9 @@ def _model_end(state: RunUpdate, event: Any, costs: list[float],
     output = event["data"].get("output")
     metadata = getattr(output, "response_metadata", None) or {}
     usage = getattr(output, "usage_metadata", None) or {}
-    if isinstance(cost := metadata.get("cost_brl"), int | float):
-        costs.append(float(cost))
+    cost = metadata.get("cost_brl")  # {"input", "output", "total"}, None when not priced
+    if isinstance(total := cost.get("total") if isinstance(cost, dict) else cost, int | float):
+        costs.append(float(total))
     params = (event.get("metadata") or {}).get("ls_max_tokens")
     tokens = (state.tokens or 0) + (usage.get("total_tokens") or 0)
     return replace(state, cut=metadata.get("finish_reason") == "length",

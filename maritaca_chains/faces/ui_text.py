@@ -144,5 +144,5 @@ def run_footer(model_name: str | None, tokens: int | None, cost_brl: float | Non
     if cost_brl is not None:
         parts.append(f"custo estimado {format_brl(cost_brl)}")
     if cut:
-        parts.append("✂️ cortada no limite de tokens")
+        parts.append("cortada no limite de tokens")
     return " · ".join(parts)
