@@ -4,6 +4,7 @@ at /metrics, on LangServe's routes and the faces, map-reduce included, and under
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -146,6 +147,27 @@ async def test_stream_and_invoke_are_recorded_and_a_failure_is_named(emu, caplog
         before, "maritaca_chains_upstream_errors_total", type="upstream_error") == 1
 
 
+async def test_a_client_that_hangs_up_is_a_cancelled_run(caplog):
+    from tests.conftest import RunningServer
+
+    caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
+    with MaritacaEmulator(reply_tokens=400, token_delay=0.01) as emu:
+        with RunningServer(app_with(emu)) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                async with http.stream("POST", "/story/stream", json=STORY) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            break  # the first chunk: hang up
+                for _ in range(100):  # the server notices the hang-up on its next send
+                    if run_lines(caplog):
+                        break
+                    await asyncio.sleep(0.05)  # noqa: ASYNC110 - polling a log, not an event
+                scraped = await scrape(http)
+    [line] = run_lines(caplog)
+    assert line["outcome"] == "cancelled" and line["time_to_first_token_s"] is not None
+    assert value(scraped, "maritaca_chains_streams_active", chain="story") == 0
+
+
 async def test_unknown_model_is_logged_without_a_price(caplog):
     caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
     with MaritacaEmulator(reply_tokens=5) as emu:
@@ -246,7 +268,8 @@ def test_two_workers_share_one_metrics_view(emu, tmp_path):
                 pass
             assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
             time.sleep(0.2)
-        workers = psutil.Process(proc.pid).children()
+        workers = [child for child in psutil.Process(proc.pid).children()  # not the
+                   if "spawn_main" in " ".join(child.cmdline())]  # resource tracker
         assert len(workers) == 2
         [directory] = {w.environ()["PROMETHEUS_MULTIPROC_DIR"] for w in workers}
         runs = 12
