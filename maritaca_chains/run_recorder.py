@@ -157,8 +157,10 @@ class RunRecorder(AsyncCallbackHandler):
         if run.first_token is None:
             self._before_first[run_id] = run
 
-    async def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *,
-                               run_id: UUID, **kwargs: Any) -> None:
+    # The one per-chunk event: a plain function, which langchain-core calls in place for a
+    # run_inline handler (no coroutine to create and await per chunk).
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *,  # type: ignore[override]
+                         run_id: UUID, **kwargs: Any) -> None:
         if self._before_first:  # else: one truth test per chunk, nothing more
             run = self._before_first.pop(run_id, None)
             if run is not None and run.first_token is None:
