@@ -145,7 +145,7 @@ def test_the_stream_has_langserve_event_shape_with_ids_and_a_retry_hint():
         wait_status(http, run["status_url"], "done")
         response = http.get(run["stream_url"])
         assert response.text.startswith("retry: 1000\r\n\r\nid: 1\r\nevent: metadata\r\n")
-        assert response.text.endswith("id: 7\r\nevent: end\r\n\r\n")
+        assert response.text.endswith("id: 7\r\nevent: end\r\ndata: \r\n\r\n")
         assert response.headers["cache-control"] == "no-store"
 
 

@@ -82,7 +82,8 @@ class EventsDropped(Exception):
 
 
 def sse_block(event_id: int, event: str, data: str | None = None) -> bytes:
-    """One SSE event with its id, as sse-starlette writes LangServe's (CRLF lines)."""
+    """One SSE event with its id, as sse-starlette writes LangServe's (CRLF lines).
+    ``EventSource`` delivers only events with a ``data:`` line (``end``'s may be empty)."""
     if data is None:
         return f"id: {event_id}\r\nevent: {event}\r\n\r\n".encode()
     return f"id: {event_id}\r\nevent: {event}\r\ndata: {data}\r\n\r\n".encode()

@@ -140,7 +140,8 @@ class RunManager:
                         event_id += 1
                         await store.append(run_id, event_id, sse_block(
                             event_id, "data", _serializer.dumps(chunk).decode()))
-            tail = sse_block(event_id + 1, "end")
+            # an empty data line: browsers never dispatch an event without data
+            tail = sse_block(event_id + 1, "end", "")
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None:
