@@ -21,6 +21,7 @@ page kind (``csp``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -49,12 +50,16 @@ _SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "x-api-key
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
+_HOST = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9_.-]+))(?::[0-9]{1,5})?", re.I)
+
+
 def _hostname(host: str) -> str | None:
-    """The name in a ``Host`` header or an origin's netloc (IPv6 brackets removed)."""
-    try:
-        return urlsplit(f"//{host}").hostname
-    except ValueError:
+    """The name in a ``Host`` header (IPv6 brackets removed), or None if it is not a
+    plain name or address with an optional port (``[::1].evil.example`` is not)."""
+    match = _HOST.fullmatch(host.strip())
+    if match is None:
         return None
+    return (match.group(1) or match.group(2)).lower().rstrip(".")
 
 
 def _origin_key(origin: str) -> str:
@@ -194,12 +199,13 @@ async def _refuse(scope: Scope, send: Any, status: int, detail: str) -> None:
 
 def add_request_guards(app: FastAPI, settings: ServerSettings) -> None:
     """Wrap ``app`` (call after every other ``add_middleware``: this one goes outermost)."""
-    if settings.cors_origins:
+    origins = sorted({_origin_key(o) for o in settings.cors_origins})  # as browsers send them
+    if origins:
         # real CORS for the browser apps allowed to call the API; no cookies cross-site
         # (the login cookie is SameSite=Strict anyway): such apps send X-API-Key
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+        app.add_middleware(CORSMiddleware, allow_origins=origins,
                            allow_methods=["GET", "POST"], allow_credentials=False,
                            allow_headers=["content-type", "x-api-key", "authorization"],
                            max_age=600)
     app.add_middleware(RequestGuards, allowed_hosts=settings.allowed_hosts,
-                       cors_origins=settings.cors_origins, listen_host=settings.host)
+                       cors_origins=origins, listen_host=settings.host)
