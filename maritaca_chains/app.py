@@ -34,9 +34,10 @@ from .langserve_fixes import (
 )
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
-from .request_guards import add_request_guards
 from .quotas import Quotas, guarded, quota_guard
+from .request_guards import add_request_guards
 from .run_recorder import RunRecording
+from .runs import add_run_routes
 from .security import access_guard, add_login_route
 from .settings import ServerSettings
 
@@ -65,7 +66,7 @@ def create_app(settings: ServerSettings | None = None, *,
                     ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
-            async with full_collections_on_a_timer(settings.full_gc_seconds):
+            async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
                 yield
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
@@ -96,6 +97,9 @@ def create_app(settings: ServerSettings | None = None, *,
                                            model=served.model_name)
     app.state.quotas = quotas
     mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
+    # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
+    app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
+                                    start_dependencies=[quota])
     add_pages(app, served, ui=settings.ui)
     add_login_route(app, settings)
     if settings.metrics:
