@@ -3,6 +3,9 @@
 Run: ``.venv/bin/python bench/bench_capacity.py [--quick] [--pin] [--levels 100,200,400]
 [--seconds 10] [--workers 2] [--contenders direct,ours,chatopenai]``
 
+A contender may carry settings for its server: ``ours@MARITACA_CHAINS_FULL_GC_SECONDS=0``
+is ours with that variable set (to compare settings side by side in one run).
+
 Each server is deployed as the README says, ``uvicorn server:app_factory --factory``
 (ours, with MARITACA_API_KEY + MARITACA_BASE_URL pointing at the emulator), and the peer
 the same way with ``bench/_openai_app.py`` (the same app on ``ChatOpenAI(base_url=
@@ -45,7 +48,8 @@ from typing import Any
 import psutil
 from load import LONG, TOKEN_MARKERS, StreamResult, auth_header, chain_body, chat_body, sse_stream
 from report import print_table, run_bench
-from servers import LABELS, ServerProcess, emulator, emulator_cpu
+from servers import LABELS as KIND_LABELS
+from servers import ServerProcess, emulator, emulator_cpu
 from stats import percentile
 
 from maritaca.testing import Scenario
@@ -54,6 +58,25 @@ RATE = 30.0  # tokens per second per stream
 NOMINAL_MS = 1000 / RATE
 FACES = ("stream", "stream_events")
 SERVER_CPU, OTHERS_CPU = "0", 1  # --pin: the server's core, and everyone else's
+
+
+class Labels(dict[str, str]):
+    """Contender -> label: ``ours@VAR=value`` is ours's label and the setting."""
+
+    def __missing__(self, contender: str) -> str:
+        kind, _, setting = contender.partition("@")
+        return f"{KIND_LABELS[kind]} {setting.removeprefix('MARITACA_CHAINS_')}".strip()
+
+
+LABELS = Labels()
+
+
+def server_for(contender: str, emu: Any, args: argparse.Namespace) -> ServerProcess:
+    kind, _, setting = contender.partition("@")
+    name, _, value = setting.partition("=")
+    return ServerProcess(kind, emu.base_url, emu.api_key, workers=args.workers,
+                         extra_env={name: value} if name else None,
+                         cpus=SERVER_CPU if args.pin else None)
 
 
 @dataclass
@@ -213,8 +236,7 @@ async def run(args: argparse.Namespace) -> None:
                 if kind == "direct":
                     servers[kind] = None
                     continue
-                srv = ServerProcess(kind, emu.base_url, emu.api_key, workers=args.workers,
-                                    cpus=SERVER_CPU if args.pin else None)
+                srv = server_for(kind, emu, args)
                 servers[kind] = srv
                 srv.start()
                 await one_level(kind, 10, srv, emu, 20, 0.2)  # warm-up

@@ -71,6 +71,9 @@ class _RecordRunError(AsyncCallbackHandler):
 
     ignore_llm = ignore_chat_model = ignore_retriever = ignore_agent = ignore_retry = True
     ignore_custom_event = True
+    # awaited in place: otherwise langchain-core wraps every event, each model chunk
+    # included, in a task of its own just to find it ignored
+    run_inline = True
 
     def __init__(self, box: _ErrorBox) -> None:
         self.box = box
