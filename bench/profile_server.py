@@ -1,0 +1,119 @@
+"""Where a server's CPU goes while it relays many paced streams: py-spy on the server.
+
+Run: ``.venv/bin/python bench/profile_server.py [--contender ours] [--face stream]
+[--streams 200] [--seconds 10] [--out test-artifacts/profile]``
+
+The server (one worker) runs under ``taskset -c 0``, the emulator and this load client
+on CPU 1, as ``bench_capacity.py --pin`` does. While ``--streams`` clients read paced
+30 tokens/s streams, ``py-spy record`` samples the server (``--nonblocking``: the server
+is never paused, so the sampling costs it nothing) and writes collapsed stacks
+(``<out>-<contender>-<face>.txt``) and a flame graph (``.svg``). The summary gives
+each library's share of the samples, by the innermost frame of ours (self time) and by
+any frame on the stack (inclusive time), and the heaviest functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from load import TOKEN_MARKERS, chain_body, sse_stream
+from report import print_table, run_bench
+from servers import ServerProcess, emulator
+
+RATE = 30.0
+# A frame's library, from the path py-spy prints ("name (path:line)").
+LIBRARIES = ("uvicorn", "starlette", "sse_starlette", "fastapi", "langserve",
+             "langchain_core", "httpx", "httpcore", "h11", "anyio", "pydantic", "orjson",
+             "maritaca_chains", "maritaca", "chains", "asyncio", "uvloop", "json", "logging",
+             "gc", "contextvars", "uuid", "threading", "concurrent", "selectors")
+
+
+def library(frame: str) -> str:
+    path = frame[frame.find("(") + 1:frame.rfind(":")] if "(" in frame else frame
+    parts = Path(path).parts
+    for part in reversed(parts[:-1]):
+        if part in LIBRARIES:
+            return part
+    name = Path(path).stem
+    return name if name in LIBRARIES else ("python" if "python3" in path else "other")
+
+
+def summarise(collapsed: Path, top: int) -> None:
+    self_time: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    functions: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        self_time[library(frames[-1])] += n
+        functions[frames[-1].split(" (")[0] + " [" + library(frames[-1]) + "]"] += n
+        for lib in {library(f) for f in frames}:
+            inclusive[lib] += n
+    print(f"\n{total} samples in {collapsed}")
+    print_table(["library", "self %", "inclusive %"],
+                [[lib, 100 * n / total, 100 * inclusive[lib] / total]
+                 for lib, n in self_time.most_common()])
+    print()
+    print_table(["heaviest functions (self)", "%"],
+                [[name, 100 * n / total] for name, n in functions.most_common(top)])
+
+
+async def run(args: argparse.Namespace) -> None:
+    tokens = int(args.seconds * RATE)
+    out = Path(f"{args.out}-{args.contender}-{args.face}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with emulator(reply_tokens=tokens, token_delay=1 / RATE, max_records=5000) as emu:
+        os.sched_setaffinity(0, {1})
+        os.sched_setaffinity(emu.pid, {1})
+        with ServerProcess(args.contender, emu.base_url, emu.api_key, cpus="0") as srv:
+            rng = random.Random(0)
+
+            async def client(i: int) -> Any:
+                await asyncio.sleep(rng.uniform(0, 1.0))
+                return await sse_stream(srv.url, f"/story/{args.face}", chain_body(f"tema {i}"),
+                                        TOKEN_MARKERS[args.face], limit=tokens / RATE * 4 + 60)
+
+            await asyncio.gather(*(client(i) for i in range(10)))  # warm-up
+            emu.reset()
+            streams = asyncio.gather(*(client(i) for i in range(args.streams)))
+            await asyncio.sleep(2.0)  # every stream started: sample the steady relay
+            assert srv.proc is not None
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(srv.proc.pid),
+                   "--nonblocking", "--rate", "250", "--duration", str(int(args.seconds - 4))]
+            procs = [await asyncio.create_subprocess_exec(
+                *spy, "--format", fmt, "--output", str(out.with_suffix(ext)),
+                stdout=subprocess.DEVNULL)
+                for fmt, ext in (("raw", ".txt"), ("flamegraph", ".svg"))]
+            for proc in procs:
+                await proc.wait()
+            results = await streams
+            ok = sum(1 for r in results if r.ok)
+            print(f"{args.contender} /story/{args.face}: {ok}/{args.streams} streams ok")
+    summarise(out.with_suffix(".txt"), args.top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contender", default="ours", choices=("ours", "chatopenai"))
+    parser.add_argument("--face", default="stream", choices=("stream", "stream_events"))
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream")
+    parser.add_argument("--out", default="test-artifacts/profile")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    run_bench("profile", run, args)
+
+
+if __name__ == "__main__":
+    main()
