@@ -66,7 +66,8 @@ def _origin_key(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
 
-def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = None) -> str | None:
+def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = None,
+                       headers: dict[str, str] | None = None) -> str | None:
     """Why this request or handshake comes from another site, or None if it does not.
 
     Same origin means the ``Origin``'s host and port are the ``Host`` the browser sent
@@ -78,7 +79,7 @@ def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = Non
     """
     if allowed_origins is None:
         allowed_origins = scope.get("state", {}).get(ALLOWED_ORIGINS, ())
-    headers = _headers(scope)
+    headers = headers if headers is not None else _headers(scope)
     origin = headers.get("origin")
     if origin is not None:
         if _origin_key(origin) in allowed_origins:
@@ -117,25 +118,28 @@ class RequestGuards:
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})[ALLOWED_ORIGINS] = self.cors_origins
-        refused = self._refusal(scope)
+        headers = _headers(scope)
+        refused = self._refusal(scope, headers)
         if refused is not None:
             await _refuse(scope, send, *refused)
             return
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+        # page headers for what may be a document; an event stream (Gradio's queue, a
+        # run's events) is not one, and its chunks then pass through untouched
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") \
+                and "text/event-stream" not in headers.get("accept", ""):
             send = page_headers(scope["path"], send)
         await self.app(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         if scope.get("query_string") and (why := _secret_in_query(scope)):
             return 400, why
-        headers = _headers(scope)
         host = headers.get("host")
         if host is not None and not self._host_allowed(host, scope):
             return 400, (f"Host {host[:100]!r} is not one this server answers to (set "
                          f"MARITACA_CHAINS_ALLOWED_HOSTS)")
         method = scope.get("method", "GET")
         if scope["type"] == "websocket" or method not in _SAFE_METHODS:
-            if why := cross_site_refusal(scope, self.cors_origins):
+            if why := cross_site_refusal(scope, self.cors_origins, headers):
                 return 403, why
         if method in _BODY_METHODS:
             return _content_type_refusal(scope["path"], headers.get("content-type", ""))
