@@ -15,15 +15,28 @@ Server CPU per relayed chunk as in ``bench_server_relay.py`` (the server process
 system time around one long stream / the emulator's content chunks), round robin over
 the two servers and the two faces, best of ``--repeat``. Target (issue 12): "on" costs
 under 5% more CPU per chunk than "off" on ``/stream`` and ``/stream_events``.
+
+On a busy machine the two servers differ by more than that from noise alone, so the
+bench also times the recorder's only per-chunk work in isolation: langchain-core
+dispatching ``on_llm_new_token`` to a run's handlers, with and without the recorder
+(best of 5 x 100,000 events, this process's CPU time).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+import uuid
 
 from bench_server_relay import FACES, relay_once
+from fastapi import FastAPI, Request
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun
 from report import print_table, run_bench
 from servers import ServerProcess, emulator
+
+from maritaca_chains.run_recorder import RunRecording, run_callbacks
+from maritaca_chains.settings import ServerSettings
 
 VARIANTS = {
     "off": {"MARITACA_CHAINS_METRICS": "false", "MARITACA_CHAINS_RUN_LOG": "false"},
@@ -64,6 +77,35 @@ async def run(args: argparse.Namespace) -> None:
         extra = best[("on", face)] / best[("off", face)] - 1
         print(f"target under 5% more CPU per chunk on /{face}: {extra * 100:+.1f}% "
               f"({'met' if extra < 0.05 else 'NOT met'})")
+    await per_chunk_dispatch()
+
+
+class _AlwaysThere(AsyncCallbackHandler):
+    """Stands for the handler every server run has anyway (the error recorder)."""
+
+    run_inline = True
+    ignore_llm = ignore_chat_model = ignore_retriever = ignore_agent = ignore_retry = True
+
+
+async def per_chunk_dispatch(events: int = 100_000) -> None:
+    app = FastAPI()
+    app.state.run_recording = RunRecording(ServerSettings(_env_file=None),  # type: ignore[call-arg]
+                                           backend="bench", model="sabia-4")
+    request = Request({"type": "http", "app": app, "headers": []})
+    best: dict[str, float] = {}
+    for _ in range(5):
+        for name, extra in (("off", []), ("on", run_callbacks(request, "story"))):
+            handlers = [_AlwaysThere(), *extra]
+            manager = AsyncCallbackManagerForLLMRun(run_id=uuid.uuid4(), handlers=handlers,
+                                                    inheritable_handlers=handlers)
+            started = time.process_time()
+            for _ in range(events):
+                await manager.on_llm_new_token("x")
+            spent = (time.process_time() - started) / events * 1e6
+            best[name] = min(best.get(name, float("inf")), spent)
+    print(f"\nPer-chunk event dispatch (on_llm_new_token, best of 5 x {events}): off "
+          f"{best['off']:.2f} µs, on {best['on']:.2f} µs: the recorder adds "
+          f"{best['on'] - best['off']:.2f} µs per chunk")
 
 
 def main() -> None:
