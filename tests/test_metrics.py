@@ -288,3 +288,30 @@ def test_two_workers_share_one_metrics_view(emu, tmp_path):
         terminate(proc, timeout=20)
     assert not os.path.exists(directory)
 
+
+# ----------------------------------------------------------------------- the faces
+
+
+async def test_text_and_websocket_runs_are_recorded(emu, caplog):
+    import websockets
+
+    from tests.conftest import RunningServer
+
+    caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
+    app = app_with(emu, access_keys="chave-face")
+    with RunningServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     headers={"X-API-Key": "chave-face"}) as http:
+            response = await http.post("/story/text", json=STORY)
+            assert response.status_code == 200 and response.text
+        async with websockets.connect(server.url.replace("http", "ws") + "/story/ws",
+                                      additional_headers={"X-API-Key": "chave-face"}) as ws:
+            await ws.send("Brasil")
+            while await ws.recv() != "[END]":
+                pass
+    lines = run_lines(caplog)
+    assert [(line["chain"], line["outcome"], line["output_tokens"], line["calls"])
+            for line in lines] == [("story", "ok", 12, 1)] * 2
+    assert {line["key"] for line in lines} == {
+        "key-" + hashlib.sha256(b"chave-face").hexdigest()[:8]}
+    assert all(line["cost_brl"] and line["time_to_first_token_s"] for line in lines)

@@ -11,7 +11,6 @@ from langchain_core.messages import AIMessageChunk
 
 from maritaca.models import price_usage
 from maritaca.testing import MaritacaEmulator
-
 from tests.conftest import emulator_model
 
 PROMPT = "Conte uma história curta"  # 4 words + 3 = 7 input tokens
