@@ -50,21 +50,11 @@ GRADIO: Policy = {"default-src": ("'self'",), "script-src": ("'self'",),
                   "font-src": ("'self'", "data:"), "media-src": ("'self'", "blob:"),
                   "worker-src": ("'self'", "blob:"), "connect-src": ("'self'",)}
 
-# FastAPI's Swagger UI: its bundle and CSS from jsDelivr (or served here), one inline
-# init script (by hash), the favicon from fastapi.tiangolo.com.
-_CDN = "https://cdn.jsdelivr.net"
-DOCS: Policy = {"default-src": ("'self'",), "script-src": ("'self'", _CDN),
-                "style-src": ("'self'", _CDN), "img-src": ("'self'", "data:",
-                                                           "https://fastapi.tiangolo.com"),
+# Swagger UI at /docs, served from this server (pages.py): its bundle and CSS from
+# /docs-assets, one inline init script (by hash), SVG icons as data: URLs.
+DOCS: Policy = {"default-src": ("'self'",), "script-src": ("'self'",),
+                "style-src": ("'self'",), "img-src": ("'self'", "data:"),
                 "connect-src": ("'self'",)}
-
-# ReDoc: styled-components injects <style> at run time, fonts from Google, a blob: worker.
-REDOC: Policy = {"default-src": ("'self'",), "script-src": ("'self'", _CDN),
-                 "style-src": ("'self'", "'unsafe-inline'", "https://fonts.googleapis.com"),
-                 "font-src": ("'self'", "https://fonts.gstatic.com"),
-                 "img-src": ("'self'", "data:", "https://fastapi.tiangolo.com",
-                             "https://cdn.redoc.ly"),
-                 "worker-src": ("'self'", "blob:"), "connect-src": ("'self'",)}
 
 _FIXED_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
                   (b"referrer-policy", b"same-origin")]
@@ -81,8 +71,6 @@ def policy_for(path: str) -> Policy:
         return PLAYGROUND
     if path.startswith("/docs"):
         return DOCS
-    if path.startswith("/redoc"):
-        return REDOC
     return STRICT
 
 

@@ -11,11 +11,11 @@ of every request, and never per body chunk, it refuses:
   neither this server nor a CORS origin, or ``Sec-Fetch-Site`` cross-site/same-site;
 - a body that is not JSON on a JSON route (415): a ``text/plain`` POST needs no CORS
   preflight, so any page could send one;
-- an access key in the URL (400), with the query string blanked before uvicorn's access
-  log reads it.
+- an access key in the URL (400), its value replaced by ``REDACTED`` in the scope before
+  uvicorn's access log reads it.
 
-GET responses get ``X-Frame-Options``, ``nosniff`` and a ``Content-Security-Policy`` per
-page kind (``csp``).
+GET responses that may be documents (not event streams) get ``X-Frame-Options``,
+``nosniff`` and a ``Content-Security-Policy`` per page kind (``csp``).
 """
 
 from __future__ import annotations
