@@ -6,7 +6,10 @@ every await. If those cancellations land inside httpcore's read, they also inter
 httpcore's close: the upstream connection stays open and Maritaca keeps generating
 (and billing) tokens nobody reads. Here the response lives in a task that only
 ``close()`` cancels, exactly once, so httpcore's own shielded close runs to the end and
-the upstream sees the connection close at once.
+the upstream sees the connection close at once. The reader's own close, once the body
+is read, runs in a task of its own: that one cancellation, landing in it (the consumer
+saw ``[DONE]`` and closed while the reader was handing the connection back), would
+otherwise leave the connection marked busy in the pool, its socket open for good.
 """
 
 from __future__ import annotations
@@ -70,13 +73,22 @@ async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
             async for block in response.aiter_bytes():
                 await put(block)
         finally:
-            await response.aclose()
+            closing = asyncio.get_running_loop().create_task(response.aclose())
+            _reading.add(closing)
+            closing.add_done_callback(_closed)
+            await asyncio.shield(closing)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # handed to the consumer, which raises it
         await put(exc)
         return
     await put(_END)
+
+
+def _closed(task: asyncio.Task[None]) -> None:
+    _reading.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: the reader raised it, or was gone already
 
 
 class UpstreamStream:
