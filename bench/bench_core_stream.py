@@ -237,7 +237,7 @@ def main() -> None:
 
         # interleave to share any drift fairly
         raw_ms, ours_ms = [], []
-        for _ in range(args.ttft_trials // 20):
+        for _ in range(max(1, args.ttft_trials // 20)):
             raw_ms.append(first_token_ms(raw_first, 20))
             ours_ms.append(first_token_ms(ours_first, 20))
         raw_med, ours_med = statistics.median(raw_ms), statistics.median(ours_ms)
