@@ -38,7 +38,7 @@ from .quotas import Quotas, guarded, quota_guard
 from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
-from .security import access_guard, add_login_route
+from .security import CallerLabels, access_guard, add_login_route
 from .settings import ServerSettings
 
 __all__ = ["app_factory", "create_app"]
@@ -78,6 +78,7 @@ def create_app(settings: ServerSettings | None = None, *,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard)
+    app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)

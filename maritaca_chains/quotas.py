@@ -20,6 +20,7 @@ share one quota. Counts live in this process, or in Redis with
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import time
@@ -38,13 +39,12 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from .runs import key_label
+from .security import caller_label, key_label
 from .settings import ServerSettings
 
-__all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "label_of_key", "parse_quota",
+__all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "parse_quota",
            "quota_guard"]
 
-_ANONYMOUS = "anonymous"  # the one identity when no access keys are configured
 _NO_LIMIT = frozenset({"none", "unlimited", "off"})
 
 # Every LangChain run started where this is set charges its tokens to that meter: set by
@@ -138,7 +138,7 @@ class Quotas:
         keys = [k.get_secret_value() for k in settings.access_keys]
         requests, requests_by_key = parse_quota(settings.rate_limit, keys)
         tokens, tokens_by_key = parse_quota(settings.token_budget, keys)
-        by_label = {label_of_key(k): _KeyQuota(requests_by_key.get(k, requests),
+        by_label = {key_label(k): _KeyQuota(requests_by_key.get(k, requests),
                                                tokens_by_key.get(k, tokens))
                     for k in {*requests_by_key, *tokens_by_key}}
         storage: Storage
@@ -179,19 +179,14 @@ class Quotas:
         return min(left) if left else None
 
 
-def label_of_key(key: str) -> str:
-    """The label a request sending ``key`` gets (``runs.key_label``)."""
-    return key_label(Request({"type": "http", "headers": [(b"x-api-key", key.encode())]}))
-
-
-def request_label(request: Request) -> str:
-    return key_label(request) or _ANONYMOUS
 
 
 class TokenMeter(AsyncCallbackHandler):
     """Charges every chat-model call's tokens to one key: the reported usage, or, for a
     call that failed or was cancelled before the usage arrived, an estimate (about four
     characters a prompt token, one token a streamed chunk)."""
+
+    run_inline = True  # awaited in place: no task per streamed chunk
 
     def __init__(self, quotas: Quotas, label: str) -> None:
         self.quotas, self.label = quotas, label
@@ -212,12 +207,20 @@ class TokenMeter(AsyncCallbackHandler):
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID,
                            **kwargs: Any) -> None:
-        await self._charge(run_id, kwargs.get("response"))
+        # A hang-up reaches here inside a cancelled task, whose next await would be
+        # cancelled too: charge in a task of its own so the tokens are never lost.
+        charge = asyncio.get_running_loop().create_task(
+            self._charge(run_id, kwargs.get("response")))
+        _charging.add(charge)
+        charge.add_done_callback(_charging.discard)
 
     async def _charge(self, run_id: UUID, response: LLMResult | None) -> None:
         prompt, chunks = self._prompt.pop(run_id, 0), self._chunks.pop(run_id, 0)
         used = _reported_tokens(response)
         await self.quotas.spend(self.label, used if used is not None else prompt + chunks)
+
+
+_charging: set[asyncio.Task[None]] = set()  # charges under way (kept from the GC)
 
 
 def _reported_tokens(response: LLMResult | None) -> int | None:
@@ -245,7 +248,7 @@ def quota_guard(quotas: Quotas | None) -> Callable[[Request], Awaitable[None]]:
     async def quota(request: Request) -> None:
         if quotas is None or not _counts(request):
             return
-        label = request_label(request)
+        label = caller_label(request)
         try:
             await quotas.admit(label)
         except QuotaExceeded as exc:

@@ -25,7 +25,6 @@ the key. Per chunk, the recorder only notes the first token's time of each model
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -38,21 +37,15 @@ from starlette.requests import HTTPConnection
 
 from . import metrics
 from .error_responses import describe_error
-from .security import ACCESS_COOKIE, cookie_token
+from .security import caller_label
 from .settings import ServerSettings
 from .usage import RunUsage
 
-__all__ = ["NO_KEY", "RunRecorder", "RunRecording", "key_label", "run_callbacks"]
+__all__ = ["RunRecorder", "RunRecording", "run_callbacks"]
 
 logger = logging.getLogger("maritaca_chains.runs")
 
-NO_KEY = "none"  # the label when the server has no access keys
 _CANCELLED = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)
-
-
-def key_label(key: str) -> str:
-    """A stable label for an access key, safe to log: ``key-`` + 8 hex of its SHA-256."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 class RunRecording:
@@ -62,26 +55,10 @@ class RunRecording:
     def __init__(self, settings: ServerSettings, *, backend: str, model: str) -> None:
         self.backend, self.model = backend, model
         self.log, self.metrics = settings.run_log, settings.metrics
-        self._labels: dict[str, str] = {}
-        for secret in settings.access_keys:
-            key = secret.get_secret_value()
-            self._labels[key] = self._labels[cookie_token(key)] = key_label(key)
 
     @property
     def enabled(self) -> bool:
         return self.log or self.metrics
-
-    def label_for(self, connection: HTTPConnection) -> str:
-        """The label of the key the client sent (header, bearer or login cookie)."""
-        if not self._labels:
-            return NO_KEY
-        auth = connection.headers.get("authorization", "")
-        for supplied in (connection.headers.get("x-api-key"),
-                         auth[7:] if auth.lower().startswith("bearer ") else None,
-                         connection.cookies.get(ACCESS_COOKIE)):
-            if supplied and (label := self._labels.get(supplied)):
-                return label
-        return "unknown"
 
 
 def run_callbacks(connection: HTTPConnection, chain: str) -> list[BaseCallbackHandler]:
@@ -90,7 +67,7 @@ def run_callbacks(connection: HTTPConnection, chain: str) -> list[BaseCallbackHa
     recording: RunRecording | None = getattr(connection.app.state, "run_recording", None)
     if recording is None or not recording.enabled:
         return []
-    return [RunRecorder(recording, chain, recording.label_for(connection))]
+    return [RunRecorder(recording, chain, caller_label(connection))]
 
 
 class _Run:

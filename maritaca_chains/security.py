@@ -18,11 +18,14 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .request_guards import LOGIN_PATH
 from .settings import ServerSettings, is_loopback
 
-__all__ = ["ACCESS_COOKIE", "access_guard", "add_login_route", "cookie_token"]
+__all__ = ["ACCESS_COOKIE", "NO_KEY", "CallerLabels", "access_guard", "add_login_route",
+           "caller_label", "cookie_token", "key_label"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -34,6 +37,58 @@ def cookie_token(key: str) -> str:
     """What the login cookie holds for ``key``: a digest, so the cookie jar (and anything
     that dumps it) never holds the key itself."""
     return hmac.new(key.encode(), b"maritaca-chains login cookie", hashlib.sha256).hexdigest()
+
+
+NO_KEY = "none"  # the caller's label when the server has no access keys
+
+
+def key_label(key: str) -> str:
+    """A stable label for an access key, safe to log and to keep state by (quotas, runs,
+    the run log): ``key-`` + 8 hex of its SHA-256."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class CallerLabels:
+    """Which configured access key a request carries, as its ``key_label``: the same
+    label whether the key came as a header or as the browser's login cookie."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self._labels: dict[str, str] = {}
+        for secret in settings.access_keys:
+            key = secret.get_secret_value()
+            self._labels[key] = self._labels[cookie_token(key)] = key_label(key)
+
+    def __call__(self, connection: HTTPConnection) -> str:
+        if not self._labels:
+            return NO_KEY
+        auth = connection.headers.get("authorization", "")
+        for supplied in (connection.headers.get("x-api-key"),
+                         auth[7:] if auth.lower().startswith("bearer ") else None,
+                         connection.cookies.get(ACCESS_COOKIE)):
+            if supplied and (label := self._labels.get(supplied)):
+                return label
+        return "unknown"  # only before the access guard has refused it
+
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """``app``, with these labels in every request's scope, where ``caller_label``
+        finds them, also inside mounted apps (the Gradio UI) that have their own state."""
+
+        async def with_labels(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[_LABELS_IN_SCOPE] = self
+            await app(scope, receive, send)
+
+        return with_labels
+
+
+_LABELS_IN_SCOPE = "maritaca_chains.caller_labels"
+
+
+def caller_label(connection: HTTPConnection) -> str:
+    """The label of the access key this request or WebSocket carries (``NO_KEY`` on a
+    server without keys)."""
+    labels: CallerLabels | None = connection.scope.get(_LABELS_IN_SCOPE)
+    return labels(connection) if labels is not None else NO_KEY
 
 
 def access_guard(settings: ServerSettings) -> Callable[[Request], None]:

@@ -13,12 +13,11 @@ resumes any run)::
         ...
 
 Modules: ``events`` (run record, SSE blocks), ``store`` (interface, in-process store),
-``redis_store``, ``runner`` (background tasks, cancellation, grace), ``routes``,
-``owner`` (whose run it is).
+``redis_store``, ``runner`` (background tasks, cancellation, grace), ``routes``.
+A run belongs to the access key that started it (``security.caller_label``).
 """
 
 from .events import EventsDropped, RunInfo, RunsFull, RunStatus
-from .owner import key_label
 from .redis_store import RedisRunStore
 from .routes import EVENT_STREAM, add_run_routes, store_for
 from .runner import RunManager
@@ -35,6 +34,5 @@ __all__ = [
     "RunStore",
     "RunsFull",
     "add_run_routes",
-    "key_label",
     "store_for",
 ]

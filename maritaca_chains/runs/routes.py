@@ -33,9 +33,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..langserve_fixes import check_configurable
+from ..run_recorder import run_callbacks
+from ..security import caller_label
 from ..settings import ServerSettings
 from .events import RETRY_MS, EventsDropped, RunInfo, RunsFull, RunStatus, dropped_block
-from .owner import key_label
 from .redis_store import RedisRunStore
 from .runner import RunManager
 from .store import MemoryRunStore, RunStore
@@ -126,7 +127,8 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
                                            "msg": "The request body is not JSON"}]) from exc
         value, config = _validated(chain, config_model, body)
-        info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=key_label(request))
+        config["callbacks"] = run_callbacks(request, name)  # the run log and metrics
+        info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
         try:
             await manager.start(info, chain, value, config)
         except RunsFull as exc:
@@ -149,7 +151,7 @@ async def _own_run(manager: RunManager, name: str, run_id: str, request: Request
     """The run, if it exists, is this chain's and belongs to the caller's key; else 404."""
     await manager.ensure_open()
     info = await manager.store.get(run_id)
-    if info is None or info.chain != name or info.owner != key_label(request):
+    if info is None or info.chain != name or info.owner != caller_label(request):
         raise HTTPException(404, "No such run: unknown, expired, or started with another key")
     return info
 
