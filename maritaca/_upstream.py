@@ -98,13 +98,14 @@ class UpstreamStream:
     Always ``close()`` it (it never awaits, so it is safe in a cancelled task's finally).
     """
 
-    __slots__ = ("_owner", "_queue", "_reader")
+    __slots__ = ("_closed", "_owner", "_queue", "_reader")
 
     def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
                  error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
         # A little read-ahead (a real model is slower than the socket); past it, a slow
         # consumer slows the socket reads down instead of buffering the answer here.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
+        self._closed = False
         self._reader = asyncio.get_running_loop().create_task(
             _read(self._queue, client, request, error_for))
         _reading.add(self._reader)
@@ -123,7 +124,15 @@ class UpstreamStream:
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Stop reading and close the response (the close finishes in the background)."""
+        """Stop reading and close the response (the close finishes in the background).
+
+        Idempotent: the reader is cancelled once at most. A second cancellation (the
+        request's ``closing_upstreams`` first, the abandoned generator's ``finally``
+        later) would land inside httpcore's close and leave the connection open.
+        """
+        if self._closed:
+            return
+        self._closed = True
         if self._owner is not None:
             self._owner.discard(self)
             self._owner = None
