@@ -10,7 +10,7 @@
     MARITACA_CHAINS_ALLOWED_HOSTS            more Host names it answers (loopback + HOST always)
     MARITACA_CHAINS_CORS_ORIGINS             other sites' origins allowed to call it (CORS)
     MARITACA_CHAINS_UI                       mount the Gradio chat at /ui (default true)
-    MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections on a timer (off: 0; see BENCHMARKS.md)
+    MARITACA_CHAINS_FULL_GC_SECONDS          full GC collections every N seconds, not by count (30; 0: Python's)
     MARITACA_CHAINS_REDIS_URL                Redis for state shared by replicas (e.g. resumable runs)
     MARITACA_CHAINS_RUN_GRACE_SECONDS        cancel a resumable run nobody reads for this long (30)
     MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
@@ -70,7 +70,7 @@ class ServerSettings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MARITACA_CHAINS_CORS_ORIGINS")
     ui: bool = Field(default=True, validation_alias="MARITACA_CHAINS_UI")
-    full_gc_seconds: float = Field(default=0.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
+    full_gc_seconds: float = Field(default=30.0, validation_alias="MARITACA_CHAINS_FULL_GC_SECONDS")
     log_level: str = Field(default="info", validation_alias="MARITACA_CHAINS_LOG_LEVEL")
     redis_url: SecretStr | None = Field(default=None, validation_alias="MARITACA_CHAINS_REDIS_URL")
     run_grace_seconds: float = Field(default=30.0, gt=0,
