@@ -272,11 +272,15 @@ def test_two_workers_share_one_metrics_view(emu, tmp_path):
                    if "spawn_main" in " ".join(child.cmdline())]  # resource tracker
         assert len(workers) == 2
         [directory] = {w.environ()["PROMETHEUS_MULTIPROC_DIR"] for w in workers}
-        runs = 12
-        for _ in range(runs):  # new connections: the kernel spreads them over the workers
+        runs = 0
+        pids: set[str] = set()
+        # new connections until both workers served some (the kernel picks the worker)
+        while runs < 12 or (len(pids) < 2 and runs < 300):
             with httpx.Client(base_url=base, timeout=30) as http:
                 assert http.post("/story/invoke", json=STORY).status_code == 200
-        pids = {f.split("_")[-1] for f in os.listdir(directory) if f.startswith("counter_")}
+            runs += 1
+            pids = {f.split("_")[-1] for f in os.listdir(directory)
+                    if f.startswith("counter_")}
         scraped = samples(httpx.get(f"{base}/metrics", timeout=10).text)
         assert value(scraped, "maritaca_chains_runs_total", chain="story", model="sabia-4",
                      outcome="ok") == runs
