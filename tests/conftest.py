@@ -102,6 +102,23 @@ class RunningServer:
             raise RuntimeError(f"uvicorn at {self.url} did not stop within 10 s")
 
 
+SLOW_TOKENS = 400
+
+
+@pytest.fixture
+def slow() -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
+    """A long answer paced at 10 ms a token, behind a real uvicorn: time to stop it or
+    hang up mid-stream."""
+    from maritaca_chains import create_app
+    from maritaca_chains.settings import ServerSettings
+
+    with MaritacaEmulator(reply_tokens=SLOW_TOKENS, token_delay=0.01) as emulator:
+        app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
+                         model=emulator_model(emulator))
+        with RunningServer(app) as server:
+            yield emulator, server
+
+
 @pytest.fixture
 def live_server(app) -> Iterator[RunningServer]:
     with RunningServer(app) as running:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,24 +17,13 @@ from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
 from maritaca_chains import create_app
 from maritaca_chains.faces import END, ERROR, STOPPED, TEXT_MEDIA_TYPE, TRUNCATED
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import RunningServer, emulator_model
+from tests.conftest import SLOW_TOKENS, RunningServer, emulator_model
 from tests.conftest import wait_disconnected as conftest_wait_disconnected
 
 pytestmark = pytest.mark.timeout(60)
 
 INPUTS = {"story": {"topic": "Brasil"}, "qa": {"question": "Qual é a capital do Brasil?"},
           "summarize": {"text": "O sabiá é a ave símbolo do Brasil. Ele canta ao amanhecer."}}
-SLOW_TOKENS = 400
-
-
-@pytest.fixture
-def slow() -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
-    """A long answer paced at 10 ms a token, behind a real uvicorn: time to hang up."""
-    with MaritacaEmulator(reply_tokens=SLOW_TOKENS, token_delay=0.01) as emulator:
-        app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
-                         model=emulator_model(emulator))
-        with RunningServer(app) as server:
-            yield emulator, server
 
 
 def expected(emu: MaritacaEmulator, record: RecordedRequest | None = None,

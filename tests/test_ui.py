@@ -10,7 +10,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 
 import pytest
@@ -26,21 +25,10 @@ from maritaca_chains.faces import chat_fn
 from maritaca_chains.faces.ui_run import RunUpdate
 from maritaca_chains.faces.ui_text import format_brl, run_footer
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import RunningServer, emulator_model, wait_disconnected
+from tests.conftest import SLOW_TOKENS, emulator_model, wait_disconnected
 
 pytestmark = pytest.mark.timeout(60)
 
-SLOW_TOKENS = 400
-
-
-@pytest.fixture
-def slow() -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
-    """A long answer paced at 10 ms a token, behind a real uvicorn: time to stop it."""
-    with MaritacaEmulator(reply_tokens=SLOW_TOKENS, token_delay=0.01) as emulator:
-        app = create_app(ServerSettings(_env_file=None),  # type: ignore[call-arg]
-                         model=emulator_model(emulator))
-        with RunningServer(app) as server:
-            yield emulator, server
 
 
 async def run(respond, chain: str, fields: dict, **settings) -> list[RunUpdate]:
