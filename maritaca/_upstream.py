@@ -6,10 +6,16 @@ every await. If those cancellations land inside httpcore's read, they also inter
 httpcore's close: the upstream connection stays open and Maritaca keeps generating
 (and billing) tokens nobody reads. Here the response lives in a task that only
 ``close()`` cancels, exactly once, so httpcore's own shielded close runs to the end and
-the upstream sees the connection close at once. The reader's own close, once the body
-is read, runs in a task of its own: that one cancellation, landing in it (the consumer
-saw ``[DONE]`` and closed while the reader was handing the connection back), would
-otherwise leave the connection marked busy in the pool, its socket open for good.
+the upstream sees the connection close at once.
+
+Even one cancellation is safe only at some points of httpcore: its "shielded" sections
+are shielded from anyio's cancel scopes, not from ``Task.cancel()``. Landing in the lock
+httpcore takes to hand a connection back (httpx closes a fully read response itself, in
+the reader: the consumer saw ``[DONE]`` and left as the body ended), or in the same lock
+just after a new connection is opened, it leaves the connection marked busy in the pool
+for good, its socket open. So the reader follows httpcore's trace events, and ``close()``
+cancels it only while it connects, sends, or waits for bytes; anywhere else the reader
+stops itself at its next such step (or simply finishes).
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ import httpx
 __all__ = ["UpstreamStream", "closing_upstreams", "open_upstreams"]
 
 _END = object()
+# httpcore's steps (trace event prefixes) during which a cancellation is handled: each
+# runs inside a ``try`` that closes the connection (or marks it failed) on any exception.
+_CANCELLABLE = frozenset({
+    "connection.connect_tcp", "connection.connect_unix_socket", "connection.start_tls",
+    "connection.retry", "http11.send_request_headers", "http11.send_request_body",
+    "http11.receive_response_headers", "http11.receive_response_body"})
 # Every reader still running (also those finishing their close after the consumer
 # left: kept here so they are not garbage-collected mid-close).
 _reading: set[asyncio.Task[None]] = set()
@@ -58,12 +70,40 @@ def closing_upstreams() -> Iterator[None]:
             stream.close()
 
 
+class _Abandoned(Exception):
+    """Raised by the reader's trace hook to stop it at a safe step, after ``close()``."""
+
+
+class _Step:
+    """Where the reader is in httpcore, from its trace events: whether a cancellation
+    may land there now (``cancellable``), and the request to stop at the next step where
+    it may (``stop``)."""
+
+    __slots__ = ("cancellable", "stop")
+
+    def __init__(self) -> None:
+        self.cancellable = True  # a task not started yet runs none of httpcore
+        self.stop = False
+
+    async def trace(self, event: str, info: dict[str, object]) -> None:
+        """httpcore's ``trace`` request extension."""
+        step, _, when = event.rpartition(".")
+        if step in _CANCELLABLE:
+            if when == "started":
+                if self.stop:
+                    raise _Abandoned  # inside httpcore's try: it closes the connection
+                self.cancellable = True
+            else:  # complete or failed: what follows (the close) must run to its end
+                self.cancellable = False
+
+
 async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
-                request: httpx.Request,
+                request: httpx.Request, step: _Step,
                 error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
     """The reader task's body. A free function, not a method: a cancelled reader's
     traceback then holds the queue, never the stream that holds the task (no cycle left
     for the collector, and the blocks are freed at once)."""
+    step.cancellable = False  # from here on, only while httpcore says so
     put = queue.put
     try:
         response = await client.send(request, stream=True)
@@ -79,6 +119,8 @@ async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
             await asyncio.shield(closing)
     except asyncio.CancelledError:
         raise
+    except _Abandoned:  # closed: nobody reads the queue any more
+        return
     except Exception as exc:  # handed to the consumer, which raises it
         await put(exc)
         return
@@ -98,7 +140,7 @@ class UpstreamStream:
     Always ``close()`` it (it never awaits, so it is safe in a cancelled task's finally).
     """
 
-    __slots__ = ("_closed", "_owner", "_queue", "_reader")
+    __slots__ = ("_closed", "_owner", "_queue", "_reader", "_step")
 
     def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
                  error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
@@ -106,8 +148,10 @@ class UpstreamStream:
         # consumer slows the socket reads down instead of buffering the answer here.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
         self._closed = False
+        self._step = step = _Step()
+        request.extensions["trace"] = step.trace
         self._reader = asyncio.get_running_loop().create_task(
-            _read(self._queue, client, request, error_for))
+            _read(self._queue, client, request, step, error_for))
         _reading.add(self._reader)
         self._reader.add_done_callback(_reading.discard)
         self._owner = _scope.get()
@@ -126,9 +170,10 @@ class UpstreamStream:
     def close(self) -> None:
         """Stop reading and close the response (the close finishes in the background).
 
-        Idempotent: the reader is cancelled once at most. A second cancellation (the
-        request's ``closing_upstreams`` first, the abandoned generator's ``finally``
-        later) would land inside httpcore's close and leave the connection open.
+        Idempotent: the reader is cancelled once at most (a second cancellation, from
+        the request's ``closing_upstreams`` and then the abandoned generator's
+        ``finally``, would land inside httpcore's close), and only at a step where
+        httpcore handles it; elsewhere the reader stops at its next such step.
         """
         if self._closed:
             return
@@ -138,6 +183,9 @@ class UpstreamStream:
             self._owner = None
         reader = self._reader
         if not reader.done():
-            reader.cancel()
+            if self._step.cancellable:
+                reader.cancel()
+            else:
+                self._step.stop = True
         while not self._queue.empty():  # blocks nobody will read
             self._queue.get_nowait()

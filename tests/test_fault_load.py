@@ -10,7 +10,11 @@ chunk) or end with an SSE ``error`` event that names the cause matching the faul
 emulator played on that stream's last attempt. Afterwards the server is still up, no
 upstream request is left running, and the server's file descriptors are back to
 baseline apart from the pool's idle keep-alive connections; one more request then
-makes the pool drop those the emulator has closed meanwhile (CLOSE_WAIT).
+makes the pool drop those the emulator has closed meanwhile (CLOSE_WAIT). At the end the
+test waits out the emulator's keep-alive timeout, so the emulator has closed every idle
+connection, and one more request must leave none of them open: a connection the pool
+still holds as busy (a leak) fails the test every time, not only when a round happens
+to cross the timeout.
 
 CI size: 200 streams x 2 rounds, with the server's garbage collector switched off, so
 a socket or an upstream response that only the collector would close fails the test.
@@ -47,6 +51,8 @@ CAUSE = {"rate_limit": "rate_limit", "server_error": "upstream_error",
          "drop": "upstream_stream_broken", "error_event": "upstream_stream_broken"}
 RETRYABLE_BEFORE_FIRST_CHUNK = {"rate_limit", "server_error"}
 MARK = re.compile(r"«(\d+)-(\d+)»")
+# uvicorn's timeout_keep_alive in the emulator: it closes a connection idle this long
+EMULATOR_KEEP_ALIVE = 30
 
 
 # ---------------------------------------------------------------------- the processes
@@ -306,6 +312,7 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
             totals["half-closed pooled connections dropped on next use"] += len(half_closed)
         totals["max idle pooled upstream connections"] = max(
             totals["max idle pooled upstream connections"], pooled)
+    totals["connections the pool held at the end, all dropped"] = pool_drains(server, emulator)
     totals["server log: 'Exception in ASGI application'"] = server.log.read_text(
         errors="replace").count("Exception in ASGI application")
     print(f"\nfault load: {rounds} rounds x {streams} streams: "
@@ -313,6 +320,30 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
     assert totals["complete"] > 0 and sum(v for k, v in totals.items()
                                           if k.startswith("error ")) > 0
     return totals
+
+
+def pool_drains(server: ServerChild, emulator: SubprocessEmulator) -> int:
+    """Wait until the emulator's keep-alive timeout has closed every idle upstream
+    connection (CLOSE_WAIT here), then make the pool use itself once: it drops every idle
+    one, so any half-closed connection left is one it holds as busy. Returns how many
+    connections were dropped."""
+    deadline = time.monotonic() + EMULATOR_KEEP_ALIVE + 20
+    while True:
+        upstream = server.upstream_connections()
+        still_open = {port: status for port, status in upstream.items()
+                      if status != psutil.CONN_CLOSE_WAIT}
+        if not still_open or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not still_open, (f"{len(still_open)} upstream connections still open long after "
+                            f"the emulator's keep-alive timeout: {still_open}")
+    asyncio.run(load_round(server.url, -1000, 1))
+    wait_upstream_idle(emulator)
+    left = {port for port, status in server.upstream_connections().items()
+            if status == psutil.CONN_CLOSE_WAIT} & set(upstream)
+    assert not left, (f"{len(left)} of {len(upstream)} upstream connections outlived the "
+                      f"pool's next use: the pool still holds them as busy")
+    return len(upstream)
 
 
 def test_fault_load_ci_size(server_without_gc: ServerChild,
