@@ -24,6 +24,7 @@ Full size (``pytest --soak``): 500 x 5 under the default settings (GC policy inc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -344,6 +345,53 @@ def pool_drains(server: ServerChild, emulator: SubprocessEmulator) -> int:
     assert not left, (f"{len(left)} of {len(upstream)} upstream connections outlived the "
                       f"pool's next use: the pool still holds them as busy")
     return len(upstream)
+
+
+# ------------------------------------------------- one process, every stream checked
+
+def client_connections(port: int) -> list[str]:
+    """This process's TCP connections to ``port`` (the client side), by state."""
+    return [c.status for c in psutil.Process().net_connections("tcp")
+            if c.raddr and c.raddr.port == port]
+
+
+async def test_every_stream_hands_its_connection_back() -> None:
+    """The soak's leak, made to happen on every stream: here the consumer runs as soon
+    as ``[DONE]`` arrives, while the reader is handing the connection back to the pool
+    (or, hung up early, while it connects). A connection left busy in the pool stays
+    open for good, and the next stream opens another."""
+    from maritaca import ChatMaritaca, open_upstreams
+
+    with MaritacaEmulator(reply_tokens=REPLY_TOKENS, token_delay=0.002) as emu:
+        port = int(emu.base_url.rsplit(":", 1)[1])
+        model = ChatMaritaca(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
+
+        async def consume(i: int, chunks: int) -> None:
+            seen = 0
+            async for _ in model.astream(f"oi {i}"):
+                seen += 1
+                if seen == chunks:
+                    return
+
+        for i in range(20):  # read to the end: the pool reuses one connection
+            await consume(i, -1)
+        assert len(client_connections(port)) <= 2, client_connections(port)
+        # hang-ups at every point: before sending, while connecting, mid-body
+        for i in range(40):
+            task = asyncio.ensure_future(consume(i, i % (REPLY_TOKENS + 2)))
+            for _ in range(i % 7):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _ in range(200):  # the readers' closes finish in the background
+            if not open_upstreams():
+                break
+            await asyncio.sleep(0.05)
+        assert open_upstreams() == 0
+        await consume(99, -1)  # the pool's next use: one connection, reused or new
+        left = client_connections(port)
+        assert len(left) <= 2, f"{len(left)} upstream connections left open: {left}"
 
 
 def test_fault_load_ci_size(server_without_gc: ServerChild,
