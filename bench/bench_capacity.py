@@ -1,7 +1,7 @@
 """Capacity: the most concurrent 30 tokens/s streams a server holds, and its CPU per chunk.
 
 Run: ``.venv/bin/python bench/bench_capacity.py [--quick] [--pin] [--levels 100,200,400]
-[--seconds 10] [--workers 2] [--contenders direct,ours,chatopenai]``
+[--seconds 10] [--workers 2] [--contenders direct,floor,ours,chatopenai]``
 
 A contender may carry settings for its server: ``ours@MARITACA_CHAINS_FULL_GC_SECONDS=0``
 is ours with that variable set (to compare settings side by side in one run).
@@ -23,12 +23,17 @@ stream delivers all its tokens and the 99th percentile of the inter-chunk gaps, 
 over all streams, is under 33 ms + ``--budget-ms`` (100 ms); "steady p99" (shown, not
 judged) leaves out the gaps before every stream has started, when request start-up work
 competes with the running streams. The "emulator direct" row reads the emulator with no
-server in between: the ceiling set by the emulator and the client on this machine.
+server in between: the ceiling set by the emulator and the client on this machine. The
+"bare relay (floor)" (``floor``, ``bench/_floor_app.py``) is uvicorn + Starlette + httpx
+relaying the same upstream as LangServe-shaped ``/story/stream`` SSE and nothing else:
+the least this stack costs, so the run shows how far a server is from it. It has no
+``/story/stream_events`` (it would be the same relay): its rows there are left out.
 
 CPU per chunk (server CPU time / relayed model chunks) in two regimes, on
 ``/story/stream`` and ``/story/stream_events``: paced (``--cpu-streams`` concurrent 30
 tokens/s streams: every chunk is its own trip through the event loop) and burst (one
-unpaced stream of ``--burst-chunks``: reads and writes batch up). ``--cpu-only`` skips
+unpaced stream of ``--burst-chunks``: reads and writes batch up); "x floor" divides by
+the floor's /stream figure in the same run, when the floor ran. ``--cpu-only`` skips
 the levels. Targets (issue 15): ours >= 500 streams pinned and >= 3 x ChatOpenAI; paced
 CPU per chunk <= 60 µs on /stream, <= 100 µs on /stream_events.
 """
@@ -57,6 +62,11 @@ from maritaca.testing import Scenario
 RATE = 30.0  # tokens per second per stream
 NOMINAL_MS = 1000 / RATE
 FACES = ("stream", "stream_events")
+FLOOR = "floor"  # the bare relay: /story/stream only
+
+
+def has_face(contender: str, face: str) -> bool:
+    return face == "stream" or contender.partition("@")[0] != FLOOR
 SERVER_CPU, OTHERS_CPU = "0", 1  # --pin: the server's core, and everyone else's
 
 
@@ -196,7 +206,7 @@ async def cpu_per_chunk(servers: dict[str, ServerProcess | None], emu: Any,
     rows = []
     for face in FACES:
         for kind, srv in servers.items():
-            if srv is None:
+            if srv is None or not has_face(kind, face):
                 continue
             emu.reset()
             paced = await one_level(kind, args.cpu_streams, srv, emu, tokens, args.ramp, face)
@@ -208,8 +218,15 @@ async def cpu_per_chunk(servers: dict[str, ServerProcess | None], emu: Any,
                   f"{paced.p99_ms:.0f} ms), burst {burst:.0f} µs/chunk", flush=True)
     print(f"\nServer CPU per relayed chunk: paced = {args.cpu_streams} concurrent 30 tokens/s "
           f"streams; burst = one unpaced stream of {args.burst_chunks} chunks (best of 2)")
-    print_table(["contender", "face", "paced µs/chunk", "paced cores", "paced gap p99 ms",
-                 "burst µs/chunk"], rows)
+    headers = ["contender", "face", "paced µs/chunk", "paced cores", "paced gap p99 ms",
+               "burst µs/chunk"]
+    floor = next((r for r in rows if r[0] == LABELS[FLOOR]), None)
+    if floor is not None:
+        print(f"x floor: µs/chunk / the {LABELS[FLOOR]}'s on /story/stream (it has no "
+              f"/story/stream_events: the same relay would serve both faces)")
+        headers[4:] = ["paced gap p99 ms", "paced x floor", "burst µs/chunk", "burst x floor"]
+        rows = [[*r[:5], r[2] / floor[2], r[5], r[5] / floor[5]] for r in rows]
+    print_table(headers, rows)
 
 
 def pin_others(emu: Any) -> None:
@@ -238,8 +255,9 @@ async def run(args: argparse.Namespace) -> None:
                 srv = server_for(kind, emu, args)
                 servers[kind] = srv
                 srv.start()
-                await one_level(kind, 10, srv, emu, 20, 0.2)  # warm-up
-                await one_level(kind, 10, srv, emu, 20, 0.2, "stream_events")
+                for face in FACES:  # warm-up
+                    if has_face(kind, face):
+                        await one_level(kind, 10, srv, emu, 20, 0.2, face)
             if args.cpu_streams:
                 await cpu_per_chunk(servers, emu, args, tokens)
             results: list[Level] = []
@@ -297,6 +315,9 @@ def report(results: list[Level], contenders: list[str], args: argparse.Namespace
         print(f"target ours >= 500: {'met' if best['ours'] >= 500 else 'NOT met'} "
               f"({best['ours']}); ours >= 3 x ChatOpenAI: "
               f"{'met' if ratio >= 3 else 'NOT met'} ({ratio:.2f}x)")
+    if "ours" in best and best.get(FLOOR):
+        print(f"ours holds {best['ours'] / best[FLOOR]:.0%} of the floor's level "
+              f"({best['ours']} of {best[FLOOR]}; a level is only as fine as --levels)")
     if args.plot:
         plot(results, args.budget_ms, setup, args.plot)
     if "direct" in best and best.get("ours", 0) and best["direct"] <= best["ours"]:
@@ -316,7 +337,9 @@ def main() -> None:
                         help="seconds over which a level's streams start")
     parser.add_argument("--workers", type=int, default=2, help="without --pin")
     parser.add_argument("--budget-ms", type=float, default=100.0)
-    parser.add_argument("--contenders", default="direct,ours,chatopenai")
+    parser.add_argument("--contenders", default="direct,ours,chatopenai",
+                        help="of direct, floor, ours, chatopenai (ours@VAR=value: with a "
+                             "setting)")
     parser.add_argument("--cpu-streams", type=int, default=100,
                         help="streams in the paced CPU-per-chunk run (0: skip it)")
     parser.add_argument("--burst-chunks", type=int, default=5000)

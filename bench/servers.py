@@ -24,10 +24,18 @@ from maritaca.testing import terminate
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 
+# The full servers, which every server bench compares; "floor" answers /story/stream only
 CONTENDERS = ("ours", "chatopenai")
+KINDS = (*CONTENDERS, "floor")
 LABELS = {"ours": "ChatMaritaca server (ours)",
           "chatopenai": "ChatOpenAI server",
-          "direct": "emulator direct (floor)"}
+          "floor": "bare relay (floor)",
+          "direct": "emulator direct (no server)"}
+# uvicorn app and --app-dir (put on the child's sys.path) of each kind: the root for
+# server.py, bench/ for the others (the packages themselves are installed)
+APPS = {"ours": ("server:app_factory", ROOT),
+        "chatopenai": ("_openai_app:app_factory", BENCH),
+        "floor": ("_floor_app:app_factory", BENCH)}
 
 
 class ServerProcess:
@@ -36,22 +44,21 @@ class ServerProcess:
     ``kind`` is ``ours`` (``server:app_factory``, the README's deployment, backend
     chosen by the environment: MARITACA_API_KEY + MARITACA_BASE_URL -> Maritaca's API
     at that URL) or ``chatopenai`` (``_openai_app:app_factory`` from ``bench/``: the
-    same app built by ``create_app`` with ``ChatOpenAI(base_url=...)`` as model).
+    same app built by ``create_app`` with ``ChatOpenAI(base_url=...)`` as model) or
+    ``floor`` (``_floor_app:app_factory``: a bare Starlette + httpx relay of
+    ``/story/stream`` only, what the platform alone costs).
     ``cpus`` pins the server (and its workers) to those CPUs with ``taskset``.
     CPU and RSS are summed over the process and its children (uvicorn's workers).
     """
 
     def __init__(self, kind: str, upstream_url: str, api_key: str, *, workers: int = 1,
                  extra_env: dict[str, str] | None = None, cpus: str | None = None) -> None:
-        if kind not in CONTENDERS:
-            raise ValueError(f"kind must be one of {CONTENDERS}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # uvicorn puts --app-dir on the child's sys.path: the root for server.py, bench/
-        # for the peer app (the packages themselves are installed)
-        app, app_dir = (("server:app_factory", ROOT) if kind == "ours"
-                        else ("_openai_app:app_factory", BENCH))
+        app, app_dir = APPS[kind]
         pin = ["taskset", "-c", cpus] if cpus else []
         self.argv = [*pin, sys.executable, "-m", "uvicorn", app, "--factory",
                      "--app-dir", str(app_dir), "--host", "127.0.0.1",
