@@ -14,8 +14,9 @@ tokens/s (``token_delay=1/30``; it batches tokens that are due when it falls beh
 it degrades by merging chunks, never by queueing).
 
 ``--pin``: one worker, the server under ``taskset -c 0``, the emulator and the load
-client on CPU 1, so the server has exactly one core and nobody else uses it. Without it,
-``--workers`` (default 2) and no pinning.
+client on CPU 1, so the server has exactly one core. Nothing keeps other processes (a test
+run, another bench) off CPU 0: a level where they took over 5% of it is flagged, since
+it measured a shared core. Without ``--pin``, ``--workers`` (default 2) and no pinning.
 
 At each level N, N clients (raw asyncio sockets in this process, on uvloop) start over
 ``--ramp`` seconds and read ``POST /story/stream`` to its end; a level passes when every
@@ -81,6 +82,12 @@ class Labels(dict[str, str]):
 LABELS = Labels()
 
 
+def core_busy(cpu: int) -> float:
+    """CPU seconds core ``cpu`` has spent busy (anyone's), since boot."""
+    times = psutil.cpu_times(percpu=True)[cpu]
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def server_for(contender: str, emu: Any, args: argparse.Namespace) -> ServerProcess:
     kind, _, setting = contender.partition("@")
     name, _, value = setting.partition("=")
@@ -106,6 +113,7 @@ class Level:
     emulator_cores: float
     client_cores: float
     failures: str
+    intruders: float = float("nan")  # --pin: other processes' share of the server's core
 
     def passed(self, budget_ms: float) -> bool:
         return self.ok == self.n and self.p99_ms < NOMINAL_MS + budget_ms
@@ -128,6 +136,7 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: A
                                 record_gaps=True, limit=limit)
 
     me = psutil.Process()
+    busy0 = core_busy(int(SERVER_CPU))
     cpu0 = (target.cpu() if target else 0.0, emulator_cpu(emu), sum(me.cpu_times()[:2]))
     workers0 = target.worker_cpu() if target else []
     wall0 = time.monotonic()
@@ -135,6 +144,7 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: A
     wall = time.monotonic() - wall0
     cpu1 = (target.cpu() if target else 0.0, emulator_cpu(emu), sum(me.cpu_times()[:2]))
     cores = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+    intruders = max(0.0, (core_busy(int(SERVER_CPU)) - busy0) / wall - cores[0])
     workers = [b - a for a, b in zip(workers0, target.worker_cpu() if target else [],
                                      strict=False)]
     split = "/".join(f"{w / max(sum(workers), 1e-9):.0%}" for w in workers) or "-"
@@ -159,7 +169,7 @@ async def one_level(contender: str, n: int, target: ServerProcess | None, emu: A
                  statistics.mean(durations) if durations else float("nan"),
                  cores[0], (cpu1[0] - cpu0[0]) / max(relayed, 1) * 1e6, split,
                  cores[1], cores[2],
-                 ", ".join(f"{k} x{v}" for k, v in reasons.items()))
+                 ", ".join(f"{k} x{v}" for k, v in reasons.items()), intruders)
 
 
 def plot(results: list[Level], budget_ms: float, setup: str, path: str) -> None:
@@ -215,7 +225,8 @@ async def cpu_per_chunk(servers: dict[str, ServerProcess | None], emu: Any,
                          paced.server_cores, paced.p99_ms, burst])
             print(f"  {LABELS[kind]:28} /{face}: paced {paced.server_us_per_chunk:.0f} µs/chunk "
                   f"({args.cpu_streams} streams, {paced.server_cores:.2f} cores, gap p99 "
-                  f"{paced.p99_ms:.0f} ms), burst {burst:.0f} µs/chunk", flush=True)
+                  f"{paced.p99_ms:.0f} ms{intruders(paced, args)}), burst {burst:.0f} µs/chunk",
+                  flush=True)
     print(f"\nServer CPU per relayed chunk: paced = {args.cpu_streams} concurrent 30 tokens/s "
           f"streams; burst = one unpaced stream of {args.burst_chunks} chunks (best of 2)")
     headers = ["contender", "face", "paced µs/chunk", "paced cores", "paced gap p99 ms",
@@ -227,6 +238,14 @@ async def cpu_per_chunk(servers: dict[str, ServerProcess | None], emu: Any,
         headers[4:] = ["paced gap p99 ms", "paced x floor", "burst µs/chunk", "burst x floor"]
         rows = [[*r[:5], r[2] / floor[2], r[5], r[5] / floor[5]] for r in rows]
     print_table(headers, rows)
+
+
+def intruders(level: Level, args: argparse.Namespace) -> str:
+    """``--pin`` promises the server a core of its own, but nothing keeps other processes
+    off it (another bench, a test run): say when they took a noticeable share."""
+    if not args.pin or not level.intruders > 0.05:
+        return ""
+    return f" [other processes used {level.intruders:.2f} of the server's core]"
 
 
 def pin_others(emu: Any) -> None:
@@ -276,7 +295,7 @@ async def run(args: argparse.Namespace) -> None:
                           f"{level.server_us_per_chunk:.0f} µs/chunk), emulator "
                           f"{level.emulator_cores:.2f}, client {level.client_cores:.2f} "
                           f"{'PASS' if level.passed(args.budget_ms) else 'FAIL'} "
-                          f"{level.failures}", flush=True)
+                          f"{level.failures}{intruders(level, args)}", flush=True)
                     if not level.passed(args.budget_ms) and not args.keep_going:
                         alive.discard(kind)
                     await asyncio.sleep(1)  # let the sockets drain between levels
@@ -306,6 +325,11 @@ def report(results: list[Level], contenders: list[str], args: argparse.Namespace
     best = {kind: max((r.n for r in results if r.contender == kind
                        and r.passed(args.budget_ms)), default=0) for kind in contenders}
     print()
+    shared = [r for r in results if intruders(r, args)]
+    if shared:
+        print(f"warning: other processes ran on the server's core during {len(shared)} of "
+              f"{len(results)} levels (up to {max(r.intruders for r in shared):.2f} of it): "
+              f"those levels measure a shared core, not the server alone")
     for kind in contenders:
         tested = [r.n for r in results if r.contender == kind]
         print(f"largest passing level, {LABELS[kind]}: {best[kind]} "
