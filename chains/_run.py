@@ -12,9 +12,10 @@ from contextlib import aclosing, closing
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel
 
+from ._direct import DirectChain
 from ._model import with_budget
 
 
@@ -47,16 +48,18 @@ def budgeted_chain(inner: Runnable[dict[str, str], str],
     stream, and with it the upstream request.
     """
 
-    def run(value: Any, config: RunnableConfig) -> Iterator[str]:
+    def run_config(value: Any, config: RunnableConfig) -> tuple[dict[str, str], RunnableConfig]:
         values, budget = prepare(value)
-        yield from stream_closed(inner, values, with_budget(config, budget, model))
+        return values, with_budget(config, budget, model)
+
+    def run(value: Any, config: RunnableConfig) -> Iterator[str]:
+        yield from stream_closed(inner, *run_config(value, config))
 
     async def arun(value: Any, config: RunnableConfig) -> AsyncIterator[str]:
-        values, budget = prepare(value)
-        async for chunk in astream_closed(inner, values, with_budget(config, budget, model)):
+        async for chunk in astream_closed(inner, *run_config(value, config)):
             yield chunk
 
     # RunnableLambda streams what generator functions yield; its type hints say otherwise
-    chain = cast(Runnable[Any, str],
-                 RunnableLambda(run, afunc=arun, name=name))  # type: ignore[arg-type]
+    chain = cast(Runnable[Any, str], DirectChain(run, arun, name=name, inner=inner,  # type: ignore[arg-type]
+                                                 prepare=run_config))
     return chain.with_types(input_type=input_type, output_type=str)

@@ -22,7 +22,7 @@ import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
@@ -30,14 +30,14 @@ from langchain_core.output_parsers import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from . import _fallback, errors
+from . import _fallback, _model_run, errors
 from ._transport import Transport
 from ._wire import (
     StreamAssembler,
@@ -232,6 +232,20 @@ class ChatMaritaca(BaseChatModel):
         transport = self._transport()
         return transport.astream(self._body(messages, stop, True, kwargs), self._new_assembler,
                                  run_manager.on_llm_new_token if run_manager else None)
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
+                      *, stop: list[str] | None = None,
+                      **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        """langchain-core's ``astream``: the same run, callbacks and chunks, with the
+        token event sent only to handlers that take it (see ``maritaca._model_run``)."""
+        messages = self._convert_input(input).to_messages()
+        if not (_model_run.eligible(self, messages, kwargs)
+                and self._should_stream(async_api=True, **{**kwargs, "stream": True})):
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+            return
+        async for chunk in _model_run.astream_run(self, messages, config, stop, kwargs):
+            yield chunk
 
     # ----------------------------------------------------------- tools & structured output
     def bind_tools(

@@ -30,6 +30,7 @@ from .langserve_fixes import (
     JSONBodyGuard,
     UpstreamErrorMiddleware,
     check_config,
+    served_chain,
     validation_error_json,
 )
 from .metrics import add_metrics_route, mark_process_dead
@@ -89,7 +90,7 @@ def create_app(settings: ServerSettings | None = None, *,
     quota = Depends(quota_guard(quotas))
     chains = build_chains(served.model, context_tokens=served.context_tokens)
     for name, chain in chains.items():
-        add_routes(app, chain, path=f"/{name}", dependencies=[guard, quota],
+        add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
                    per_req_config_modifier=check_config, config_keys=("configurable",))
     app.state.chains = chains
     app.state.served = served

@@ -13,6 +13,10 @@ fix here says which:
 - ``check_config``: the per-request hook that refuses ``configurable`` keys clients
   must not set (``api_key``, ``base_url``...), in the body and in ``/c/<hash>/`` paths.
 - ``validation_error_json``: ``/batch`` validates inputs without catching the error.
+- ``served_chain``: ``/stream`` attaches an event aggregator to every run and never
+  reads it; it is not awaited in place, so langchain-core makes an asyncio task for it
+  at every token (a quarter of the server's CPU relaying paced streams). The chain
+  LangServe serves drops it from ``astream``'s callbacks.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import orjson
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langserve.api_handler import _config_from_hash  # how LangServe reads /c/<hash>/
+from langserve.callbacks import AsyncEventAggregatorCallback
 from pydantic import ValidationError
 
 from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
@@ -38,8 +44,7 @@ from .error_responses import sse_error_data, validation_details
 from .run_recorder import run_callbacks
 
 __all__ = ["MAX_BODY_BYTES", "JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
-           "check_configurable",
-           "validation_error_json"]
+           "check_configurable", "served_chain", "validation_error_json"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -249,3 +254,22 @@ async def validation_error_json(request: Request, exc: Exception) -> JSONRespons
     """LangServe's ``/batch`` validates its inputs without catching the error (a 500)."""
     assert isinstance(exc, ValidationError)
     return JSONResponse({"detail": validation_details(exc)}, status_code=422)
+
+
+class _StreamWithoutAggregator(RunnableBinding):  # type: ignore[type-arg]
+    """The chain, with LangServe's unread ``/stream`` event aggregator left out."""
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Any:
+        callbacks = (config or {}).get("callbacks")
+        if isinstance(callbacks, list):
+            config = {**(config or {}), "callbacks": [
+                handler for handler in callbacks
+                if not isinstance(handler, AsyncEventAggregatorCallback)]}
+        async for chunk in super().astream(input, config, **kwargs):
+            yield chunk
+
+
+def served_chain(chain: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``chain`` as LangServe should serve it (same schemas, name and runs)."""
+    return _StreamWithoutAggregator(bound=chain)

@@ -1,0 +1,194 @@
+"""The fast streaming paths report exactly what langchain-core's would.
+
+``ChatMaritaca.astream`` (``maritaca._model_run``) and a chain's ``astream``
+(``chains._direct``) skip langchain-core's per-token layers. Callback handlers, tracers
+and ``astream_events`` clients must not see the difference: each test runs the fast
+path and langchain-core's own code side by side on the emulator and compares every
+callback (names, run tree, tags, metadata, inputs, outputs, tokens) and every chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+from uuid import UUID
+
+import pytest
+from conftest import emulator_model, wait_disconnected
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableLambda
+
+from chains import build_qa_chain, build_story_chain
+from maritaca.testing import MaritacaEmulator, Scenario
+
+pytestmark = pytest.mark.asyncio
+
+
+class Recorder(BaseCallbackHandler):
+    """Every callback, with run ids numbered in order of appearance."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._ids: dict[UUID, int] = {}
+
+    def _add(self, event: str, run_id: UUID, parent_run_id: UUID | None, **data: Any) -> None:
+        parent = None if parent_run_id is None else self._ids.setdefault(parent_run_id,
+                                                                         len(self._ids))
+        self.events.append((event, self._ids.setdefault(run_id, len(self._ids)), parent,
+                            data))
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, **kw: Any) -> None:
+        self._add("chain_start", run_id, parent_run_id, inputs=inputs, **kw)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     **kw: Any) -> None:
+        self._add("chain_end", run_id, parent_run_id, outputs=outputs, **kw)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, **kw: Any) -> None:
+        self._add("chain_error", run_id, parent_run_id, error=repr(error), **kw)
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
+                            parent_run_id: UUID | None = None, **kw: Any) -> None:
+        self._add("chat_model_start", run_id, parent_run_id, serialized=serialized,
+                  messages=messages, **kw)
+
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                         **kw: Any) -> None:
+        self._add("token", run_id, parent_run_id, token=token, **kw)
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                   **kw: Any) -> None:
+        self._add("llm_end", run_id, parent_run_id, response=response, **kw)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID,
+                     parent_run_id: UUID | None = None, **kw: Any) -> None:
+        self._add("llm_error", run_id, parent_run_id, error=repr(error), **kw)
+
+
+class AsyncTokens(AsyncCallbackHandler):
+    """An async handler that is not run inline: langchain-core gathers it per token."""
+
+    def __init__(self) -> None:
+        self.tokens: list[Any] = []
+
+    async def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
+        self.tokens.append(token)
+
+
+def normalised(value: Any) -> str:
+    """``value``'s repr without what differs between two emulators and two runs."""
+    text = repr(value)
+    text = re.sub(r"lc_run--[0-9a-f-]{36}", "lc_run--ID", text)
+    text = re.sub(r"chatcmpl-[0-9a-f]+", "chatcmpl-ID", text)
+    text = re.sub(r"UUID\('[0-9a-f-]{36}'\)", "UUID(ID)", text)
+    return re.sub(r"127\.0\.0\.1:\d+", "HOST", text)
+
+
+async def _model_run(fast: bool, scenario: Scenario | None) -> tuple[str, str, list[Any], str]:
+    with MaritacaEmulator(reply_tokens=8) as emulator:  # fresh: same ids, no cache hits
+        if scenario is not None:
+            emulator.enqueue(scenario)
+        model = emulator_model(emulator)
+        recorder, tokens = Recorder(), AsyncTokens()
+        config = {"callbacks": [recorder, tokens], "tags": ["t"], "metadata": {"m": 1}}
+        stream = (model.astream("Olá", config) if fast
+                  else BaseChatModel.astream(model, "Olá", config))
+        chunks, error = [], ""
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        except Exception as exc:  # noqa: BLE001 - the error is part of what is compared
+            error = repr(exc)
+        return normalised(chunks), normalised(recorder.events), tokens.tokens, normalised(error)
+
+
+@pytest.mark.parametrize("scenario", [None, Scenario.drop(after_chunks=3),
+                                      Scenario.unauthorized(),
+                                      Scenario.error_event(after_chunks=2)],
+                         ids=["ok", "broken-off", "401", "error-event"])
+async def test_model_astream_reports_what_langchain_core_reports(
+        scenario: Scenario | None) -> None:
+    fast = await _model_run(True, scenario)
+    reference = await _model_run(False, scenario)
+    assert fast == reference
+    chunks, events, tokens, error = fast
+    assert ("llm_error" in events) == (error != normalised(""))
+    if scenario is None:
+        assert len(tokens) == 9  # eight tokens and the closing chunk's empty one
+
+
+async def _chain_run(build: Any, value: dict[str, str], fast: bool,
+                     scenario: Scenario | None = None) -> tuple[str, str]:
+    with MaritacaEmulator(reply_tokens=8) as emulator:
+        if scenario is not None:
+            emulator.enqueue(scenario)
+        chain = build(emulator_model(emulator))
+        recorder = Recorder()
+        config = {"callbacks": [recorder], "tags": ["t"], "metadata": {"m": 1},
+                  "run_name": "named"}
+        stream = (chain.astream(value, config) if fast
+                  else RunnableLambda.astream(chain.bound, value, config))
+        chunks = []
+        try:
+            async for chunk in stream:
+                chunks.append(chunk)
+        except Exception as exc:  # noqa: BLE001 - the error is part of what is compared
+            chunks.append(repr(exc))
+        return normalised(chunks), normalised(recorder.events)
+
+
+@pytest.mark.parametrize("scenario", [None, Scenario.drop(after_chunks=3),
+                                      Scenario.server_error()],
+                         ids=["ok", "broken-off", "500"])
+async def test_chain_astream_has_lcels_run_tree(scenario: Scenario | None) -> None:
+    fast = await _chain_run(build_story_chain, {"topic": "Brasil"}, True, scenario)
+    assert fast == await _chain_run(build_story_chain, {"topic": "Brasil"}, False, scenario)
+    chunks, events = fast
+    if scenario is not None:  # the failure reaches the runs that had started
+        assert events.count("'chain_error'") == (3 if "drop" in repr(scenario) else 2)
+        return
+    # the chain, its sequence, prompt, model and parser: five runs, as LCEL reports them
+    for name in ("'named'", "'RunnableSequence'", "'ChatPromptTemplate'", "'ChatMaritaca'",
+                 "'InlineStrOutputParser'", "'seq:step:3'"):
+        assert name in events
+
+
+async def test_invalid_input_fails_the_run_as_lcel_does() -> None:
+    fast = await _chain_run(build_story_chain, {"topic": "   "}, True)
+    assert fast == await _chain_run(build_story_chain, {"topic": "   "}, False)
+    assert "chain_error" in fast[1] and "topic" in fast[0]
+
+
+async def test_chains_without_three_plain_steps_stream_through_lcel() -> None:
+    """Q&A picks its prompt in a branch: its stream is LCEL's own, and still right."""
+    value = {"question": "Quem escreveu Dom Casmurro?", "context": "Machado de Assis."}
+    fast = await _chain_run(build_qa_chain, value, True)
+    assert fast == await _chain_run(build_qa_chain, value, False)
+
+
+async def test_astream_events_still_sees_every_step() -> None:
+    with MaritacaEmulator(reply_tokens=4) as emulator:
+        chain = build_story_chain(emulator_model(emulator))
+        kinds = [event["event"] async for event in
+                 chain.astream_events({"topic": "Brasil"}, version="v2")]
+    assert kinds.count("on_chat_model_stream") == 5  # four tokens and the closing chunk
+    assert kinds.count("on_parser_stream") == 4 and kinds.count("on_chain_stream") == 8
+
+
+async def test_leaving_early_closes_the_upstream() -> None:
+    with MaritacaEmulator(reply_tokens=400) as emulator:
+        emulator.enqueue(Scenario.token_delay(0.01))
+        chain = build_story_chain(emulator_model(emulator))
+        recorder = Recorder()
+        stream = chain.astream({"topic": "Brasil"}, {"callbacks": [recorder]})
+        async for _ in stream:
+            break
+        left = time.monotonic()
+        await stream.aclose()
+        await asyncio.to_thread(wait_disconnected, emulator.requests[-1], left)
+    assert [e[0] for e in recorder.events].count("chain_error") == 3  # parser, sequence, chain
