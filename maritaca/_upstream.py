@@ -160,7 +160,14 @@ class UpstreamStream:
 
     async def next_block(self) -> bytes | None:
         """The next block of the body, or None at its end; raises the reader's error."""
-        item = await self._queue.get()
+        queue = self._queue
+        if queue.empty():
+            item = await queue.get()
+        else:
+            # The reader is ahead (a fast upstream): let the loop run once per block
+            # anyway, or a client's hang-up would go unnoticed until the answer ends.
+            await asyncio.sleep(0)
+            item = queue.get_nowait()
         if item is _END:
             return None
         if isinstance(item, Exception):
