@@ -8,11 +8,10 @@ server's CPU when it relays hundreds of slow streams.
 
 ``DirectChain.astream`` runs the same steps with the same callbacks and the same run
 tree (the chain, its ``RunnableSequence``, the prompt, the model, the parser: names,
-tags, inputs and outputs as LCEL reports them), but reads the model's stream in one
-loop. It takes the LCEL path whenever something needs to watch every step's stream:
-``astream_log``/``astream_events`` and any other streaming callback handler (they tap
-each step's output), or extra call kwargs. ``stream``, ``invoke`` and the rest are
-LCEL's, unchanged.
+tags, inputs and outputs as LCEL reports them), and shows each run's output to a
+streaming handler (``astream_events``, ``astream_log``) as LCEL does, but passes each
+token through plain generators, without a task. Other shapes and calls with extra
+kwargs take the LCEL path; ``stream``, ``invoke`` and the rest are LCEL's, unchanged.
 """
 
 from __future__ import annotations
@@ -30,20 +29,18 @@ from langchain_core.runnables.config import (
     patch_config,
 )
 
+from ._parsers import InlineStrOutputParser
+
 Prepare = Callable[[Any, RunnableConfig], tuple[dict[str, str], RunnableConfig]]
 
 
 def direct_steps(inner: Runnable[Any, Any]) -> tuple[Runnable[Any, Any], ...] | None:
-    """``inner``'s (prompt, model, parser) when it is a plain three-step sequence."""
-    if isinstance(inner, RunnableSequence) and len(inner.steps) == 3:
+    """``inner``'s (prompt, model, parser) when it is a three-step sequence ending in
+    ``InlineStrOutputParser`` (whose work ``_texts`` does)."""
+    if isinstance(inner, RunnableSequence) and len(inner.steps) == 3 \
+            and type(inner.steps[2]) is InlineStrOutputParser:
         return tuple(inner.steps)
     return None
-
-
-def _watches_streams(config: RunnableConfig) -> bool:
-    """Whether a handler taps each step's stream (astream_log, astream_events)."""
-    manager = get_async_callback_manager_for_config(config)
-    return any(hasattr(handler, "tap_output_aiter") for handler in manager.handlers)
 
 
 class DirectChain(RunnableLambda):  # type: ignore[type-arg]
@@ -62,40 +59,56 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
 
     async def astream(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
-        config = ensure_config(config)
-        if kwargs or self._steps is None or _watches_streams(config):
+        if kwargs or self._steps is None:
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk
             return
-        async for text in self._direct(input, config):
-            yield text
-
-    async def _direct(self, input: Any, config: RunnableConfig) -> AsyncIterator[str]:
-        prompt, model, parser = self._steps  # type: ignore[misc]
-        root = await get_async_callback_manager_for_config(config).on_chain_start(
-            None, {"input": ""}, run_type=None, name=config.get("run_name") or self.get_name(),
-            run_id=config.pop("run_id", None), defers_inputs=False)
+        config = ensure_config(config)
+        root = await _start(config, self.get_name())
         parts: list[str] = []
         try:
             values, inner_config = self._prepare(
                 input, patch_config(config, callbacks=root.get_child(),
                                     recursion_limit=config["recursion_limit"] - 1))
-            sequence = await get_async_callback_manager_for_config(inner_config).on_chain_start(
-                None, {"input": ""}, run_type=None,
-                name=inner_config.get("run_name") or self._inner.get_name(),
-                run_id=inner_config.pop("run_id", None), defers_inputs=False)
-            try:
-                async for text in _sequence(prompt, model, parser, values, inner_config,
-                                            sequence, parts):
-                    yield text
-            except BaseException as error:
-                await sequence.on_chain_error(error, inputs=values)
-                raise
-            await sequence.on_chain_end("".join(parts), inputs=values)
+            async for text in _tapped(root, self._sequence(values, inner_config, parts)):
+                yield text
         except BaseException as error:
             await root.on_chain_error(error, inputs=input)
             raise
         await root.on_chain_end("".join(parts), inputs=input)
+
+    async def _sequence(self, values: dict[str, str], config: RunnableConfig,
+                        parts: list[str]) -> AsyncIterator[str]:
+        """The ``RunnableSequence`` run: prompt, then model, then parser."""
+        prompt, model, parser = self._steps  # type: ignore[misc]
+        sequence = await _start(config, self._inner.get_name())
+        try:
+            prompt_value = await prompt.ainvoke(values, _step_config(config, sequence, 1))
+            stream = model.astream(prompt_value, _step_config(config, sequence, 2))
+            async with aclosing(stream):  # type: ignore[type-var]
+                async for text in _tapped(sequence, _parse(
+                        stream, _step_config(config, sequence, 3), parser.get_name(), parts)):
+                    yield text
+        except BaseException as error:
+            await sequence.on_chain_error(error, inputs=values)
+            raise
+        await sequence.on_chain_end("".join(parts), inputs=values)
+
+
+async def _start(config: RunnableConfig, name: str,
+                 run_type: str | None = None) -> AsyncCallbackManagerForChainRun:
+    """A chain run's start, as LCEL's streaming transforms report it."""
+    return await get_async_callback_manager_for_config(config).on_chain_start(
+        None, {"input": ""}, run_type=run_type, name=config.get("run_name") or name,
+        run_id=config.pop("run_id", None), defers_inputs=False)
+
+
+def _tapped(run: AsyncCallbackManagerForChainRun,
+            output: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``output``, shown to the run's streaming handler (``astream_events``,
+    ``astream_log``) as LCEL shows it, if the run has one."""
+    handler = next((h for h in run.handlers if hasattr(h, "tap_output_aiter")), None)
+    return output if handler is None else handler.tap_output_aiter(run.run_id, output)
 
 
 def _step_config(config: RunnableConfig, run: AsyncCallbackManagerForChainRun,
@@ -103,40 +116,39 @@ def _step_config(config: RunnableConfig, run: AsyncCallbackManagerForChainRun,
     return patch_config(config, callbacks=run.get_child(f"seq:step:{step}"))
 
 
-async def _sequence(prompt: Runnable[Any, Any], model: Runnable[Any, Any],
-                    parser: Runnable[Any, Any], values: dict[str, str], config: RunnableConfig,
-                    sequence: AsyncCallbackManagerForChainRun,
-                    parts: list[str]) -> AsyncIterator[str]:
-    """The three steps, as LCEL runs them: the prompt, then the model's stream, the
-    parser's run opening at the model's first chunk; ``parts`` collects the text."""
-    prompt_value = await prompt.ainvoke(values, _step_config(config, sequence, 1))
-    stream = model.astream(prompt_value, _step_config(config, sequence, 2))
-    messages: list[BaseMessage] = []
-    async with aclosing(stream):  # type: ignore[type-var]
-        first = await anext(stream, None)
-        parser_config = _step_config(config, sequence, 3)
-        parsing = await get_async_callback_manager_for_config(parser_config).on_chain_start(
-            None, {"input": ""}, run_type="parser",
-            name=parser_config.get("run_name") or parser.get_name(),
-            run_id=parser_config.pop("run_id", None), defers_inputs=False)
-        try:
-            if first is not None:
-                messages.append(first)
-                text = first.text if isinstance(first, BaseMessage) else first
-                if text:
-                    parts.append(text)
-                    yield text
-            async for message in stream:
-                messages.append(message)
-                text = message.text if isinstance(message, BaseMessage) else message
-                if text:
-                    parts.append(text)
-                    yield text
-        except BaseException as error:
-            # LCEL has added up only the first chunk when a step fails
-            await parsing.on_chain_error(error, inputs=messages[0] if messages else None)
-            raise
-        await parsing.on_chain_end("".join(parts), inputs=_merged(messages))
+async def _parse(stream: AsyncIterator[Any], config: RunnableConfig, name: str,
+                 parts: list[str]) -> AsyncIterator[str]:
+    """The parser's run over the model's stream: it opens at the model's first chunk
+    (as in LCEL); ``parts`` collects the text."""
+    messages: list[Any] = []
+    first = await anext(stream, None)
+    parsing = await _start(config, name, "parser")
+    try:
+        async for text in _tapped(parsing, _texts(first, stream, messages, parts)):
+            yield text
+    except BaseException as error:
+        # LCEL has added up only the first chunk when a step fails
+        await parsing.on_chain_error(error, inputs=messages[0] if messages else None)
+        raise
+    await parsing.on_chain_end("".join(parts), inputs=_merged(messages))
+
+
+async def _texts(first: Any, stream: AsyncIterator[Any], messages: list[Any],
+                 parts: list[str]) -> AsyncIterator[str]:
+    """Each message's text (empty ones left out), as ``InlineStrOutputParser`` gives it."""
+    if first is None:
+        return
+    messages.append(first)
+    text = first.text if isinstance(first, BaseMessage) else first
+    if text:
+        parts.append(text)
+        yield text
+    async for message in stream:
+        messages.append(message)
+        text = message.text if isinstance(message, BaseMessage) else message
+        if text:
+            parts.append(text)
+            yield text
 
 
 def _merged(messages: list[BaseMessage]) -> Any:

@@ -171,7 +171,7 @@ async def test_chains_without_three_plain_steps_stream_through_lcel() -> None:
     assert fast == await _chain_run(build_qa_chain, value, False)
 
 
-async def test_astream_events_still_sees_every_step() -> None:
+async def test_astream_events_sees_every_step() -> None:
     with MaritacaEmulator(reply_tokens=4) as emulator:
         chain = build_story_chain(emulator_model(emulator))
         kinds = [event["event"] async for event in
@@ -192,3 +192,49 @@ async def test_leaving_early_closes_the_upstream() -> None:
         await stream.aclose()
         await asyncio.to_thread(wait_disconnected, emulator.requests[-1], left)
     assert [e[0] for e in recorder.events].count("chain_error") == 3  # parser, sequence, chain
+
+
+def _lcel_twin(chain: Any) -> Any:
+    """The same chain as a plain ``RunnableLambda``: LCEL's stream, for comparison."""
+    direct = chain.bound
+    return RunnableLambda(direct.func, afunc=direct.afunc, name=direct.name).with_types(
+        input_type=chain.custom_input_type, output_type=str)
+
+
+async def _events(build: Any, lcel: bool, **filters: Any) -> str:
+    with MaritacaEmulator(reply_tokens=5) as emulator:
+        chain = build(emulator_model(emulator))
+        if lcel:
+            chain = _lcel_twin(chain)
+        events = [{**event, "parent_ids": len(event["parent_ids"])} async for event in
+                  chain.astream_events({"topic": "Brasil"}, {"tags": ["t"]}, version="v2",
+                                       **filters)]
+    ids: dict[str, int] = {}
+    for event in events:
+        event["run_id"] = ids.setdefault(event["run_id"], len(ids))
+    return normalised(events)
+
+
+@pytest.mark.parametrize("filters", [{}, {"include_types": ["chat_model", "parser"]},
+                                     {"exclude_names": ["RunnableSequence"]}],
+                         ids=["all", "include", "exclude"])
+async def test_astream_events_are_lcels(filters: dict[str, Any]) -> None:
+    direct = await _events(build_story_chain, False, **filters)
+    assert direct == await _events(build_story_chain, True, **filters)
+    assert "on_parser_stream" in direct
+
+
+async def test_astream_log_is_lcels() -> None:
+    async def patches(lcel: bool) -> list[str]:
+        with MaritacaEmulator(reply_tokens=5) as emulator:
+            chain = build_story_chain(emulator_model(emulator))
+            chain = _lcel_twin(chain) if lcel else chain
+            return [normalised(patch.ops) async for patch in
+                    chain.astream_log({"topic": "Brasil"})]
+
+    def without_times(ops: list[str]) -> list[str]:
+        ops = [re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "TIME", op) for op in ops]
+        return [re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "ID", op)
+                for op in ops]
+
+    assert without_times(await patches(False)) == without_times(await patches(True))
