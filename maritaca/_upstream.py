@@ -188,11 +188,27 @@ class UpstreamStream:
         if self._owner is not None:
             self._owner.discard(self)
             self._owner = None
-        reader = self._reader
-        if not reader.done():
-            if self._step.cancellable:
-                reader.cancel()
+        # Decided between two steps of the reader, on its loop: a collector finalising
+        # an abandoned request may call this from another thread, or in the middle of
+        # the reader's own step, where the step it is at is not yet the one it awaits in.
+        loop = self._reader.get_loop()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        with suppress(RuntimeError):  # the loop is closed: its tasks are gone with it
+            if running is loop:
+                loop.call_soon(_stop, self._reader, self._step, self._queue)
             else:
-                self._step.stop = True
-        while not self._queue.empty():  # blocks nobody will read
-            self._queue.get_nowait()
+                loop.call_soon_threadsafe(_stop, self._reader, self._step, self._queue)
+
+
+def _stop(reader: asyncio.Task[None], step: _Step, queue: asyncio.Queue[object]) -> None:
+    """``UpstreamStream.close()``'s work, run on the reader's loop between its steps."""
+    if not reader.done():
+        if step.cancellable:
+            reader.cancel()
+        else:  # it stops itself at its next cancellable step, or finishes
+            step.stop = True
+    while not queue.empty():  # blocks nobody will read (and a reader waiting to put)
+        queue.get_nowait()
