@@ -59,6 +59,10 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app, app_dir = APPS[kind]
+        extra_env = dict(extra_env or {})
+        # BENCH_APP_DIR=<a checkout of another commit>: that commit's server (its
+        # packages come first on the path), side by side with this one: before/after
+        app_dir = Path(extra_env.pop("BENCH_APP_DIR", app_dir))
         pin = ["taskset", "-c", cpus] if cpus else []
         self.argv = [*pin, sys.executable, "-m", "uvicorn", app, "--factory",
                      "--app-dir", str(app_dir), "--host", "127.0.0.1",
