@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
@@ -91,13 +91,15 @@ def caller_label(connection: HTTPConnection) -> str:
     return labels(connection) if labels is not None else NO_KEY
 
 
-def access_guard(settings: ServerSettings) -> Callable[[Request], None]:
+def access_guard(settings: ServerSettings) -> Callable[[Request], Awaitable[None]]:
     """A dependency: with access keys configured, every chain route needs one; without,
-    only loopback clients are served unless the settings allow public access."""
+    only loopback clients are served unless the settings allow public access. Async
+    (it never blocks): FastAPI would run a plain function in its thread pool, a thread
+    hop before every request's first token."""
     keys = [k.get_secret_value().encode() for k in settings.access_keys]
     tokens = [cookie_token(k.decode()).encode() for k in keys]
 
-    def guard(request: Request) -> None:
+    async def guard(request: Request) -> None:
         if not keys:
             client = request.client.host if request.client else ""
             if settings.allow_public or not client or is_loopback(client) \
