@@ -29,7 +29,7 @@ from langchain_core.runnables.config import (
     patch_config,
 )
 
-from ._parsers import InlineStrOutputParser
+from ._parsers import InlineStrOutputParser, text_of
 
 Prepare = Callable[[Any, RunnableConfig], tuple[dict[str, str], RunnableConfig]]
 
@@ -135,19 +135,21 @@ async def _parse(stream: AsyncIterator[Any], config: RunnableConfig, name: str,
 
 async def _texts(first: Any, stream: AsyncIterator[Any], messages: list[Any],
                  parts: list[str]) -> AsyncIterator[str]:
-    """Each message's text (empty ones left out), as ``InlineStrOutputParser`` gives it."""
+    """Each message's text (empty ones left out), as ``InlineStrOutputParser`` gives it;
+    ``messages`` and ``parts`` keep what went through."""
+
+    def take(message: Any) -> str:
+        messages.append(message)
+        if text := text_of(message):
+            parts.append(text)
+        return text
+
     if first is None:
         return
-    messages.append(first)
-    text = first.text if isinstance(first, BaseMessage) else first
-    if text:
-        parts.append(text)
+    if text := take(first):
         yield text
     async for message in stream:
-        messages.append(message)
-        text = message.text if isinstance(message, BaseMessage) else message
-        if text:
-            parts.append(text)
+        if text := take(message):
             yield text
 
 

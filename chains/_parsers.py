@@ -14,18 +14,21 @@ from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 
 
+def text_of(chunk: str | BaseMessage) -> str:
+    """A streamed chunk's text, as ``StrOutputParser`` takes it."""
+    return chunk.text if isinstance(chunk, BaseMessage) else chunk
+
+
 class InlineStrOutputParser(StrOutputParser):
     """``StrOutputParser`` with the same text, parsed on the event loop; empty chunks
     (e.g. the model's closing metadata chunk) are not passed on."""
 
     def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[str]:
         for chunk in input:
-            text = chunk.text if isinstance(chunk, BaseMessage) else chunk
-            if text:
+            if text := text_of(chunk):
                 yield text
 
     async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[str]:
         async for chunk in input:
-            text = chunk.text if isinstance(chunk, BaseMessage) else chunk
-            if text:
+            if text := text_of(chunk):
                 yield text

@@ -31,6 +31,7 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     BaseCallbackHandler,
 )
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
@@ -55,13 +56,22 @@ def eligible(model: ChatMaritaca, messages: list[BaseMessage], kwargs: dict[str,
     """Whether ``astream_run`` reproduces langchain-core's run for this call."""
     return (model.output_version != "v1" and model.rate_limiter is None
             and not any(key in kwargs for key in _STRUCTURED)
-            and all(isinstance(message.content, str) for message in messages))
+            and all(isinstance(message.content, str) for message in messages)
+            and model._should_stream(async_api=True, **{**kwargs, "stream": True}))
 
 
-async def astream_run(model: ChatMaritaca, messages: list[BaseMessage],
+async def astream_run(model: ChatMaritaca, input: LanguageModelInput,
                       config: RunnableConfig | None, stop: list[str] | None,
-                      kwargs: dict[str, Any]) -> AsyncIterator[AIMessageChunk]:
-    """``BaseChatModel.astream`` for an eligible call (see the module docstring)."""
+                      kwargs: dict[str, Any],
+                      langchain_astream: Callable[..., AsyncIterator[AIMessageChunk]],
+                      ) -> AsyncIterator[AIMessageChunk]:
+    """``BaseChatModel.astream`` (``langchain_astream``, which takes the calls that are
+    not ``eligible``), see the module docstring."""
+    messages = model._convert_input(input).to_messages()
+    if not eligible(model, messages, kwargs):
+        async for ai_chunk in langchain_astream(input, config, stop=stop, **kwargs):
+            yield ai_chunk
+        return
     config = ensure_config(config)
     params = model._get_invocation_params(stop=stop, **kwargs)
     options = {"stop": stop, **{key: params[key] for key in kwargs if key in params}}

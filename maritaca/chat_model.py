@@ -233,19 +233,12 @@ class ChatMaritaca(BaseChatModel):
         return transport.astream(self._body(messages, stop, True, kwargs), self._new_assembler,
                                  run_manager.on_llm_new_token if run_manager else None)
 
-    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
-                      *, stop: list[str] | None = None,
-                      **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+    def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
+                *, stop: list[str] | None = None,
+                **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
         """langchain-core's ``astream``: the same run, callbacks and chunks, with the
         token event sent only to handlers that take it (see ``maritaca._model_run``)."""
-        messages = self._convert_input(input).to_messages()
-        if not (_model_run.eligible(self, messages, kwargs)
-                and self._should_stream(async_api=True, **{**kwargs, "stream": True})):
-            async for chunk in super().astream(input, config, stop=stop, **kwargs):
-                yield chunk
-            return
-        async for chunk in _model_run.astream_run(self, messages, config, stop, kwargs):
-            yield chunk
+        return _model_run.astream_run(self, input, config, stop, kwargs, super().astream)
 
     # ----------------------------------------------------------- tools & structured output
     def bind_tools(
