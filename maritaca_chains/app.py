@@ -22,17 +22,20 @@ from pydantic import ValidationError
 from chains import build_chains
 from maritaca import errors
 
-from .backend import TINY_MODEL_NOTE, serve_model
-from .error_responses import error_json
+from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
+from .error_responses import Refusal, error_json, refusal_json
 from .faces import mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .langserve_fixes import (
     JSONBodyGuard,
     UpstreamErrorMiddleware,
     check_config,
+    feedback_routes,
     served_chain,
     validation_error_json,
 )
+from .login_pages import LoginRequired, login_required_html
+from .messages import language
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -66,6 +69,8 @@ def create_app(settings: ServerSettings | None = None, *,
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
                     ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
+        if served.backend == "none":
+            logger.warning(NOTHING_TO_SERVE)
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
                 yield
@@ -82,6 +87,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
+    app.add_exception_handler(Refusal, refusal_json)
+    app.add_exception_handler(LoginRequired, login_required_html)
     app.add_exception_handler(ValidationError, validation_error_json)
 
     access = access_guard(settings)
@@ -91,7 +98,8 @@ def create_app(settings: ServerSettings | None = None, *,
     chains = build_chains(served.model, context_tokens=served.context_tokens)
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
-                   per_req_config_modifier=check_config, config_keys=("configurable",))
+                   per_req_config_modifier=check_config, config_keys=("configurable",),
+                   **feedback_routes())
     app.state.chains = chains
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
@@ -102,7 +110,7 @@ def create_app(settings: ServerSettings | None = None, *,
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
-    add_pages(app, served, ui=settings.ui)
+    add_pages(app, served, ui=settings.ui, keys=bool(settings.access_keys))
     add_login_route(app, settings)
     if settings.metrics:
         add_metrics_route(app, settings, access)
@@ -111,9 +119,18 @@ def create_app(settings: ServerSettings | None = None, *,
 
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:
     logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_json(exc)
+    return error_json(exc, language(request.headers))
 
 
 def app_factory() -> FastAPI:
     """For ``uvicorn maritaca_chains:app_factory --factory --workers N``."""
-    return create_app()
+    settings = ServerSettings()
+    quiet_http_client_log(settings.log_level)
+    return create_app(settings)
+
+
+def quiet_http_client_log(log_level: str) -> None:
+    """httpx logs every request it sends at INFO, a line per model call: the server's log
+    would get one for every run on the embedded model. Keep them for ``debug`` only."""
+    if log_level.lower() != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,7 +1,10 @@
-"""The ``maritaca-chains`` command: ``serve [--host H] [--port P] [--workers N]``, ``backend``.
+"""The ``maritaca-chains`` command: ``serve [--host H] [--port P] [--workers N]
+[--forwarded-allow-ips IPS]``, ``backend``.
 
 Settings come from the environment or ``.env`` (``settings.ServerSettings``); the flags
 override host and port. ``python server.py`` in a clone runs the same ``serve``.
+``backend`` prints one word on stdout (``maritaca``, ``local`` or ``none``: no key and
+nothing installed to answer) for scripts, and why on stderr for people.
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes (each starts its own embedded model if used)")
     serve.add_argument("--allow-public", action="store_true",
                        help="serve a non-loopback host without access keys")
-    commands.add_parser("backend", help="print which backend serve would use (local or "
-                                        "maritaca), from the same settings")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS",
+                       help="proxies whose X-Forwarded-For/-Proto are trusted, comma-"
+                            "separated ('*': any); default FORWARDED_ALLOW_IPS or "
+                            "127.0.0.1 (uvicorn's setting)")
+    commands.add_parser("backend", help="print which backend serve would use (maritaca, "
+                                        "local, or none), from the same settings, and why")
     return parser
 
 
 def serve(host: str | None = None, port: int | None = None, workers: int = 1,
-          allow_public: bool = False) -> None:
+          allow_public: bool = False, forwarded_allow_ips: str | None = None) -> None:
     """Run the server in this process (and ``workers`` - 1 more) until interrupted."""
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items()
                                  if v is not None}
@@ -55,6 +62,8 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         sys.exit(f"error: {exc}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    proxies: dict[str, Any] = {} if forwarded_allow_ips is None else {
+        "forwarded_allow_ips": forwarded_allow_ips}
     if workers > 1:
         # each worker builds its app from the environment; pass the flag on through it
         os.environ.update({"MARITACA_CHAINS_ALLOW_PUBLIC": "true"} if allow_public else {})
@@ -64,18 +73,29 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
 
         multiprocess_dir_for_workers()
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
-                    port=settings.port, workers=workers, log_level=settings.log_level)
+                    port=settings.port, workers=workers, log_level=settings.log_level,
+                    **proxies)
     else:
-        from .app import create_app
+        from .app import create_app, quiet_http_client_log
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+        quiet_http_client_log(settings.log_level)
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # e.g. MARITACA_BACKEND=maritaca without a key
+            sys.exit(f"error: {exc}")
+        uvicorn.run(app, host=settings.host, port=settings.port,
+                    log_level=settings.log_level, **proxies)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``maritaca-chains`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port, args.workers, args.allow_public)
+        serve(args.host, args.port, args.workers, args.allow_public,
+              args.forwarded_allow_ips)
     elif args.command == "backend":
-        print(ServerSettings().backend_in_use.value)
+        from .backend import backend_report
+
+        word, why = backend_report(ServerSettings())
+        print(word)
+        print(why, file=sys.stderr)

@@ -13,6 +13,10 @@ fix here says which:
 - ``check_config``: the per-request hook that refuses ``configurable`` keys clients
   must not set (``api_key``, ``base_url``...), in the body and in ``/c/<hash>/`` paths.
 - ``validation_error_json``: ``/batch`` validates inputs without catching the error.
+- ``feedback_routes``: ``add_routes`` always adds ``/token_feedback``, which answers 400
+  unless LangSmith is on *and* a ``token_feedback_config`` is given (we give none): it
+  is left out. With LangSmith tracing on, the ``/feedback`` and ``/public_trace_link``
+  routes (which work then) are added instead, so the playground can send feedback.
 - ``served_chain``: ``/stream`` attaches an event aggregator to every run and never
   reads it; it is not awaited in place, so langchain-core makes an asyncio task for it
   at every token (a quarter of the server's CPU relaying paced streams). The chain
@@ -25,7 +29,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
@@ -41,10 +45,11 @@ from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from maritaca import closing_upstreams
 
 from .error_responses import sse_error_data, validation_details
+from .messages import scope_language
 from .run_recorder import run_callbacks
 
 __all__ = ["MAX_BODY_BYTES", "JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
-           "check_configurable", "served_chain", "validation_error_json"]
+           "check_configurable", "feedback_routes", "served_chain", "validation_error_json"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -53,6 +58,17 @@ Message = MutableMapping[str, Any]
 
 # LangServe's one error event for every mid-stream failure, as it serialises it
 _GENERIC_ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"}).encode()
+
+
+def feedback_routes() -> dict[str, Any]:
+    """``add_routes`` keyword arguments for LangServe's feedback routes: none unless
+    LangSmith tracing is on (``LANGSMITH_TRACING=true``), as they only answer 400 then."""
+    from langsmith.utils import tracing_is_enabled
+
+    on = bool(tracing_is_enabled())
+    # "token_feedback" is a real endpoint name LangServe accepts, missing from its Literal
+    return {"enable_feedback_endpoint": on, "enable_public_trace_link_endpoint": on,
+            "disabled_endpoints": cast(Any, ["token_feedback"])}
 
 
 def _only(exc: BaseException, error: BaseException) -> bool:
@@ -127,7 +143,7 @@ class UpstreamErrorMiddleware:
             elif message["type"] == "http.response.body":
                 ended = not message.get("more_body", False)
                 if box.error is not None and _GENERIC_ERROR in message.get("body", b""):
-                    cause = sse_error_data(box.error)
+                    cause = sse_error_data(box.error, scope_language(scope))
                     message["body"] = message["body"].replace(_GENERIC_ERROR, cause)
             await send(message)
 

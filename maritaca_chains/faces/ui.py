@@ -1,7 +1,7 @@
 """``/ui/``: the chains in a browser, one form per chain (when gradio is installed: the
 ``[ui]`` extra).
 
-Each chain has a tab with its own fields; the model (the backend's real choices),
+Each chain has a tab with its own fields (``/ui/?cadeia=<name>`` opens that chain's); the model (the backend's real choices),
 temperature and token limit are shared. Answers stream into the session's history,
 **Parar** stops a run (and its upstream request), errors are one pt-BR line under the
 history. The runs themselves are :func:`~.ui_run.chat_fn`'s; this module only lays out
@@ -22,6 +22,8 @@ from langchain_core.runnables import Runnable
 
 from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
+from ..error_responses import Refusal, refusal_json
+from ..login_pages import LoginRequired, login_required_html
 from ._face import Face
 from .ui_run import Respond, RunUpdate, chat_fn
 from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text, run_footer
@@ -44,15 +46,22 @@ def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= EXCERPT:
         return text
-    return f"{text[:EXCERPT].rstrip()}… ({len(text):,} caracteres)".replace(",", ".")
+    size = f"{len(text):,}".replace(",", ".")  # the thousands separator, pt-BR style
+    return f"{text[:EXCERPT].rstrip()}… ({size} caracteres)"
 
 
 def _request_line(name: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
     """The history's line for what was asked: the chain's title and the filled fields."""
     title = CHAINS[name].title if name in CHAINS else name
-    shown = [f"{labels[k]}: {_excerpt(str(v))}" for k, v in fields.items()
+    shown = [f"{_short_label(labels[k])}: {_excerpt(str(v))}" for k, v in fields.items()
              if isinstance(v, str) and v.strip()]
     return f"**{title}** · " + " · ".join(shown)
+
+
+def _short_label(label: str) -> str:
+    """A field's label without its form note: "Contexto (opcional)" is "Contexto" once
+    it was filled."""
+    return label.removesuffix(" (opcional)")
 
 
 def _read_upload(path: str | None) -> tuple[str | None, str]:
@@ -84,7 +93,7 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
         forms: list[tuple[str, list[str], list[Any], Any]] = []
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
-                with gr.Tabs():
+                with gr.Tabs() as tabs:
                     for name, chain in chains.items():
                         with gr.Tab(CHAINS[name].title if name in CHAINS else name, id=name,
                                     elem_id=f"tab-{name}"):
@@ -132,7 +141,19 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
             _stopped(len(sends)), inputs=[history, running], outputs=outputs,
             api_visibility="private", queue=False)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
+        demo.load(_tab_from_url(gr, list(chains)), outputs=[tabs], api_visibility="private",
+                  queue=False)
     return demo
+
+
+def _tab_from_url(gr: Any, names: list[str]) -> Callable[[Any], Any]:
+    """On page load: the tab of the chain the URL names (``?cadeia=qa``), if any."""
+    def pick(request: Any) -> Any:
+        wanted = request.query_params.get("cadeia") if request is not None else None
+        return gr.Tabs(selected=wanted) if wanted in names else gr.update()
+
+    pick.__annotations__["request"] = gr.Request  # how Gradio knows to pass the request
+    return pick
 
 
 def _form(gr: Any, face: Face) -> tuple[list[str], list[Any]]:
@@ -200,7 +221,7 @@ def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, st
                 history[-1] = {"role": "assistant", "content": update.answer}
                 yield [history, update.status, True, *_buttons(gr, True, sends)]
         history[-1] = {"role": "assistant", "content": update.answer or NOTHING}
-        footer = (f"não concluída: {update.error}" if update.error else
+        footer = (f"Não concluída: {update.error}" if update.error else
                   run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
         history.append({"role": "assistant", "content": f"_{footer}_"})
         line = f"**Atenção:** {update.error}" if update.error else update.status
@@ -246,8 +267,21 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
     top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
     demo = _build(chains, choices or [model_name], line, top)
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
-                        app_kwargs={"dependencies": [Depends(check)]})
+                        theme=_theme(gr),
+                        app_kwargs={"dependencies": [Depends(check)],
+                                    # a browser without the key: the "entre primeiro" page
+                                    "exception_handlers": {
+                                        LoginRequired: login_required_html,
+                                        Refusal: refusal_json}})
     _poll_less(demo)
+
+
+def _theme(gr: Any) -> Any:
+    """Gradio's default theme with whole bold letters: its Source Sans Pro 600 file holds
+    a few dozen glyphs ("A" and "B" of the Latin ones), so bold text mixed its "A" with
+    a fallback font's letters. The complete 700 file serves every bold weight instead."""
+    return gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
+                                   "ui-sans-serif", "system-ui", "sans-serif"])
 
 
 def _poll_less(demo: Any) -> None:
