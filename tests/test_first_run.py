@@ -118,11 +118,11 @@ def test_serve_takes_forwarded_allow_ips_and_keeps_httpx_out_of_the_log(tmp_path
                                 trust_env=False)
             time.sleep(0.3)
             text = log.read_text()
+            assert f"curl -N {url.replace('http', 'https')}/" in trusted  # default: loopback
         with server(tmp_path, "--forwarded-allow-ips", "10.0.0.1", **env) as (url, _):
             untrusted = httpx.get(f"{url}/", headers=https, trust_env=False).text
+            assert f"curl -N {url}/" in untrusted
     assert answer.status_code == 200 and emu.requests
-    assert f"curl -N {url.replace('http', 'https')}" in trusted  # uvicorn's default: loopback
-    assert f"curl -N {url}/" in untrusted
     assert "HTTP Request:" not in text and "httpx" not in text, text
 
 
