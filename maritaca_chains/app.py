@@ -26,6 +26,7 @@ from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
 from .faces import mount_faces
 from .gc_policy import full_collections_on_a_timer
+from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
     UpstreamErrorMiddleware,
@@ -77,9 +78,12 @@ def create_app(settings: ServerSettings | None = None, *,
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
                   description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
+    app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(JSONBodyGuard)
+    app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
     app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    # body sizes, before anything reads a body
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)
