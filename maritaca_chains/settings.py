@@ -16,6 +16,7 @@
     MARITACA_CHAINS_RUN_TTL_SECONDS          keep a finished run's events this long (600)
     MARITACA_CHAINS_RUN_MAX_EVENTS           events kept per run, oldest dropped first (40000)
     MARITACA_CHAINS_RUN_MAX_RUNS             runs held at once; beyond, new ones get 503 (200)
+    MARITACA_CHAINS_RUN_KEY_SHARE            share of those one access key may hold (0.25; 429)
     MARITACA_CHAINS_METRICS                  Prometheus /metrics and their counting (default true)
     MARITACA_CHAINS_METRICS_ALLOW            addresses/CIDRs that may read /metrics without a key
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
@@ -86,6 +87,8 @@ class ServerSettings(BaseSettings):
     run_max_events: int = Field(default=40_000, ge=10,
                                 validation_alias="MARITACA_CHAINS_RUN_MAX_EVENTS")
     run_max_runs: int = Field(default=200, ge=1, validation_alias="MARITACA_CHAINS_RUN_MAX_RUNS")
+    run_key_share: float = Field(default=0.25, gt=0, le=1,
+                                 validation_alias="MARITACA_CHAINS_RUN_KEY_SHARE")
     metrics: bool = Field(default=True, validation_alias="MARITACA_CHAINS_METRICS")
     metrics_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MARITACA_CHAINS_METRICS_ALLOW")
@@ -125,6 +128,13 @@ class ServerSettings(BaseSettings):
         for entry in entries if isinstance(entries, list) else []:
             ipaddress.ip_network(entry, strict=False)  # ValueError names a bad entry
         return entries
+
+    @property
+    def runs_per_key(self) -> int | None:
+        """Runs in progress one access key may hold (None without keys: one caller)."""
+        if not self.access_keys:
+            return None
+        return max(1, int(self.run_max_runs * self.run_key_share))
 
     @property
     def backend_in_use(self) -> Backend:
