@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from .connection_limits import BoundedHttpToolsProtocol, bounded_http_protocol
 from .settings import ServerSettings
 
 __all__ = ["main"]
@@ -72,9 +73,11 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         from .metrics import multiprocess_dir_for_workers
 
         multiprocess_dir_for_workers()
+        # the workers' protocol reads its limits from the same environment
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
                     port=settings.port, workers=workers, log_level=settings.log_level,
-                    **proxies)
+                    http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
+                    **uvicorn_limits(settings), **proxies)
     else:
         from .app import create_app, quiet_http_client_log
 
@@ -84,7 +87,16 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         except ValueError as exc:  # e.g. MARITACA_BACKEND=maritaca without a key
             sys.exit(f"error: {exc}")
         uvicorn.run(app, host=settings.host, port=settings.port,
-                    log_level=settings.log_level, **proxies)
+                    log_level=settings.log_level,
+                    http=bounded_http_protocol(settings.max_header_bytes,
+                                               settings.header_timeout_seconds),
+                    **uvicorn_limits(settings), **proxies)
+
+
+def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:
+    """uvicorn's own input limits, from the settings: a WebSocket frame is a body."""
+    return {"ws_max_size": settings.max_body_bytes,
+            "h11_max_incomplete_event_size": settings.max_header_bytes}
 
 
 def main(argv: list[str] | None = None) -> None:

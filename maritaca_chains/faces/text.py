@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
+from ..input_limits import limits_of
 from ..messages import DEFAULT_LANGUAGE, Language, language, say
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, FaceRequest, RunOutcome
@@ -88,7 +89,8 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
         if content_type != "application/json" and not content_type.endswith("+json"):
             raise HTTPException(415, say("json_body_required", language(request.headers)))
         try:
-            parsed = face.parse_request(await request.body())
+            parsed = face.parse_request(await request.body(),
+                                        limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc

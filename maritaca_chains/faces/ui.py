@@ -11,7 +11,6 @@ the page and turns its updates into Gradio's.
 from __future__ import annotations
 
 import logging
-import os
 import typing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RA
 from ..error_responses import Refusal, refusal_json
 from ..login_pages import LoginRequired, login_required_html
 from ._face import Face
+from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, RunUpdate, chat_fn
 from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text, run_footer
 
@@ -84,6 +84,7 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
     import gradio as gr
 
     respond = chat_fn(chains)
+    # no telemetry and no version check (test_ui checks the UI contacts no host)
     with gr.Blocks(title="maritaca-chains", analytics_enabled=False) as demo:
         gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
                     "**Enviar**: a resposta chega aos poucos no histórico, e **Parar** a "
@@ -250,7 +251,6 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
              check: Callable[..., Any]) -> None:
     """Mount the UI at ``/ui/`` behind ``check`` (the access guard); without gradio,
     log why and mount nothing."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before the import: no phoning home
     try:
         import gradio as gr
     except ImportError:
@@ -273,7 +273,7 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
                                     "exception_handlers": {
                                         LoginRequired: login_required_html,
                                         Refusal: refusal_json}})
-    _poll_less(demo)
+    slow_idle_poll(demo)
 
 
 def _theme(gr: Any) -> Any:
@@ -282,14 +282,3 @@ def _theme(gr: Any) -> Any:
     a fallback font's letters. The complete 700 file serves every bold weight instead."""
     return gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
                                    "ui-sans-serif", "system-ui", "sans-serif"])
-
-
-def _poll_less(demo: Any) -> None:
-    """Gradio's queue polls every millisecond on Linux (its Windows values are 50 and
-    100 ms): a thousand wake-ups a second, 5% of a core with nobody on the page, taken
-    from every stream the server relays. Its Windows pace delays a UI run's start by
-    50 ms at most."""
-    queue = getattr(demo, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = 0.05
-        queue.progress_update_sleep_when_free = 0.1
