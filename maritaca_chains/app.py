@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langserve import add_routes
 from pydantic import ValidationError
 
-from chains import build_chains
+from chains import CHAINS, build_chains
 from maritaca import errors
 
 from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
@@ -28,6 +28,7 @@ from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
+    PlaygroundInPortuguese,
     UpstreamErrorMiddleware,
     check_config,
     feedback_routes,
@@ -49,6 +50,15 @@ from .settings import ServerSettings
 __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
+
+API_DESCRIPTION = (
+    "Cadeias LCEL em streaming sobre os modelos Sabiá da Maritaca AI, servidas com "
+    "LangServe. Cada cadeia responde por `/invoke`, `/batch`, `/stream`, `/stream_events`, "
+    "texto puro (`/<cadeia>/text`) e WebSocket (`/<cadeia>/ws`); escolha modelo, "
+    "temperatura e `max_tokens` em `config.configurable`. Os erros trazem `type`, um código "
+    "estável em inglês para programas, e a mensagem em português (em inglês com "
+    "`Accept-Language: en`).")
+
 
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
@@ -75,10 +85,12 @@ def create_app(settings: ServerSettings | None = None, *,
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
-                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
+                  description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(PlaygroundInPortuguese,
+                       titles={name: spec.title for name, spec in CHAINS.items()})
     app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
     app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
     # body sizes, before anything reads a body

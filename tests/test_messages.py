@@ -156,3 +156,18 @@ def test_feedback_routes_appear_with_langsmith_tracing():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(sorted(f"/{n}/feedback" for n in ("qa", "story",
                                                                           "summarize")))
+
+
+async def test_playground_and_docs_have_portuguese_titles(app):
+    """LangServe's playground page is English and titled "Playground" whatever it serves
+    (langserve_fixes.PlaygroundInPortuguese); this fails if LangServe changes that page."""
+    async with client_for(app) as http:
+        playground = await http.get("/qa/playground/")
+        docs = await http.get("/docs")
+        schema = (await http.get("/openapi.json")).json()
+    assert playground.status_code == 200
+    assert '<html lang="pt-BR">' in playground.text
+    assert "<title>Playground · Perguntas e respostas · maritaca-chains</title>" in playground.text
+    assert int(playground.headers["content-length"]) == len(playground.content)
+    assert "<title>maritaca-chains · documentação da API</title>" in docs.text
+    assert schema["info"]["description"].startswith("Cadeias LCEL em streaming")
