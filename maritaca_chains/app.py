@@ -1,4 +1,5 @@
-"""The app factory: every chain in ``chains.CHAINS`` served with LangServe and the faces.
+"""The app factory: every chain (the built-ins and the chain files of
+``MARITACA_CHAINS_DIR``) served with LangServe and the faces.
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
@@ -19,7 +20,7 @@ from langchain_core.language_models import BaseChatModel
 from langserve import add_routes
 from pydantic import ValidationError
 
-from chains import build_chains
+from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
 from .backend import TINY_MODEL_NOTE, serve_model
@@ -55,8 +56,12 @@ warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", categ
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
     """The FastAPI app. With ``model`` given (any chat model), no backend is started;
-    otherwise the settings choose Maritaca's API or the embedded model."""
+    otherwise the settings choose Maritaca's API or the embedded model.
+
+    Raises ``chains.ChainFileError`` (naming the file) when a chain file of
+    ``settings.chains_dirs`` is broken: nothing is served half-read."""
     settings = settings or ServerSettings()
+    specs = chain_specs(settings.chains_dirs)  # before any backend starts
     served = serve_model(settings, model)
 
     @asynccontextmanager
@@ -64,7 +69,8 @@ def create_app(settings: ServerSettings | None = None, *,
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
-                    ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
+                    ", ".join(f"/{n} ({specs[n].version})" for n in chains), served.backend,
+                    served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
@@ -88,7 +94,8 @@ def create_app(settings: ServerSettings | None = None, *,
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     quota = Depends(quota_guard(quotas))
-    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
                    per_req_config_modifier=check_config, config_keys=("configurable",))
@@ -96,17 +103,22 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
     app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name)
+                                           model=served.model_name,
+                                           versions=_versions(specs))
     app.state.quotas = quotas
     mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
-    add_pages(app, served, ui=settings.ui)
+    add_pages(app, served, ui=settings.ui, specs=specs)
     add_login_route(app, settings)
     if settings.metrics:
         add_metrics_route(app, settings, access)
     return app
+
+
+def _versions(specs: dict[str, ChainSpec]) -> dict[str, str]:
+    return {name: spec.version for name, spec in specs.items()}
 
 
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
+    MARITACA_CHAINS_DIR                      directories of your own chain files, ':'-separated
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class ServerSettings(BaseSettings):
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
+    # every *.yaml there is a chain named after its file (serve --chains-dir adds more)
+    chains_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("MARITACA_CHAINS_DIR",
+                                                            "chains_dirs"))
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod
@@ -98,6 +103,13 @@ class ServerSettings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("chains_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [d.strip() for d in value.split(":") if d.strip()]
         return value
 
     @field_validator("metrics_allow", mode="before")

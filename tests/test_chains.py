@@ -21,7 +21,7 @@ from chains import (
     build_story_chain,
     build_summarize_chain,
 )
-from chains.summarize import PROGRESS_EVENT
+from chains import PROGRESS_EVENT
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator
 from tests.conftest import emulator_model
