@@ -264,7 +264,8 @@ class ChainFile(BaseModel):
                 raise _Problem("main", f"{self.main!r} is not an input: name one of "
                                        f"{sorted(self.inputs)}")
             if self.inputs[self.main].type != "text":
-                raise _Problem("main", "the main field must be a text input")
+                raise _Problem("main", "the main field must be a text input: name one "
+                                       "whose type is text")
         elif not any(spec.type == "text" for spec in self.inputs.values()):
             raise _Problem("inputs", "a chain needs a text input (the main field a plain "
                                      "text fills): add one")

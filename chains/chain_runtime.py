@@ -150,17 +150,21 @@ class _Words:
             self.budget(inputs)
 
 
-def render_messages(name: str, file: ChainFile, value: Any) -> tuple[list[tuple[str, str]], int]:
+def render_messages(name: str, file: ChainFile, value: Any,
+                    input_type: type[BaseModel] | None = None
+                    ) -> tuple[list[tuple[str, str]], int]:
     """What the model is sent for ``value`` (the main messages, or the variant it picks),
     and the answer's token budget: ``maritaca-chains check --render``."""
-    return _Words(file, input_model(name, file)).render(value)
+    return _Words(file, input_type or input_model(name, file)).render(value)
 
 
 def build_chain(name: str, file: ChainFile, model: BaseChatModel | None = None, *,
-                context_tokens: int | None = None) -> Runnable[Any, Any]:
+                context_tokens: int | None = None,
+                input_type: type[ChainInput] | None = None) -> Runnable[Any, Any]:
     """``name``'s chain on ``model`` (default ``ChatMaritaca()``). ``context_tokens``
-    overrides the model's context size (a map-reduce strategy splits by it)."""
-    input_type = input_model(name, file)
+    overrides the model's context size (a map-reduce strategy splits by it);
+    ``input_type`` is the chain's input model (default: made from the file)."""
+    input_type = input_type or input_model(name, file)
     words = _Words(file, input_type)
     llm: Runnable[Any, Any] = configurable_model(model, max_tokens=file.largest_budget())
     if file.output_kind == "json" and (model is None or isinstance(model, ChatMaritaca)):

@@ -95,7 +95,8 @@ def spec_of(name: str, file: ChainFile) -> ChainSpec:
             key=where, message=f"the example is not a valid input ({first['msg']}): "
                                f"fix it to match inputs")]) from None
     return ChainSpec(name=name, title=file.title, description=file.description,
-                     input_type=input_type, build=partial(build_chain, name, file),
+                     input_type=input_type,
+                     build=partial(build_chain, name, file, input_type=input_type),
                      example=dict(file.example), main_field=file.main_field,
                      version=file.version, output_kind=file.output_kind,
                      source=file.source, file=file)
