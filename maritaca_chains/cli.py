@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float)
     run.add_argument("--max-tokens", type=int,
                      help="longest answer (default: the chain's own budget)")
+    evaluate = commands.add_parser(
+        "eval", help="run a cases file; exit 1 naming the cases that failed",
+        description="Run every case of CASES.yaml (chain, input, expect: contains, "
+                    "not_contains, regex, json_schema, max_output_tokens, max_cost_brl, "
+                    "max_seconds) on the model serve would use; print a table; exit 1 "
+                    "naming each failed case.")
+    evaluate.add_argument("cases", metavar="CASES.yaml")
+    evaluate.add_argument("--chains-dir", action="append", default=[], metavar="DIR")
+    evaluate.add_argument("--concurrency", type=int, default=4,
+                          help="cases run at once (default 4)")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     return parser
 
 
@@ -140,7 +151,14 @@ def _code_dirs() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``maritaca-chains`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # run's field=value pairs may come after its options
+    if extra and (args.command != "run" or any("=" not in e or e.startswith("-")
+                                                for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.fields = [*args.fields, *extra]
     if args.command == "serve":
         serve(args.host, args.port, args.workers, args.allow_public, args.chains_dir,
               args.reload)
@@ -165,3 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_command(args.chain, args.fields, dirs=args.chains_dir,
                              model=args.model, temperature=args.temperature,
                              max_tokens=args.max_tokens))
+    elif args.command == "eval":
+        from .evaluate import eval_command
+
+        sys.exit(eval_command(args.cases, dirs=args.chains_dir, concurrency=args.concurrency,
+                              json_out=args.json))
