@@ -150,8 +150,8 @@ class InputSpec(BaseModel):
         return self
 
     def _check_value(self, key: str, value: Any) -> None:
-        kinds = {"text": str, "choice": str, "boolean": bool, "integer": int,
-                 "number": (int, float)}
+        kinds: dict[str, type | tuple[type, ...]] = {"text": str, "choice": str, "boolean": bool,
+                                                     "integer": int, "number": (int, float)}
         ok = isinstance(value, kinds[self.type]) and not (
             self.type in ("integer", "number") and isinstance(value, bool))
         if not ok:

@@ -16,9 +16,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 

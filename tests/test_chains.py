@@ -15,13 +15,13 @@ from pydantic import ValidationError
 from chains import (
     CHAINS,
     MAX_TOKENS_RANGE,
+    PROGRESS_EVENT,
     TEMPERATURE_RANGE,
     build_chains,
     build_qa_chain,
     build_story_chain,
     build_summarize_chain,
 )
-from chains import PROGRESS_EVENT
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator
 from tests.conftest import emulator_model
