@@ -280,3 +280,20 @@ def test_read_chain_file_gives_the_version_as_a_content_hash(tmp_path):
     first = read_chain_file(_write(tmp_path, GOOD))
     second = read_chain_file(_write(tmp_path, GOOD + "# a comment\n"))
     assert first.version != second.version and len(first.version) == 8
+
+
+def test_the_readmes_complete_example_is_a_valid_chain(tmp_path, emu):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("**The format**, complete", 1)[1].split("```yaml\n", 1)[1]
+    path = tmp_path / "ficha.yaml"
+    path.write_text(block.split("```", 1)[0], encoding="utf-8")
+    spec = chain_specs([tmp_path])["ficha"]
+    assert spec.output_kind == "json" and spec.main_field == "text"
+    assert spec.file is not None and spec.file.strategy is not None
+    result = spec.build(emulator_model(emu)).invoke({"text": "O sabiá canta.",
+                                                     "detail": "completo"})
+    assert set(result) >= {"assunto", "tom", "palavras_chave"}
+    # a map-reduce answer is no longer than what it reads: 150 tokens at least
+    assert emu.requests[-1].body["max_tokens"] == 150
