@@ -28,6 +28,8 @@
     MARITACA_CHAINS_MAX_JSON_DEPTH           deepest JSON nesting accepted on any face (32)
     MARITACA_CHAINS_WS_MAX_QUEUED            WebSocket inputs waiting behind the running one (2)
     MARITACA_CHAINS_REDIS_FAIL_OPEN          quotas: serve while Redis is down (false: 503)
+    MARITACA_CHAINS_SESSION_SECONDS          a browser login lasts this long (43200: 12 h)
+    MARITACA_CHAINS_LOGIN_ATTEMPTS           wrong keys per client address (5/minute; then 429)
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class ServerSettings(BaseSettings):
     ws_max_queued: int = Field(default=2, ge=0, validation_alias="MARITACA_CHAINS_WS_MAX_QUEUED")
     redis_fail_open: bool = Field(default=False,
                                   validation_alias="MARITACA_CHAINS_REDIS_FAIL_OPEN")
+    session_seconds: float = Field(default=12 * 3600.0, gt=0,
+                                   validation_alias="MARITACA_CHAINS_SESSION_SECONDS")
+    login_attempts: str = Field(default="5/minute",
+                                validation_alias="MARITACA_CHAINS_LOGIN_ATTEMPTS")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod
@@ -118,6 +124,14 @@ class ServerSettings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("login_attempts")
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value.replace("|", ";"))  # ValueError names what is wrong
         return value
 
     @field_validator("metrics_allow", mode="before")
