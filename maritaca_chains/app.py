@@ -9,7 +9,6 @@ stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,12 +47,6 @@ from .settings import ServerSettings
 __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
-
-# LangServe rebuilds each request's config through a pydantic model whose `model` field is
-# the catalogue enum while its default is the plain name: the value is right, but pydantic
-# warns on every request. Silence only that warning.
-warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", category=UserWarning)
-
 
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
