@@ -10,7 +10,6 @@ stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,17 +42,12 @@ from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
 from .security import CallerLabels, access_guard, add_login_route
+from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
 
 __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
-
-# LangServe rebuilds each request's config through a pydantic model whose `model` field is
-# the catalogue enum while its default is the plain name: the value is right, but pydantic
-# warns on every request. Silence only that warning.
-warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", category=UserWarning)
-
 
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
@@ -79,6 +73,7 @@ def create_app(settings: ServerSettings | None = None, *,
                 yield
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
+            await app.state.sessions.aclose()
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
@@ -88,7 +83,9 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
-    app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    sessions = Sessions.from_settings(settings)  # the browser logins
+    app.state.sessions = sessions
+    app.add_middleware(CallerLabels(settings, sessions).middleware)  # security.caller_label
     # body sizes, before anything reads a body
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
@@ -97,7 +94,7 @@ def create_app(settings: ServerSettings | None = None, *,
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
 
-    access = access_guard(settings)
+    access = access_guard(settings, sessions)
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
@@ -119,7 +116,7 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
     add_pages(app, served, ui=settings.ui, specs=specs)
-    add_login_route(app, settings)
+    add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
     return app
