@@ -67,9 +67,10 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
                     port=settings.port, workers=workers, log_level=settings.log_level)
     else:
         from .app import create_app
+        from .lifecycle.uvicorn_drain import serve as serve_draining  # drains at SIGTERM
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+        serve_draining(create_app(settings), host=settings.host, port=settings.port,
+                       log_level=settings.log_level)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ from ..request_guards import cross_site_refusal
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, RunOutcome
 
-__all__ = ["END", "STOPPED", "TRUNCATED", "socket_endpoint"]
+__all__ = ["END", "STOPPED", "TRUNCATED", "is_stop", "socket_endpoint"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
@@ -97,7 +97,8 @@ async def _answer(ws: WebSocket, face: Face, text: str) -> None:
             await ws.send_text(chunk)
 
 
-def _is_stop(text: str) -> bool:
+def is_stop(text: str) -> bool:
+    """Whether a client frame asks to stop the run (``stop`` or ``{"action": "stop"}``)."""
     if text.strip().lower() == "stop":
         return True
     try:
@@ -145,7 +146,7 @@ async def _session(ws: WebSocket, face: Face) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-            if _is_stop(text):
+            if is_stop(text):
                 if running:  # (no local name: it would keep the cancelled task alive)
                     running[0].cancel()
             else:
