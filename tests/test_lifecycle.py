@@ -9,8 +9,8 @@ import httpx
 import pytest
 import uvicorn
 from pydantic import ValidationError
-from uvicorn.lifespan.on import LifespanOn
 from sse_starlette.sse import AppStatus, EventSourceResponse
+from uvicorn.lifespan.on import LifespanOn
 
 from maritaca.local import free_port
 from maritaca_chains import create_app
