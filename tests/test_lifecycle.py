@@ -102,3 +102,27 @@ def test_the_drain_is_found_in_uvicorns_lifespan_state_and_a_second_signal_force
     assert drain.draining and not server.should_exit
     server.handle_exit(signal.SIGTERM, None)
     assert server.should_exit and server.force_exit
+
+
+def test_a_draining_websocket_answers_what_it_was_sent_then_closes_1012():
+    """Inputs sent before the drain are answered (one refused as queue_full gets no
+    [END] and is not waited for); then the session closes with 1012, service restart."""
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from maritaca.testing import MaritacaEmulator
+
+    with MaritacaEmulator(reply_tokens=20, token_delay=0.03) as slow:
+        app = create_app(settings(), model=emulator_model(slow))
+        with TestClient(app) as client, client.websocket_connect("/story/ws") as ws:
+            for topic in ("um", "dois", "três", "quatro"):  # 1 running, 2 queued, 1 refused
+                ws.send_text(topic)
+            app.state.drain.request()
+            frames = []
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    frames.append(ws.receive_text())
+    assert closed.value.code == 1012
+    assert frames.count("[END]") == 3
+    assert sum('"queue_full"' in f for f in frames) == 1
+    assert frames[-1] == "[END]"

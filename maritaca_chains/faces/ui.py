@@ -11,7 +11,6 @@ the page and turns its updates into Gradio's.
 from __future__ import annotations
 
 import logging
-import os
 import typing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from langchain_core.runnables import Runnable
 from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
 from ._face import Face
+from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, RunUpdate, chat_fn
 from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text, run_footer
 
@@ -75,6 +75,7 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
     import gradio as gr
 
     respond = chat_fn(chains)
+    # no telemetry and no version check (test_ui checks the UI contacts no host)
     with gr.Blocks(title="maritaca-chains", analytics_enabled=False) as demo:
         gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
                     "**Enviar**: a resposta chega aos poucos no histórico, e **Parar** a "
@@ -229,7 +230,6 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
              check: Callable[..., Any]) -> None:
     """Mount the UI at ``/ui/`` behind ``check`` (the access guard); without gradio,
     log why and mount nothing."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before the import: no phoning home
     try:
         import gradio as gr
     except ImportError:
@@ -247,15 +247,4 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
     demo = _build(chains, choices or [model_name], line, top)
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         app_kwargs={"dependencies": [Depends(check)]})
-    _poll_less(demo)
-
-
-def _poll_less(demo: Any) -> None:
-    """Gradio's queue polls every millisecond on Linux (its Windows values are 50 and
-    100 ms): a thousand wake-ups a second, 5% of a core with nobody on the page, taken
-    from every stream the server relays. Its Windows pace delays a UI run's start by
-    50 ms at most."""
-    queue = getattr(demo, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = 0.05
-        queue.progress_update_sleep_when_free = 0.1
+    slow_idle_poll(demo)

@@ -35,6 +35,7 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 SHUTDOWN_MESSAGE = ("The server is shutting down (server_shutting_down) before this answer "
                     "ended; send the request again: another replica will answer.")
+QUEUE_FULL = "queue_full"  # the WebSocket face's refusal of an input beyond its queue
 _RESTART_CLOSE = 1012  # WebSocket close code: service restart (reconnect and resend)
 _MAX_WS_TAILS = 100
 
@@ -131,7 +132,7 @@ class LifecycleMiddleware:
             elif kind in ("websocket.close", "websocket.http.response.start"):
                 closed = True
             await send(message)
-            if kind == "websocket.send" and message.get("text") == END:
+            if kind == "websocket.send" and _answers_an_input(message.get("text")):
                 item.pending -= 1
                 if item.pending <= 0 and self.drain.draining:
                     item.stop("idle")  # answered all it was sent: reconnect elsewhere
@@ -145,6 +146,19 @@ class LifecycleMiddleware:
                     await _end_websocket(send, item)
         finally:
             self.drain.discard(item)
+
+
+def _answers_an_input(text: str | None) -> bool:
+    """Whether this WebSocket frame settles an input: ``[END]`` after a run, or the
+    ``queue_full`` refusal of one that was never queued (it gets no ``[END]``)."""
+    if text == END:
+        return True
+    if text is None or not text.startswith(f"{ERROR_MARK} {{"):
+        return False
+    try:
+        return bool(json.loads(text[len(ERROR_MARK) + 1:]).get("type") == QUEUE_FULL)
+    except (ValueError, AttributeError):
+        return False
 
 
 async def _end_http(send: Any, started: bool, media: str) -> None:
