@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -34,6 +35,7 @@ from .langserve_fixes import (
     served_chain,
     validation_error_json,
 )
+from .lifecycle import add_lifecycle, lifespan_state
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -61,7 +63,7 @@ def create_app(settings: ServerSettings | None = None, *,
     served = serve_model(settings, model)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
@@ -69,8 +71,9 @@ def create_app(settings: ServerSettings | None = None, *,
                     served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
-            async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
-                yield
+            async with full_collections_on_a_timer(settings.full_gc_seconds), \
+                    app.state.runs, lifespan_state(app) as state:
+                yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
@@ -119,6 +122,8 @@ def create_app(settings: ServerSettings | None = None, *,
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
+    # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
+    add_lifecycle(app, settings, served, app.state.runs)
     return app
 
 

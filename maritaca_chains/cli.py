@@ -140,12 +140,13 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
                     **uvicorn_limits(settings))
     else:
         from .app import create_app
+        from .lifecycle.uvicorn_drain import serve as serve_draining  # drains at SIGTERM
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level,
-                    http=bounded_http_protocol(settings.max_header_bytes,
-                                               settings.header_timeout_seconds),
-                    **uvicorn_limits(settings))
+        serve_draining(create_app(settings), host=settings.host, port=settings.port,
+                       log_level=settings.log_level,
+                       http=bounded_http_protocol(settings.max_header_bytes,
+                                                  settings.header_timeout_seconds),
+                       **uvicorn_limits(settings))
 
 
 def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:

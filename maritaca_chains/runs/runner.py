@@ -31,6 +31,7 @@ __all__ = ["RunManager"]
 
 logger = logging.getLogger("maritaca_chains.runs")
 
+_SHUTTING_DOWN = "the server is shutting down"
 _serializer = WellKnownLCSerializer()  # LangServe's, so data events match /stream's
 
 
@@ -74,15 +75,26 @@ class RunManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel this process's runs (their readers get a ``cancelled`` error event)."""
+        """Stop this process's runs (``stop_runs``) and close the store."""
+        await self.stop_runs()
+        if self._opened is not None:
+            await self.store.aclose()
+
+    @property
+    def running(self) -> int:
+        """Runs in progress in this process."""
+        return len(self._tasks)
+
+    async def stop_runs(self) -> None:
+        """Cancel this process's runs because the server is shutting down: each ends
+        with a ``server_shutting_down`` error event, in the store, so a reader on any
+        replica gets it (and can start the run again elsewhere)."""
         tasks = list(self._tasks.values())
         for run_id in self._tasks:
-            self._why[run_id] = "the server is shutting down"
+            self._why[run_id] = _SHUTTING_DOWN
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._opened is not None:
-            await self.store.aclose()
 
     async def start(self, info: RunInfo, chain: Runnable[Any, Any], value: Any,
                     config: RunnableConfig) -> None:
@@ -149,8 +161,11 @@ class RunManager:
             status = RunStatus.CANCELLED
             why = self._why.get(run_id, "cancelled")
             logger.info("run %s cancelled: %s", run_id, why)
-            tail = sse_block(event_id + 1, "error",
-                             run_error_data(409, "cancelled", f"The run was cancelled: {why}."))
+            tail = sse_block(event_id + 1, "error", run_error_data(
+                503, "server_shutting_down", "The server shut down before the run ended "
+                "(server_shutting_down); start it again: another replica will run it.")
+                if why == _SHUTTING_DOWN else
+                run_error_data(409, "cancelled", f"The run was cancelled: {why}."))
         except Exception as exc:
             status = RunStatus.FAILED
             logger.error("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
