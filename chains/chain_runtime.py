@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import Generation
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableBranch, RunnableConfig, RunnableLambda
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -128,24 +128,32 @@ class _Words:
                     for name, spec in self.file.inputs.items())
         return min(self.file.max_tokens + added, MAX_TOKENS_RANGE[1])
 
-    def prompt(self) -> Runnable[dict[str, str], Any]:
-        """The main messages, or (when the file has variants) a step that picks the
-        messages whose ``when`` the values match."""
+    def pick(self, values: dict[str, str]) -> ChatPromptTemplate:
+        """The messages for these values: the first variant whose ``when`` they match,
+        else the main ones."""
+        for template, when in self.variants:
+            if all(values.get(k) == v for k, v in when.items()):
+                return template
+        return self.main
+
+    def chain(self, llm: Runnable[Any, Any]) -> Runnable[dict[str, str], str]:
+        """``prompt | llm | parser``; with variants, a branch of such sequences (LCEL
+        streams a branch itself; a plain sequence takes ``_direct``'s path)."""
+        parser = InlineStrOutputParser()
         if not self.variants:
-            return self.main
+            return self.main | llm | parser
 
-        def pick(values: dict[str, str]) -> ChatPromptTemplate:
-            for template, when in self.variants:
-                if all(values.get(k) == v for k, v in when.items()):
-                    return template
-            return self.main
+        def matches(when: dict[str, str]) -> Any:
+            return lambda values: all(values.get(k) == v for k, v in when.items())
 
-        return RunnableLambda(pick, name="ChatPromptTemplate")
+        return RunnableBranch[dict[str, str], str](
+            *[(matches(when), template | llm | parser) for template, when in self.variants],
+            self.main | llm | parser)
 
     def render(self, value: Any) -> tuple[list[tuple[str, str]], int]:
         """The messages ``value`` produces (role, content) and its token budget."""
         inputs, values = self.values(value)
-        prompt = self.prompt().invoke(values)
+        prompt = self.pick(values).invoke(values)
         roles = {"human": "user", "ai": "assistant"}
         return [(roles.get(m.type, m.type), str(m.content)) for m in prompt.to_messages()], \
             self.budget(inputs)
@@ -175,7 +183,7 @@ def build_chain(name: str, file: ChainFile, model: BaseChatModel | None = None, 
     if file.strategy is not None:
         text_chain = _map_reduce(name, file, words, llm, model, context_tokens)
     else:
-        inner = words.prompt() | llm | InlineStrOutputParser()
+        inner = words.chain(llm)
 
         def prepare(value: Any) -> tuple[dict[str, str], int]:
             inputs, values = words.values(value)
@@ -331,9 +339,8 @@ def _map_reduce(name: str, file: ChainFile, words: _Words, llm: Runnable[Any, An
     assert file.strategy is not None
     plan = file.strategy.map_reduce
     field = plan.field
-    parser = InlineStrOutputParser()
-    direct = words.prompt() | llm | parser
-    mapper = _template(plan.messages) | llm | parser
+    direct = words.chain(llm)
+    mapper = _template(plan.messages) | llm | InlineStrOutputParser()
     budget = max((context_tokens or _context_tokens(model)) - RESERVED_TOKENS, 500)
     budget_chars = budget * CHARS_PER_TOKEN
     splitter = RecursiveCharacterTextSplitter(chunk_size=budget_chars,
