@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..langserve_fixes import check_configurable
+from ..quotas import request_meter
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
@@ -127,7 +128,8 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
                                            "msg": "The request body is not JSON"}]) from exc
         value, config = _validated(chain, config_model, body)
-        config["callbacks"] = run_callbacks(request, name)  # the run log and metrics
+        # the run log and metrics, and the key's token budget (the run has its own context)
+        config["callbacks"] = [*run_callbacks(request, name), *request_meter()]
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
         try:
             await manager.start(info, chain, value, config)
