@@ -27,6 +27,7 @@ from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
 from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
+from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
     UpstreamErrorMiddleware,
@@ -37,6 +38,7 @@ from .langserve_fixes import (
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
+from .redis_outage import REDIS_DOWN, redis_unavailable_json
 from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
@@ -78,17 +80,22 @@ def create_app(settings: ServerSettings | None = None, *,
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
                   description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
+    app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(JSONBodyGuard)
+    app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
     app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    # body sizes, before anything reads a body
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)
+    for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
+        app.add_exception_handler(down, redis_unavailable_json)
 
     access = access_guard(settings)
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
-    quota = Depends(quota_guard(quotas))
+    quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
     chains = build_chains(served.model, context_tokens=served.context_tokens)
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
@@ -99,7 +106,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.run_recording = RunRecording(settings, backend=served.backend,
                                            model=served.model_name)
     app.state.quotas = quotas
-    mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
+    mount_faces(app, chains, Depends(guarded(access, quotas, fail_open=settings.redis_fail_open)),
+                ui=settings.ui)
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])

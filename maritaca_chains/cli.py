@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from .connection_limits import BoundedHttpToolsProtocol, bounded_http_protocol
 from .settings import ServerSettings
 
 __all__ = ["main"]
@@ -63,13 +64,25 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         from .metrics import multiprocess_dir_for_workers
 
         multiprocess_dir_for_workers()
+        # the workers' protocol reads its limits from the same environment
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
-                    port=settings.port, workers=workers, log_level=settings.log_level)
+                    port=settings.port, workers=workers, log_level=settings.log_level,
+                    http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
+                    **uvicorn_limits(settings))
     else:
         from .app import create_app
 
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+                    log_level=settings.log_level,
+                    http=bounded_http_protocol(settings.max_header_bytes,
+                                               settings.header_timeout_seconds),
+                    **uvicorn_limits(settings))
+
+
+def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:
+    """uvicorn's own input limits, from the settings: a WebSocket frame is a body."""
+    return {"ws_max_size": settings.max_body_bytes,
+            "h11_max_incomplete_event_size": settings.max_header_bytes}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,12 @@
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
+    MARITACA_CHAINS_MAX_BODY_BYTES           largest request body, and WebSocket frame (8 MiB)
+    MARITACA_CHAINS_MAX_HEADER_BYTES         largest request head, line + headers (32 KiB; 431)
+    MARITACA_CHAINS_HEADER_TIMEOUT_SECONDS   close a connection without a complete head by then (10)
+    MARITACA_CHAINS_MAX_JSON_DEPTH           deepest JSON nesting accepted on any face (32)
+    MARITACA_CHAINS_WS_MAX_QUEUED            WebSocket inputs waiting behind the running one (2)
+    MARITACA_CHAINS_REDIS_FAIL_OPEN          quotas: serve while Redis is down (false: 503)
 """
 
 from __future__ import annotations
@@ -87,6 +93,17 @@ class ServerSettings(BaseSettings):
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                validation_alias="MARITACA_CHAINS_MAX_BODY_BYTES")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024,
+                                  validation_alias="MARITACA_CHAINS_MAX_HEADER_BYTES")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, validation_alias="MARITACA_CHAINS_HEADER_TIMEOUT_SECONDS")
+    max_json_depth: int = Field(default=32, ge=4, le=500,
+                                validation_alias="MARITACA_CHAINS_MAX_JSON_DEPTH")
+    ws_max_queued: int = Field(default=2, ge=0, validation_alias="MARITACA_CHAINS_WS_MAX_QUEUED")
+    redis_fail_open: bool = Field(default=False,
+                                  validation_alias="MARITACA_CHAINS_REDIS_FAIL_OPEN")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod

@@ -10,7 +10,6 @@ config schema: the model must be one the backend serves).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from chains import CHAINS
 from maritaca import closing_upstreams
 
+from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..langserve_fixes import check_configurable
 from ..usage import RunUsage
 
@@ -114,15 +114,19 @@ class Face:
         """A WebSocket/UI message as the chain input (ValueError/ValidationError if bad)."""
         return self.parse_request(text).value
 
-    def parse_request(self, text: str | bytes) -> FaceRequest:
-        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``)
-        or, not starting with ``{``, the main field's text. Raises ValidationError (locs
-        as in the JSON: ``("config", "configurable", "model")``) or ValueError."""
+    def parse_request(self, text: str | bytes,
+                      max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> FaceRequest:
+        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``,
+        nested at most ``max_depth`` deep) or, not starting with ``{``, the main field's
+        text. Raises ValidationError (locs as in the JSON: ``("config", "configurable",
+        "model")``) or ValueError."""
         raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
         if not raw.lstrip().startswith("{"):
             return FaceRequest(self.input_type.model_validate({self.main_field: raw}), {})
         try:
-            data = json.loads(raw)
+            data = parse_json(raw, max_depth)
+        except JSONTooDeep:
+            raise
         except ValueError:
             # the input type's own JSON error names the position, like FastAPI's 422
             self.input_type.model_validate_json(raw)

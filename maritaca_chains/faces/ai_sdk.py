@@ -33,7 +33,9 @@ from fastapi.responses import Response
 from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
+from ..error_responses import describe_error
 from ..quotas import request_meter
+from ..redis_outage import REDIS_DOWN
 from ..run_recorder import run_callbacks
 from ..runs import EventsDropped, RunInfo, RunManager, RunsFull, RunStatus
 from ..security import caller_label
@@ -188,4 +190,7 @@ async def _replay(manager: RunManager, run_id: str, key: str) -> AsyncGenerator[
     except EventsDropped as exc:
         yield error_part(f"This answer is too long to replay from its start ({exc}); "
                          f"send the message again")
+    except REDIS_DOWN as exc:  # named; the answer may still be resumed once Redis is back
+        yield error_part(describe_error(exc)["message"])
+        return
     await manager.store.unname_run(key, run_id)

@@ -23,8 +23,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from redis.asyncio import Redis
-
+from ..redis_outage import REDIS_DOWN, redis_client
 from .events import EventsDropped, RunInfo, RunsFull, RunStatus
 from .store import CancelCallback, RunStore
 
@@ -60,10 +59,11 @@ class RedisRunStore(RunStore):
         return self._redis
 
     async def open(self) -> None:
-        self._redis = Redis.from_url(self.url)
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._key("runs:cancel"))
-        self._listener = asyncio.create_task(self._listen(pubsub))
+        self._redis = redis_client(self.url)
+        subscribed = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(subscribed))
+        await asyncio.wait({subscribed, self._listener}, timeout=2,
+                           return_when=asyncio.FIRST_COMPLETED)
 
     async def aclose(self) -> None:
         for task in [*self._flushers.values(), *([self._listener] if self._listener else [])]:
@@ -74,15 +74,32 @@ class RedisRunStore(RunStore):
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                run_id = message["data"].decode()
-                for callback in self._callbacks:
-                    callback(run_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
+        """Deliver published cancellations; when Redis goes away, subscribe again as
+        soon as it is back (a DELETE served by another replica must reach this one)."""
+        delay = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._key("runs:cancel"))
+                if not subscribed.done():
+                    subscribed.set_result(None)
+                elif delay > 0.1:
+                    logger.info("Redis is back: listening for run cancellations again")
+                delay = 0.1
+                async for message in pubsub.listen():
+                    run_id = message["data"].decode()
+                    for callback in self._callbacks:
+                        callback(run_id)
+            except REDIS_DOWN as exc:
+                if delay == 0.1:
+                    logger.warning("run cancellations: Redis is unavailable (%s); "
+                                   "subscribing again when it is back", type(exc).__name__)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -126,17 +143,23 @@ class RedisRunStore(RunStore):
     async def _flush(self, run_id: str, last: dict[str, str] | None = None) -> None:
         meta, events = self._keys(run_id)
         while batch := self._pending.pop(run_id, None):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event_id, block in batch:
-                    fields = {"b": block, "t": b"1"} if last and event_id == batch[-1][0] \
-                        else {"b": block}
-                    pipe.xadd(events, fields, id=f"0-{event_id}", maxlen=self.max_events,
-                              approximate=False)
-                pipe.hset(meta, mapping={"events": str(batch[-1][0]), **(last or {})})
-                expire = self.ttl if last else self.ttl + _RUNNING_EXTRA
-                pipe.pexpire(meta, int(expire * 1000))
-                pipe.pexpire(events, int(expire * 1000))
-                await pipe.execute()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for event_id, block in batch:
+                        fields = {"b": block, "t": b"1"} if last and event_id == batch[-1][0] \
+                            else {"b": block}
+                        pipe.xadd(events, fields, id=f"0-{event_id}", maxlen=self.max_events,
+                                  approximate=False)
+                    pipe.hset(meta, mapping={"events": str(batch[-1][0]), **(last or {})})
+                    expire = self.ttl if last else self.ttl + _RUNNING_EXTRA
+                    pipe.pexpire(meta, int(expire * 1000))
+                    pipe.pexpire(events, int(expire * 1000))
+                    await pipe.execute()
+            except BaseException:
+                # keep the batch for the next flush (finish retries): a Redis outage must
+                # not leave a hole in the ids, which readers would take for dropped events
+                self._pending[run_id] = batch + self._pending.get(run_id, [])
+                raise
 
     async def finish(self, run_id: str, status: RunStatus, usage: dict[str, Any] | None,
                      event_id: int, block: bytes) -> None:

@@ -16,6 +16,7 @@ Unknown, expired and other keys' runs are 404.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -32,8 +33,10 @@ from langserve.validation import InvokeRequestShallowValidator
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from ..error_responses import sse_error_data
 from ..langserve_fixes import check_configurable
 from ..quotas import request_meter
+from ..redis_outage import REDIS_DOWN
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
@@ -43,6 +46,8 @@ from .runner import RunManager
 from .store import MemoryRunStore, RunStore
 
 __all__ = ["EVENT_STREAM", "add_run_routes", "store_for"]
+
+logger = logging.getLogger("maritaca_chains.runs")
 
 EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE_SECONDS = 15.0  # a comment line on a quiet stream, so proxies keep it open
@@ -212,6 +217,10 @@ async def _events(store: RunStore, run_id: str, after: int) -> AsyncIterator[byt
                 yield b"".join(batch) if batch else _PING
     except EventsDropped as exc:
         yield dropped_block(exc)
+    except REDIS_DOWN as exc:  # named, and without an id: Last-Event-ID resumes later
+        logger.warning("run %s: its reader was cut, Redis is unavailable (%s)", run_id,
+                       type(exc).__name__)
+        yield f"event: error\r\ndata: {sse_error_data(exc).decode()}\r\n\r\n".encode()
 
 
 class _EventStream(StreamingResponse):
