@@ -60,6 +60,8 @@ def add_ai_sdk_routes(app: FastAPI, faces: list[Face], manager: RunManager,
         app.add_api_route(f"/{name}/ai-sdk", _answer_endpoint(face, manager), methods=["POST"],
                           dependencies=[Depends(check)], tags=[name], response_model=None,
                           summary=f"The {name} answer for the Vercel AI SDK (useChat)",
+                          openapi_extra={"requestBody": {"required": True, "content": {
+                              "application/json": {"schema": _request_schema(face)}}}},
                           responses={200: {"content": {"text/event-stream": {}}}})
         app.add_api_route(f"/{name}/ai-sdk/{{chat_id}}/stream", _resume_endpoint(face, manager),
                           methods=["GET"], dependencies=[Depends(check)], tags=[name],
@@ -70,6 +72,27 @@ def add_ai_sdk_routes(app: FastAPI, faces: list[Face], manager: RunManager,
 
 
 # ---------------------------------------------------------------------- the request
+
+def _request_schema(face: Face) -> dict[str, Any]:
+    """What DefaultChatTransport sends, and the chain's other fields (OpenAPI docs)."""
+    inputs = face.input_type.model_json_schema()
+    others = {k: v for k, v in inputs.get("properties", {}).items() if k != face.main_field}
+    text_part = {"type": "object", "required": ["type", "text"],
+                 "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+    return {"title": f"{face.name}: DefaultChatTransport's body", "type": "object",
+            "required": ["id", "messages"], "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": MAX_CHAT_ID},
+                "messages": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["role", "parts"], "properties": {
+                        "id": {"type": "string"}, "role": {"enum": ["user", "assistant"]},
+                        "parts": {"type": "array", "items": text_part}}}},
+                "trigger": {"enum": ["submit-message", "regenerate-message"]},
+                "messageId": {"type": ["string", "null"]},
+                "input": {"type": "object", "properties": others,
+                          "additionalProperties": False, "$defs": inputs.get("$defs", {})},
+                "config": {"type": "object", "properties": {"configurable": {
+                    "type": "object"}}}}}
+
 
 def _invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error"
              ) -> RequestValidationError:

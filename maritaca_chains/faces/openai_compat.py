@@ -50,6 +50,7 @@ from .openai_request import (
     chat_messages,
     invalid,
     parse_completion_request,
+    request_schema,
 )
 from .openai_wire import DONE, CompletionWire, describe_openai
 
@@ -154,7 +155,11 @@ def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
         raise _unknown_model(model_id)
 
     @app.post("/v1/chat/completions", dependencies=[guard], tags=["openai"],
-              response_model=None, summary="OpenAI's Chat Completions, on a chain or a model")
+              response_model=None, summary="OpenAI's Chat Completions, on a chain or a model",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": request_schema(
+                      [str(entry["id"]) for entry in listing])}}}},
+              responses={200: {"content": {"text/event-stream": {}}}})
     async def chat_completions(request: Request) -> Response:
         try:
             body = await request.json()

@@ -24,7 +24,7 @@ from chains import MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from .openai_wire import error_type
 
 __all__ = ["CompletionRequest", "OpenAIError", "chain_input", "chat_messages",
-           "parse_completion_request"]
+           "parse_completion_request", "request_schema"]
 
 
 class OpenAIError(HTTPException):
@@ -172,3 +172,29 @@ def chat_messages(request: CompletionRequest) -> list[BaseMessage]:
                                                 f"{message['role']!r} or tool calls")
         out.append(kind(content=_text(message, index)))
     return out
+
+
+def request_schema(models: list[str]) -> dict[str, Any]:
+    """The JSON schema of what this face reads in a body (for the OpenAPI docs)."""
+    low_t, high_t = TEMPERATURE_RANGE
+    low_m, high_m = MAX_TOKENS_RANGE
+    limit = {"type": "integer", "minimum": low_m, "maximum": high_m}
+    text_part = {"type": "object", "required": ["type", "text"],
+                 "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+    return {"title": "Chat Completions request", "type": "object",
+            "required": ["model", "messages"], "properties": {
+                "model": {"type": "string", "enum": models,
+                          "description": "A chain (its main field from the last user "
+                                         "message) or a backend model (a plain chat)"},
+                "messages": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["role", "content"], "properties": {
+                        "role": {"enum": sorted(_ROLES)},
+                        "content": {"anyOf": [{"type": "string"},
+                                              {"type": "array", "items": text_part}]}}}},
+                "stream": {"type": "boolean"},
+                "stream_options": {"type": "object",
+                                   "properties": {"include_usage": {"type": "boolean"}}},
+                "temperature": {"type": "number", "minimum": low_t, "maximum": high_t},
+                "max_tokens": limit, "max_completion_tokens": limit,
+                "input": {"type": "object",
+                          "description": "A chain's other fields (extra_body)"}}}
