@@ -29,7 +29,7 @@ import orjson
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
 from ..error_responses import describe_error
-from ..runs.wire import Emit
+from ..runs.wire import SHUTTING_DOWN, Emit
 from ._face import RunOutcome
 
 __all__ = ["DONE", "UI_MESSAGE_STREAM_HEADERS", "AiSdkWire", "error_part", "part"]
@@ -110,5 +110,9 @@ class AiSdkWire:
         return self._close_text() + error_part(describe_error(exc)["message"])
 
     def cancelled(self, event_id: int, why: str) -> bytes:
+        if why == SHUTTING_DOWN:
+            return self._close_text() + error_part(
+                "The server shut down before the answer ended (server_shutting_down); "
+                "send the message again: another replica will answer it.")
         return self._close_text() + error_part(f"The answer was cancelled: {why}.")
 

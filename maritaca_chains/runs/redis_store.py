@@ -6,7 +6,8 @@ Per run, with ``prefix`` ``maritaca_chains:``:
   proved it was there, refreshed every ``heartbeat`` seconds while one follows);
 - ``run:<id>:events`` a stream, entry ``0-<event id>`` holding the encoded SSE block
   (field ``b``; ``t`` on the last one), capped with ``MAXLEN`` ``max_events``;
-- ``runs:active`` a sorted set of the runs in progress (the ``max_runs`` cap);
+- ``runs:active`` a sorted set of the runs in progress (the ``max_runs`` cap), and
+  ``runs:active:<owner>`` each owner's (the ``max_per_owner`` cap);
 - channel ``runs:cancel``: a ``DELETE`` served by one replica reaches the one running it;
 - ``name:<name>`` a string, the run a face named (``name_run``), expiring with the run.
 
@@ -24,7 +25,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..redis_outage import REDIS_DOWN, redis_client
-from .events import EventsDropped, RunInfo, RunsFull, RunStatus
+from .events import EventsDropped, KeyRunsFull, RunInfo, RunsFull, RunStatus
 from .store import CancelCallback, RunStore
 
 __all__ = ["RedisRunStore"]
@@ -41,8 +42,11 @@ class RedisRunStore(RunStore):
     """Runs in Redis at ``url`` (``redis://[:password@]host:port/db``)."""
 
     def __init__(self, url: str, *, ttl: float, max_events: int, max_runs: int,
-                 heartbeat: float = 1.0, prefix: str = "maritaca_chains:") -> None:
+                 max_per_owner: int | None = None, heartbeat: float = 1.0,
+                 prefix: str = "maritaca_chains:") -> None:
         self.url, self.ttl, self.max_events, self.max_runs = url, ttl, max_events, max_runs
+        self.max_per_owner = max_per_owner
+        self._owners: dict[str, str] = {}  # this process's runs in progress: their owner
         self.heartbeat, self.prefix = heartbeat, prefix
         self._redis: Any = None  # redis.asyncio.Redis (its stubs type replies loosely)
         self._callbacks: list[CancelCallback] = []
@@ -111,19 +115,29 @@ class RedisRunStore(RunStore):
 
     async def create(self, info: RunInfo) -> None:
         active, now = self._key("runs:active"), time.time()
+        owned = self._key(f"runs:active:{info.owner}")
+        stale = now - self.ttl - _RUNNING_EXTRA
         async with self.redis.pipeline(transaction=False) as pipe:
             # a run older than this was left by a replica that died: not in progress
-            pipe.zremrangebyscore(active, "-inf", now - self.ttl - _RUNNING_EXTRA)
+            pipe.zremrangebyscore(active, "-inf", stale)
             pipe.zcard(active)
-            _, count = await pipe.execute()
-        if count >= self.max_runs:  # (not atomic: replicas racing may pass it by a few)
+            pipe.zremrangebyscore(owned, "-inf", stale)
+            pipe.zcard(owned)
+            _, count, _, mine = await pipe.execute()
+        # (not atomic: replicas racing may pass these by a few)
+        if count >= self.max_runs:
             raise RunsFull(f"{self.max_runs} runs are in progress")
+        if self.max_per_owner is not None and mine >= self.max_per_owner:
+            raise KeyRunsFull(f"this key already has {self.max_per_owner} runs in progress")
         meta, _ = self._keys(info.run_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta, mapping={**info.to_fields(), "seen": repr(now)})
             pipe.pexpire(meta, int((self.ttl + _RUNNING_EXTRA) * 1000))
             pipe.zadd(active, {info.run_id: now})
+            pipe.zadd(owned, {info.run_id: now})
+            pipe.pexpire(owned, int((self.ttl + _RUNNING_EXTRA) * 1000))
             await pipe.execute()
+        self._owners[info.run_id] = info.owner
 
     async def append(self, run_id: str, event_id: int, block: bytes) -> None:
         """Queued, and written by one flusher per run in pipelined batches: a chunk does
@@ -168,11 +182,16 @@ class RedisRunStore(RunStore):
             with contextlib.suppress(Exception):  # events lost with it: still say how it ended
                 await asyncio.shield(flusher)
         self._pending.setdefault(run_id, []).append((event_id, block))
+        # the slots first: once a reader sees the end, its key may start another run
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._key("runs:active"), run_id)
+            if (owner := self._owners.pop(run_id, None)) is not None:
+                pipe.zrem(self._key(f"runs:active:{owner}"), run_id)
+            await pipe.execute()
         info = RunInfo(run_id, "", "", status=status, usage=usage, finished_at=time.time())
         fields = info.to_fields()
         await self._flush(run_id, last={k: fields[k] for k in ("status", "usage",
                                                                "finished_at")})
-        await self.redis.zrem(self._key("runs:active"), run_id)
 
     # ----------------------------------------------------------------- the readers
 

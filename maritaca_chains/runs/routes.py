@@ -4,7 +4,8 @@
 
 - ``POST /<chain>/runs``: LangServe's body (``{"input": ..., "config": {"configurable":
   ...}}``, the same checks and 422s) starts a run in the background: ``201 {"run_id",
-  "stream_url", "status_url"}``; 503 when ``MARITACA_CHAINS_RUN_MAX_RUNS`` are in progress.
+  "stream_url", "status_url"}``; 503 when ``MARITACA_CHAINS_RUN_MAX_RUNS`` are in progress,
+  429 when the caller's key already holds its share (``MARITACA_CHAINS_RUN_KEY_SHARE``).
 - ``GET /<chain>/runs/<id>/stream``: the run as LangServe's ``/stream`` SSE events, each
   with an ``id:``; with ``Last-Event-ID`` (or ``?last_event_id=``) only the later ones,
   then live. 204 once a finished run has nothing more (which stops ``EventSource``).
@@ -40,7 +41,15 @@ from ..redis_outage import REDIS_DOWN
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
-from .events import RETRY_MS, EventsDropped, RunInfo, RunsFull, RunStatus, dropped_block
+from .events import (
+    RETRY_MS,
+    EventsDropped,
+    KeyRunsFull,
+    RunInfo,
+    RunsFull,
+    RunStatus,
+    dropped_block,
+)
 from .redis_store import RedisRunStore
 from .runner import RunManager
 from .store import MemoryRunStore, RunStore
@@ -62,8 +71,10 @@ def store_for(settings: ServerSettings) -> RunStore:
     if settings.redis_url is not None:
         return RedisRunStore(settings.redis_url.get_secret_value(), ttl=ttl,
                              max_events=max_events, max_runs=max_runs,
+                             max_per_owner=settings.runs_per_key,
                              heartbeat=min(1.0, settings.run_grace_seconds / 4))
-    return MemoryRunStore(ttl=ttl, max_events=max_events, max_runs=max_runs)
+    return MemoryRunStore(ttl=ttl, max_events=max_events, max_runs=max_runs,
+                          max_per_owner=settings.runs_per_key)
 
 
 def add_run_routes(app: FastAPI, chains: dict[str, Runnable[Any, Any]],
@@ -138,6 +149,11 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
         try:
             await manager.start(info, chain, value, config)
+        except KeyRunsFull as exc:
+            raise HTTPException(429, f"Too many runs for this access key ({exc}: each key "
+                                     f"may hold MARITACA_CHAINS_RUN_KEY_SHARE of the "
+                                     f"server's runs); wait for one to end, or cancel one",
+                                headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
             raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
                                 headers={"Retry-After": "5"}) from exc

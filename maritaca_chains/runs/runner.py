@@ -24,7 +24,7 @@ from maritaca import closing_upstreams
 
 from .events import RunInfo, RunStatus
 from .store import RunStore
-from .wire import LangServeWire, RunWire
+from .wire import SHUTTING_DOWN, LangServeWire, RunWire
 
 __all__ = ["RunManager"]
 
@@ -71,15 +71,26 @@ class RunManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel this process's runs (their readers get a ``cancelled`` error event)."""
+        """Stop this process's runs (``stop_runs``) and close the store."""
+        await self.stop_runs()
+        if self._opened is not None:
+            await self.store.aclose()
+
+    @property
+    def running(self) -> int:
+        """Runs in progress in this process."""
+        return len(self._tasks)
+
+    async def stop_runs(self) -> None:
+        """Cancel this process's runs because the server is shutting down: each ends
+        with a ``server_shutting_down`` error event, in the store, so a reader on any
+        replica gets it (and can start the run again elsewhere)."""
         tasks = list(self._tasks.values())
         for run_id in self._tasks:
-            self._why[run_id] = "the server is shutting down"
+            self._why[run_id] = SHUTTING_DOWN
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._opened is not None:
-            await self.store.aclose()
 
     async def start(self, info: RunInfo, chain: Runnable[Any, Any], value: Any,
                     config: RunnableConfig, *, wire: RunWire | None = None) -> None:

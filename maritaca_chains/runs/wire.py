@@ -23,7 +23,10 @@ from langserve.serialization import WellKnownLCSerializer
 from ..error_responses import sse_error_data
 from .events import run_error_data, sse_block
 
-__all__ = ["Emit", "LangServeWire", "RunWire"]
+__all__ = ["SHUTTING_DOWN", "Emit", "LangServeWire", "RunWire"]
+
+# why a run is cancelled when its server shuts down (``RunWire.cancelled``'s ``why``)
+SHUTTING_DOWN = "the server is shutting down"
 
 # ``await emit(render)``: write one more event, ``render(event_id)`` making its bytes
 Emit = Callable[[Callable[[int], bytes]], Awaitable[None]]
@@ -53,7 +56,8 @@ class RunWire(Protocol):
         ...
 
     def cancelled(self, event_id: int, why: str) -> bytes:
-        """The last event of a cancelled run (``why``: by whom, in words)."""
+        """The last event of a cancelled run (``why``: by whom, in words;
+        ``SHUTTING_DOWN`` when the server stops: another replica can run it again)."""
         ...
 
 
@@ -80,5 +84,9 @@ class LangServeWire:
         return sse_block(event_id, "error", sse_error_data(exc).decode())
 
     def cancelled(self, event_id: int, why: str) -> bytes:
+        if why == SHUTTING_DOWN:
+            return sse_block(event_id, "error", run_error_data(
+                503, "server_shutting_down", "The server shut down before the run ended "
+                "(server_shutting_down); start it again: another replica will run it."))
         return sse_block(event_id, "error",
                          run_error_data(409, "cancelled", f"The run was cancelled: {why}."))
