@@ -31,6 +31,7 @@ from ._model import configurable_model, with_budget
 from ._parsers import InlineStrOutputParser
 from ._run import AutoBudgetChain, astream_closed, auto_budget, budgeted_chain, stream_closed
 from .chain_file import DEFAULT_TEXT_LIMIT, ChainFile, InputSpec, Message
+from .limits import MAX_TOKENS_RANGE
 
 __all__ = ["PROGRESS_EVENT", "ChainInput", "JsonChain", "JsonOutputError", "build_chain",
            "input_model", "render_messages", "validate_json"]
@@ -125,7 +126,7 @@ class _Words:
     def budget(self, inputs: BaseModel) -> int:
         added = sum(spec.budget(getattr(inputs, name))
                     for name, spec in self.file.inputs.items())
-        return min(self.file.max_tokens + added, 32_000)
+        return min(self.file.max_tokens + added, MAX_TOKENS_RANGE[1])
 
     def prompt(self) -> Runnable[dict[str, str], Any]:
         """The main messages, or (when the file has variants) a step that picks the
@@ -188,8 +189,10 @@ def build_chain(name: str, file: ChainFile, model: BaseChatModel | None = None, 
 
 def _response_format(name: str, file: ChainFile) -> dict[str, Any]:
     schema = file.output.json_schema if not isinstance(file.output, str) else {}
+    # not "strict": a strict schema must close every object and require every property,
+    # which a chain file need not; the answer is validated against the schema here anyway
     return {"type": "json_schema", "json_schema": {"name": name.replace("-", "_"),
-                                                   "schema": schema, "strict": True}}
+                                                   "schema": schema}}
 
 
 # ------------------------------------------------------------------------- JSON output

@@ -126,3 +126,34 @@ def test_a_draining_websocket_answers_what_it_was_sent_then_closes_1012():
     assert frames.count("[END]") == 3
     assert sum('"queue_full"' in f for f in frames) == 1
     assert frames[-1] == "[END]"
+
+
+def test_an_open_ui_tab_does_not_hold_the_drain(emu):
+    """The Gradio UI keeps a heartbeat stream open as long as its tab: the drain ends it
+    at once rather than waiting the drain time for it (DrainingServer in a thread, the
+    signal handler called as the signal would)."""
+    import threading
+    import time
+
+    app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    server = DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    with httpx.Client(timeout=20) as http, \
+            http.stream("GET", f"{url}/ui/gradio_api/heartbeat/tab-1") as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(lines) == "data: ALIVE"
+        assert app.state.drain.in_flight() == 1
+        signalled = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)
+        list(lines)  # ends when the drain ends it
+    thread.join(20)
+    assert not thread.is_alive()
+    assert time.monotonic() - signalled < 10  # not the 30 s drain

@@ -41,11 +41,12 @@ _CUT_SECONDS = 3.0
 
 class InFlight:
     """One HTTP request or WebSocket session in flight; ``pending`` counts a WebSocket's
-    inputs not yet answered (each answer ends with ``[END]``)."""
+    inputs not yet answered (each answer ends with ``[END]``). A ``heartbeat`` is a
+    stream that only says a page is open (the Gradio UI's): nothing to wait for."""
 
     __slots__ = ("kind", "cancel_scope", "pending", "cut")
 
-    def __init__(self, kind: Literal["http", "websocket"]) -> None:
+    def __init__(self, kind: Literal["http", "websocket", "heartbeat"]) -> None:
         self.kind = kind
         self.cancel_scope = anyio.CancelScope()
         self.pending = 0
@@ -106,7 +107,7 @@ class Drain:
 
     def close_idle_sessions(self) -> None:
         for item in list(self._in_flight):
-            if item.kind == "websocket" and item.pending == 0:
+            if item.kind == "heartbeat" or (item.kind == "websocket" and item.pending == 0):
                 item.stop("idle")
 
     async def wait_until_idle(self, within: float, *,

@@ -4,7 +4,8 @@ registered with the ``Drain`` so it can finish, or end with a named error.
 ``LifecycleMiddleware`` goes outermost (``add_lifecycle``): ``/livez`` and ``/readyz``
 are answered before any access rule. While draining, responses say
 ``Connection: close`` (a proxy's next request goes to another replica) and a WebSocket
-session is closed (1012, service restart) as soon as it has no run in flight. When the
+session is closed (1012, service restart) as soon as it has no run in flight, and the
+Gradio UI's heartbeat stream (open as long as a tab is) ends at once. When the
 drain time is up, what is left ends with ``server_shutting_down`` in its own protocol:
 
 - not yet answered: ``503 {"detail", "type": "server_shutting_down"}``;
@@ -40,6 +41,9 @@ SHUTDOWN_MESSAGE = ("The server is shutting down (server_shutting_down) before t
 QUEUE_FULL = "queue_full"  # the WebSocket face's refusal of an input beyond its queue
 _RESTART_CLOSE = 1012  # WebSocket close code: service restart (reconnect and resend)
 _MAX_WS_TAILS = 100
+# the Gradio UI's "this tab is open" stream (/ui/gradio_api/heartbeat/<session>): it lasts
+# as long as the page, so the drain ends it at once instead of waiting for it
+_HEARTBEAT = "/gradio_api/heartbeat/"
 
 
 def shutdown_error() -> dict[str, Any]:
@@ -82,7 +86,9 @@ class LifecycleMiddleware:
                     "body": b"" if scope["method"] == "HEAD" else body})
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
-        item = InFlight("http")
+        item = InFlight("heartbeat" if _HEARTBEAT in scope["path"] else "http")
+        if item.kind == "heartbeat" and self.drain.draining:
+            item.stop("idle")  # a page reconnecting to a replica that is leaving
         started = ended = False
         media = ""
 
@@ -108,7 +114,7 @@ class LifecycleMiddleware:
                 await self.app(scope, receive, tracked_send)
             if item.cut is not None and not ended:
                 with suppress(Exception):  # the client may be gone already
-                    await _end_http(send, started, media)
+                    await _end_http(send, started, media if item.cut == "expired" else "")
         finally:
             self.drain.discard(item)
 
