@@ -290,6 +290,13 @@ class JsonChain(AutoBudgetChain):
 
     text_chain: Runnable[Any, str] | None = None
 
+    def with_config(self, config: RunnableConfig | None = None,
+                    **kwargs: Any) -> JsonChain:
+        """The same chain configured; its ``text_chain`` configured alike."""
+        configured = super().with_config(config, **kwargs)
+        text = self.text_chain.with_config(config, **kwargs) if self.text_chain else None
+        return configured.model_copy(update={"text_chain": text})  # type: ignore[attr-defined,no-any-return]
+
 
 # -------------------------------------------------------------------------- map-reduce
 def _fits(budget: int, text: str, share: float = 1.0) -> int:

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate chain files (exit 0 or 1)",
                                 description="Validate chain files; print each problem "
                                             "with its file and key.")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE",
+                       help="chain files, or directories of them")
     check.add_argument("--render", action="store_true",
                        help="also show the messages each file's example produces")
     run = commands.add_parser(

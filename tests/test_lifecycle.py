@@ -102,6 +102,13 @@ def test_the_drain_is_found_in_uvicorns_lifespan_state_and_a_second_signal_force
     assert drain.draining and not server.should_exit
     server.handle_exit(signal.SIGTERM, None)
     assert server.should_exit and server.force_exit
+    # MARITACA_CHAINS_DRAIN_SECONDS=0 still goes through the drain: cut at once, named
+    at_once = DrainingServer(uvicorn.Config(lambda *a: None))
+    at_once.lifespan = LifespanOn(at_once.config)
+    at_once.lifespan.state[DRAIN_STATE] = Drain(0)
+    at_once.started = True
+    at_once.handle_exit(signal.SIGTERM, None)
+    assert at_once.lifespan.state[DRAIN_STATE].draining and not at_once.should_exit
 
 
 def test_a_draining_websocket_answers_what_it_was_sent_then_closes_1012():

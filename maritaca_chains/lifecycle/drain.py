@@ -62,8 +62,8 @@ class InFlight:
 class Drain:
     """This process's work in flight, and the drain that lets it finish.
 
-    ``seconds`` (``MARITACA_CHAINS_DRAIN_SECONDS``) caps the wait; 0 means no drain
-    (the server stops as uvicorn does)."""
+    ``seconds`` (``MARITACA_CHAINS_DRAIN_SECONDS``) caps the wait; with 0 nothing waits:
+    what is in flight is cut with the named error at once."""
 
     def __init__(self, seconds: float = 30.0) -> None:
         self.seconds = seconds

@@ -59,7 +59,7 @@ class DrainingServer(uvicorn.Server):
         drain = self.drain()
         if self.should_exit or (drain is not None and drain.draining):
             self.force_exit = self.should_exit = True  # a second signal: stop now
-        elif drain is None or drain.seconds <= 0 or not self.started:
+        elif drain is None or not self.started:
             self.should_exit = True
         else:
             drain.request()  # /readyz says 503 from now on; on_tick starts the drain
@@ -85,6 +85,8 @@ class DrainingServer(uvicorn.Server):
                 if not self.force_exit:
                     await drain.expire()
             logger.warning("drained: stopping")
+        except Exception:
+            logger.exception("the drain failed: stopping now")
         finally:
             self.should_exit = True
 
