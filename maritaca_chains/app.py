@@ -3,7 +3,8 @@
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
-``/<name>/ws``; the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
+``/<name>/ws``, ``/<name>/ai-sdk`` (the Vercel AI SDK); the OpenAI-compatible ``/v1``;
+the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
 ``MARITACA_API_KEY`` the embedded offline model serves (``maritaca.local``).
 """
 
@@ -25,7 +26,7 @@ from maritaca import errors
 
 from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
-from .faces import mount_faces
+from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
@@ -118,6 +119,11 @@ def create_app(settings: ServerSettings | None = None, *,
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
+    # the OpenAI-compatible /v1 and the AI SDK's /<name>/ai-sdk (answers are resumable runs)
+    mount_client_faces(app, chains, Depends(guarded(access, quotas,
+                                                    fail_open=settings.redis_fail_open)),
+                       model=served.model,
+                       model_names=served.model_choices, runs=app.state.runs)
     add_pages(app, served, ui=settings.ui, specs=specs)
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:

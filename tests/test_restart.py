@@ -41,6 +41,13 @@ from tests.test_quotas_redis import REDIS_SERVER, ROOT, start_redis, wait_until
 TOKENS, DELAY = 80, 0.05  # an answer takes about 4 s to be made
 LONG = Scenario.ok(reply_tokens=2000)  # 100 s: longer than any drain here
 STORY = {"input": {"topic": "Brasil"}}
+# the same answer through the client faces: OpenAI's /v1 and the AI SDK's
+CLIENT_BODIES = {
+    "/v1/chat/completions": {"model": "story", "stream": True,
+                             "messages": [{"role": "user", "content": "Brasil"}]},
+    "/story/ai-sdk": {"id": "chat-restart", "trigger": "submit-message", "messages": [
+        {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Brasil"}]}]},
+}
 SHUTTING_DOWN = "server_shutting_down"
 
 pytestmark = [
@@ -173,8 +180,9 @@ class Flight:
         return sse_events(self.body)[-1]
 
 
-async def http_stream(http: httpx.AsyncClient, flight: Flight, path: str) -> None:
-    async with http.stream("POST", path, json=STORY) as response:
+async def http_stream(http: httpx.AsyncClient, flight: Flight, path: str,
+                      body: dict[str, Any] | None = None) -> None:
+    async with http.stream("POST", path, json=body or STORY) as response:
         assert response.status_code == 200, await response.aread()
         async for chunk in response.aiter_text():
             flight.body += chunk
@@ -304,7 +312,7 @@ async def test_streams_longer_than_the_drain_end_with_the_named_error(
     a, b = stack.a, stack.b
     a.stop()
     a.start(MARITACA_CHAINS_DRAIN_SECONDS="2")
-    emu.enqueue(*[LONG] * 5)
+    emu.enqueue(*[LONG] * 7)
     tasks: list[asyncio.Task[None]] = []
     flights: dict[str, Flight] = {}
     async with httpx.AsyncClient(base_url=a.url, timeout=60) as on_a, \
@@ -312,6 +320,9 @@ async def test_streams_longer_than_the_drain_end_with_the_named_error(
         for face in ("/story/stream", "/story/stream_events", "/story/text"):
             flight = Flight(face)
             flights[face] = await launch(tasks, flight, http_stream(on_a, flight, face))
+        for face, body in CLIENT_BODIES.items():
+            flight = Flight(face)
+            flights[face] = await launch(tasks, flight, http_stream(on_a, flight, face, body))
         flights["ws"] = await launch(tasks, flight := Flight("ws"), ws_stream(a.url, flight,
                                                                 until_closed=True))
         run = Flight("run")  # runs on the replica that stops, read on the other one
@@ -338,6 +349,15 @@ async def test_streams_longer_than_the_drain_end_with_the_named_error(
     assert frames[-1] == "[END]" and frames[-2].startswith("[ERROR] ")
     assert json.loads(frames[-2].removeprefix("[ERROR] "))["type"] == SHUTTING_DOWN
     assert flights["ws"].close_code == 1012  # service restart: reconnect
+    # the client faces end in their own protocols: an error the SDKs raise on
+    openai_tail = flights["/v1/chat/completions"].body.strip().splitlines()[-1]
+    assert json.loads(openai_tail.removeprefix("data: "))["error"]["code"] == SHUTTING_DOWN
+    ai_sdk = flights["/story/ai-sdk"].body
+    assert ai_sdk.endswith("data: [DONE]\n\n") and '"type":"text-delta"' in ai_sdk
+    error_parts = [json.loads(line[6:]) for line in ai_sdk.splitlines()
+                   if line.startswith('data: {"type": "error"') or
+                   line.startswith('data: {"type":"error"')]
+    assert error_parts and SHUTTING_DOWN in error_parts[-1]["errorText"]
     assert status["status"] == "cancelled"
     # the model calls were closed, not left running
     assert all(r.client_disconnected for r in emu.requests if r.path.endswith("/completions"))

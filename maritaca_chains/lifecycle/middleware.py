@@ -11,6 +11,8 @@ drain time is up, what is left ends with ``server_shutting_down`` in its own pro
 - not yet answered: ``503 {"detail", "type": "server_shutting_down"}``;
 - SSE (``/stream``, ``/stream_events``, a run's events): an ``error`` event
   ``{"status_code": 503, "type": "server_shutting_down", "message"}``, then the end;
+  on ``/v1`` OpenAI's ``data: {"error": {...}}`` (the SDKs raise on it), on the AI SDK
+  face an ``error`` part (``x-vercel-ai-ui-message-stream``) and ``[DONE]``;
 - plain text (``/text``): the line ``[ERROR] ... (server_shutting_down) ...``;
 - WebSocket: ``[ERROR] {"status_code": 503, "type": "server_shutting_down", ...}`` and
   ``[END]`` for every input not yet answered, then close 1012.
@@ -98,6 +100,8 @@ class LifecycleMiddleware:
                 started = True
                 headers = list(message.get("headers", []))
                 media = _media_type(headers)
+                if media == "text/event-stream":
+                    media = _sse_dialect(scope["path"], headers)
                 if self.drain.draining:  # the proxy's next request goes elsewhere
                     message = {**message, "headers": [*headers, (b"connection", b"close")]}
             elif message["type"] == "http.response.body" and not message.get("more_body"):
@@ -167,6 +171,17 @@ def _answers_an_input(text: str | None) -> bool:
         return False
 
 
+_OPENAI_SSE, _AI_SDK_SSE = "sse/openai", "sse/ai-sdk"  # event streams of other protocols
+
+
+def _sse_dialect(path: str, headers: list[tuple[bytes, bytes]]) -> str:
+    """Which protocol an event stream speaks: OpenAI's (``/v1``), the AI SDK's (its
+    header), or LangServe's SSE events."""
+    if any(name.lower() == b"x-vercel-ai-ui-message-stream" for name, _ in headers):
+        return _AI_SDK_SSE
+    return _OPENAI_SSE if path.startswith("/v1/") else "text/event-stream"
+
+
 async def _end_http(send: Any, started: bool, media: str) -> None:
     error = shutdown_error()
     if not started:
@@ -179,6 +194,13 @@ async def _end_http(send: Any, started: bool, media: str) -> None:
         return
     if media == "text/event-stream":
         tail = f"event: error\r\ndata: {json.dumps(error)}\r\n\r\n".encode()
+    elif media == _OPENAI_SSE:
+        tail = b"data: " + json.dumps({"error": {
+            "message": error["message"], "type": "server_error", "param": None,
+            "code": SHUTTING_DOWN}}).encode() + b"\n\n"
+    elif media == _AI_SDK_SSE:
+        tail = b"data: " + json.dumps({"type": "error", "errorText": error["message"]}).encode() \
+            + b"\n\ndata: [DONE]\n\n"
     elif media == "text/plain":
         tail = f"\n{ERROR_MARK} {error['message']}\n".encode()
     else:  # nothing else streams: end the body cleanly
