@@ -14,7 +14,8 @@ form and the browser's 401 page), ``request_guards`` (hosts, origins, content ty
 ``messages`` (the words people read, pt-BR and English), ``langserve_fixes`` (where LangServe needs help), ``usage``,
 ``run_recorder`` and ``metrics`` (cost, the per-run log line, Prometheus), ``quotas``
 (per-key limits), ``runs`` (resumable runs), ``pages`` (``/``, ``/healthz``, ``/docs``),
-``gc_policy``, ``faces`` (plain text, WebSocket, UI) and ``cli``.
+``gc_policy``, ``faces`` (plain text, WebSocket, UI), ``lifecycle`` (``/livez``,
+``/readyz``, the graceful drain at SIGTERM) and ``cli``.
 """
 
 from .app import app_factory, create_app
