@@ -51,6 +51,8 @@ from .runs import add_run_routes
 from .security import CallerLabels, access_guard, add_login_route
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
+from .threads import ThreadStore, add_thread_routes
+from .threads.wiring import with_threads
 
 __all__ = ["app_factory", "create_app"]
 
@@ -86,6 +88,7 @@ def create_app(settings: ServerSettings | None = None, *,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         if served.backend == "none":
             logger.warning(NOTHING_TO_SERVE)
+        await app.state.thread_store.start()  # the conversations' schema, migrated
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), \
                     app.state.runs, lifespan_state(app) as state:
@@ -93,6 +96,7 @@ def create_app(settings: ServerSettings | None = None, *,
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
+            await app.state.thread_store.aclose()
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
@@ -122,6 +126,12 @@ def create_app(settings: ServerSettings | None = None, *,
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
     chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    # conversations: the chat chain's threads (threads), in MARITACA_CHAINS_DATABASE_URL
+    thread_store = ThreadStore(settings.database_url.get_secret_value(),
+                               lease_seconds=settings.thread_lease_seconds)
+    app.state.thread_store = thread_store
+    chains = with_threads(chains, specs, thread_store, history_tokens=settings.history_tokens,
+                          model_name=served.model_name, context_tokens=served.context_tokens)
     app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
@@ -145,6 +155,7 @@ def create_app(settings: ServerSettings | None = None, *,
                        model=served.model,
                        model_names=served.model_choices, runs=app.state.runs)
     add_pages(app, served, ui=settings.ui, specs=specs, keys=bool(settings.access_keys))
+    add_thread_routes(app, thread_store, guard)
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)

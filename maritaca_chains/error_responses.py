@@ -104,6 +104,8 @@ def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dic
             if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
                 payload["retry_after"] = exc.retry_after
             return payload
+    if isinstance(exc, Refusal):  # e.g. a busy conversation thread, refused in a run
+        return {"status_code": exc.status_code, "type": exc.code, "message": exc.detail}
     for kinds, status, name, message in _OURS:
         if isinstance(exc, kinds):
             return {"status_code": status, "type": name, "message": message,

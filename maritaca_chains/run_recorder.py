@@ -41,6 +41,7 @@ from . import metrics
 from .error_responses import describe_error
 from .security import caller_label
 from .settings import ServerSettings
+from .threads import CallerTag
 from .usage import RunUsage
 
 __all__ = ["RunRecorder", "RunRecording", "run_callbacks"]
@@ -67,11 +68,16 @@ class RunRecording:
 
 def run_callbacks(connection: HTTPConnection, chain: str) -> list[BaseCallbackHandler]:
     """The callbacks that record a run of ``chain`` started by this request or WebSocket
-    (empty when the app records nothing). Add them to the run's config."""
+    (empty when the app records nothing), and, on an app with conversation threads,
+    the ``CallerTag`` saying whose thread the run may continue. Add them to the run's
+    config."""
+    callbacks: list[BaseCallbackHandler] = []
+    if getattr(connection.app.state, "thread_store", None) is not None:
+        callbacks.append(CallerTag(caller_label(connection)))
     recording: RunRecording | None = getattr(connection.app.state, "run_recording", None)
     if recording is None or not recording.enabled:
-        return []
-    return [RunRecorder(recording, chain, caller_label(connection))]
+        return callbacks
+    return [*callbacks, RunRecorder(recording, chain, caller_label(connection))]
 
 
 class _Run:
