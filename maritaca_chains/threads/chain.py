@@ -98,8 +98,15 @@ def fitting(history: list[tuple[str, str]], budget: int) -> list[BaseMessage]:
     count), starting on a user's message."""
     if budget <= 0 or not history:
         return []
+    recent: list[tuple[str, str]] = []  # a cheap first cut, a little over the budget
+    total = 0
+    for role, text in reversed(history):
+        recent.append((role, text))
+        total += len(text) // 4 + 3
+        if total > budget:
+            break
     return cast(list[BaseMessage], trim_messages(
-        _turns(history), max_tokens=budget, token_counter=count_tokens_approximately,
+        _turns(recent[::-1]), max_tokens=budget, token_counter=count_tokens_approximately,
         strategy="last", start_on="human", allow_partial=False))
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, desc, func, insert, or_, select, update
+from sqlalchemy import and_, delete, desc, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -62,11 +62,10 @@ def async_url(url: str) -> str:
 
 @dataclass
 class Turn:
-    """A turn in progress: its run, the answer's row, and the earlier messages."""
+    """A turn in progress: its thread and run, and the earlier messages."""
 
     thread_id: str
     run_id: str
-    answer_id: int
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, text), oldest first
 
 
@@ -80,6 +79,8 @@ class ThreadStore:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}  # wait for another writer
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._ready = False
         self._starting = asyncio.Lock()
 
@@ -176,15 +177,12 @@ class ThreadStore:
                 select(messages.c.role, messages.c.text).where(
                     messages.c.thread_id == thread_id, messages.c.text != "")
                 .order_by(desc(messages.c.id)).limit(HISTORY_LIMIT))).all()
-            await db.execute(insert(messages).values(
-                thread_id=thread_id, role="user", text=text, created_at=now, complete=True,
-                run_id=run_id))
-            answer = await db.execute(insert(messages).values(
-                thread_id=thread_id, role="assistant", text="", created_at=now,
-                complete=False, run_id=run_id, outcome="running"))
-            answer_id = answer.inserted_primary_key[0] if answer.inserted_primary_key else 0
-        return Turn(thread_id, run_id, int(answer_id),
-                    [(str(r), str(t)) for r, t in reversed(rows)])
+            await db.execute(insert(messages), [  # one statement: the question, the answer
+                {"thread_id": thread_id, "role": "user", "text": text, "created_at": now,
+                 "complete": True, "run_id": run_id, "outcome": None},
+                {"thread_id": thread_id, "role": "assistant", "text": "", "created_at": now,
+                 "complete": False, "run_id": run_id, "outcome": "running"}])
+        return Turn(thread_id, run_id, [(str(r), str(t)) for r, t in reversed(rows)])
 
     async def renew(self, turn: Turn) -> None:
         """Extend the lease while the model answers."""
@@ -199,12 +197,25 @@ class ThreadStore:
         """Write the answer (complete when ``outcome`` is ok) and free the lease."""
         now = time.time()
         async with self.engine.begin() as db:
-            await db.execute(update(messages).where(messages.c.id == turn.answer_id).values(
+            await db.execute(update(messages).where(
+                messages.c.thread_id == turn.thread_id, messages.c.run_id == turn.run_id,
+                messages.c.role == "assistant").values(
                 text=text, complete=outcome == "ok", outcome=outcome, created_at=now,
                 input_tokens=input_tokens, output_tokens=output_tokens, cost_brl=cost_brl))
             await db.execute(update(threads).where(and_(
                 threads.c.id == turn.thread_id, threads.c.running_run == turn.run_id)
             ).values(running_run=None, running_until=None, updated_at=now))
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer, and a commit is one append, synced at
+    checkpoints (``synchronous=NORMAL``: a power cut may lose the last commits, never
+    corrupt the file); several server processes may share the file."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def _make_folder(database: str) -> None:
