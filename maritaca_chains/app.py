@@ -16,28 +16,20 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from langchain_core.language_models import BaseChatModel
-from langserve import add_routes
-from pydantic import ValidationError
 
 from chains import build_chains
 from maritaca import errors
 
+from . import langserve_compat, metrics
 from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
 from .faces import mount_faces
 from .gc_policy import full_collections_on_a_timer
-from .langserve_fixes import (
-    JSONBodyGuard,
-    UpstreamErrorMiddleware,
-    check_config,
-    served_chain,
-    validation_error_json,
-)
-from .metrics import add_metrics_route, mark_process_dead
+from .ledger import RunAccounts
 from .pages import add_pages
-from .quotas import Quotas, guarded, quota_guard
+from .quotas import Quotas
 from .request_guards import add_request_guards
-from .run_recorder import RunRecording
+from .request_rules import RequestRules, admitted_caller
 from .runs import add_run_routes
 from .security import CallerLabels, access_guard, add_login_route
 from .settings import ServerSettings
@@ -70,42 +62,40 @@ def create_app(settings: ServerSettings | None = None, *,
             async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
                 yield
         finally:
-            mark_process_dead()  # this worker's in-flight gauge stops counting
+            metrics.mark_process_dead()  # this worker's in-flight gauge stops counting
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
                   description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
-    app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(JSONBodyGuard)
+    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    quotas = Quotas.from_settings(settings)  # None: no quota configured
+    # every face's runs are kept in ledgers: log line, metrics, token quota (ledger)
+    accounts = RunAccounts.from_settings(settings, backend=served.backend,
+                                         model=served.model_name, quotas=quotas)
+    access = access_guard(settings)
+    rules = RequestRules(access, accounts, batch_max_inputs=settings.batch_max_inputs)
+    langserve_compat.install(app)  # innermost: LangServe's error events and bodies
     app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    app.add_middleware(rules.middleware)  # for request_rules' dependencies
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
-    app.add_exception_handler(ValidationError, validation_error_json)
 
-    access = access_guard(settings)
-    guard = Depends(access)
-    quotas = Quotas.from_settings(settings)  # None: no quota configured
-    quota = Depends(quota_guard(quotas))
-    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    admitted = Depends(admitted_caller)  # the key, then the quotas (request_rules)
     for name, chain in chains.items():
-        add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
-                   per_req_config_modifier=check_config, config_keys=("configurable",))
+        langserve_compat.add_chain_routes(app, name, chain, dependencies=[admitted])
     app.state.chains = chains
     app.state.served = served
-    # every face's run is logged and counted (run_recorder.run_callbacks)
-    app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name)
+    app.state.accounts = accounts
     app.state.quotas = quotas
-    mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
-    # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
-    app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
-                                    start_dependencies=[quota])
+    mount_faces(app, chains, ui=settings.ui)
+    app.state.runs = add_run_routes(app, chains, settings)  # resumable runs
     add_pages(app, served, ui=settings.ui)
     add_login_route(app, settings)
     if settings.metrics:
-        add_metrics_route(app, settings, access)
+        metrics.serving(chains, served.model_name)
+        metrics.add_metrics_route(app, settings, access)
     return app
 
 

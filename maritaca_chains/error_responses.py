@@ -17,6 +17,7 @@ TimeoutError                     504    upstream_timeout
 ConnectionError                  503    upstream_unavailable
 ServerError                      502    upstream_error
 StreamError                      502    upstream_stream_broken
+quotas QuotaExceeded             429    quota_exceeded (+ retry_after)
 pydantic ValidationError         422    invalid_input (+ errors)
 ValueError / TypeError           422    invalid_input
 anything else                    500    internal
@@ -32,6 +33,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from maritaca import errors
+
+from .quotas import QuotaExceeded
 
 __all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
            "sse_error_data", "validation_details"]
@@ -67,6 +70,9 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
             if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
                 payload["retry_after"] = exc.retry_after
             return payload
+    if isinstance(exc, QuotaExceeded):  # this server's limit for the caller's key
+        return {"status_code": 429, "type": "quota_exceeded", "message": str(exc),
+                "retry_after": exc.retry_after}
     if isinstance(exc, ValidationError):
         details = validation_details(exc)
         where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}"

@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from .csp import page_headers
+from .media_types import is_json, media_type
 from .settings import ServerSettings, is_loopback
 
 __all__ = ["ALLOWED_ORIGINS", "LOGIN_PATH", "RequestGuards", "add_request_guards",
@@ -160,14 +161,14 @@ class RequestGuards:
 
 
 def _content_type_refusal(path: str, content_type: str) -> tuple[int, str] | None:
-    kind = content_type.split(";")[0].strip().lower()
+    kind = media_type(content_type)
     if path == LOGIN_PATH:
         if kind == "application/x-www-form-urlencoded":
             return None
         return 415, "Send the login form as application/x-www-form-urlencoded"
     if path.startswith("/ui/") and path.endswith("/upload") and kind == "multipart/form-data":
         return None  # Gradio's file uploads (the chat itself speaks JSON)
-    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+    if is_json(kind):
         return None
     return 415, "Send the body as JSON with content-type: application/json"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
@@ -22,10 +23,11 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .request_guards import LOGIN_PATH
-from .settings import ServerSettings, is_loopback
+from .settings import ServerSettings
 
 __all__ = ["ACCESS_COOKIE", "NO_KEY", "CallerLabels", "access_guard", "add_login_route",
-           "caller_label", "cookie_token", "key_label"]
+           "caller_label", "cookie_token", "key_label", "loopback_client",
+           "supplied_credentials"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -40,6 +42,29 @@ def cookie_token(key: str) -> str:
 
 
 NO_KEY = "none"  # the caller's label when the server has no access keys
+
+
+def supplied_credentials(connection: HTTPConnection) -> tuple[str, str]:
+    """What the caller sent: the key (``X-API-Key``, else ``Authorization: Bearer``) and
+    the login cookie's token; empty strings for what is missing. The one place that
+    reads them."""
+    auth = connection.headers.get("authorization", "")
+    key = connection.headers.get("x-api-key") or (
+        auth[7:] if auth[:7].lower() == "bearer " else "")
+    return key, connection.cookies.get(ACCESS_COOKIE, "")
+
+
+def loopback_client(connection: HTTPConnection) -> bool:
+    """Whether the caller connected from a loopback address: the socket's peer address,
+    or the client address a trusted proxy forwarded (uvicorn's ``--proxy-headers``
+    rewrites it). An address, never a name: a forwarded ``localhost`` is not loopback.
+    A connection without a peer address (a Unix socket) is local."""
+    if connection.client is None:
+        return True
+    try:
+        return ipaddress.ip_address(connection.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def key_label(key: str) -> str:
@@ -61,10 +86,7 @@ class CallerLabels:
     def __call__(self, connection: HTTPConnection) -> str:
         if not self._labels:
             return NO_KEY
-        auth = connection.headers.get("authorization", "")
-        for supplied in (connection.headers.get("x-api-key"),
-                         auth[7:] if auth.lower().startswith("bearer ") else None,
-                         connection.cookies.get(ACCESS_COOKIE)):
+        for supplied in supplied_credentials(connection):
             if supplied and (label := self._labels.get(supplied)):
                 return label
         return "unknown"  # only before the access guard has refused it
@@ -101,17 +123,12 @@ def access_guard(settings: ServerSettings) -> Callable[[Request], Awaitable[None
 
     async def guard(request: Request) -> None:
         if not keys:
-            client = request.client.host if request.client else ""
-            if settings.allow_public or not client or is_loopback(client) \
-                    or client == "testclient":
+            if settings.allow_public or loopback_client(request):
                 return
             raise HTTPException(403, "This server only serves loopback clients; set "
                                      "MARITACA_CHAINS_API_KEYS to serve others")
-        auth = request.headers.get("authorization", "")
-        supplied = (request.headers.get("x-api-key")
-                    or (auth[7:] if auth.lower().startswith("bearer ") else "")).encode()
-        cookie = request.cookies.get(ACCESS_COOKIE, "").encode()
-        if not (any(hmac.compare_digest(supplied, key) for key in keys)
+        key, cookie = (part.encode() for part in supplied_credentials(request))
+        if not (any(hmac.compare_digest(key, known) for known in keys)
                 or any(hmac.compare_digest(cookie, token) for token in tokens)):
             raise HTTPException(401, "Missing or wrong access key: send it as X-API-Key or "
                                      "Authorization: Bearer, or log in once in a browser "

@@ -21,6 +21,7 @@
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
+    MARITACA_CHAINS_BATCH_MAX_INPUTS         inputs one LangServe /batch may hold; beyond, 413 (16)
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class ServerSettings(BaseSettings):
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
+    batch_max_inputs: int = Field(default=16, ge=1,
+                                  validation_alias="MARITACA_CHAINS_BATCH_MAX_INPUTS")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from chains import CHAINS
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import emulator_model
+from tests.conftest import emulator_model, loopback_client
 
 CI_EXAMPLES, SOAK_EXAMPLES = 4, 40  # per API operation (55 operations)
 # make test replays the same examples every run (a red CI names a reproducible bug);
@@ -160,7 +160,7 @@ _configs = st.none() | st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def test_client(fuzz_app: Any) -> Iterator[TestClient]:
-    with TestClient(fuzz_app, raise_server_exceptions=True) as http:
+    with loopback_client(fuzz_app, raise_server_exceptions=True) as http:
         yield http
 
 

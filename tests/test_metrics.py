@@ -17,16 +17,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from chains import build_summarize_chain
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, Scenario, terminate
 from maritaca_chains import create_app
-from maritaca_chains.run_recorder import RunRecording, run_callbacks
+from maritaca_chains.ledger import RunAccounts, format_brl
 from maritaca_chains.settings import ServerSettings
-from maritaca_chains.usage import format_cost
 from tests.conftest import emulator_model
 
 STORY = {"input": {"topic": "Brasil"}}
@@ -220,14 +218,10 @@ LONG_TEXT = " ".join(f"Parágrafo {i}: o sabiá canta no alto da palmeira ao ama
 
 async def test_map_reduce_cost_adds_up_every_call(emu, caplog):
     caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
-    recording = RunRecording(ServerSettings(_env_file=None),  # type: ignore[call-arg]
-                             backend="maritaca", model="sabia-4")
+    accounts = RunAccounts(backend="maritaca", model="sabia-4", quotas=None)
     chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)
-    app = FastAPI()
-    app.state.run_recording = recording
-    callbacks = run_callbacks(Request({"type": "http", "app": app, "headers": []}), "summarize")
-    text = "".join([c async for c in chain.astream({"text": LONG_TEXT},
-                                                    {"callbacks": callbacks})])
+    ledger = accounts.open(None, "summarize")
+    text = "".join([c async for c in chain.astream({"text": LONG_TEXT}, ledger.config())])
     assert text
     calls = emu.requests
     assert len(calls) >= 4  # three parts or more, then the summary of their summaries
@@ -240,7 +234,9 @@ async def test_map_reduce_cost_adds_up_every_call(emu, caplog):
     assert line["output_tokens"] == 12 * len(calls)
     assert line["cost_brl"] == pytest.approx(
         brl(line["input_tokens"], line["output_tokens"], line["cached_input_tokens"]), abs=1e-8)
-    assert format_cost(line["cost_brl"]).startswith("R$ 0,")
+    assert format_brl(line["cost_brl"]).startswith("R$ 0,")
+    [run] = ledger.runs  # what the log line says is the ledger's
+    assert run.usage()["cost_brl"] == line["cost_brl"] and run.calls == len(calls)
 
 
 # ------------------------------------------------------- --workers 2, multiprocess mode

@@ -16,14 +16,13 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, cast
 
-from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langserve.serialization import WellKnownLCSerializer
 
 from maritaca import closing_upstreams
 
 from ..error_responses import sse_error_data
+from ..ledger import Ledger
 from .events import RunInfo, RunStatus, run_error_data, sse_block
 from .store import RunStore
 
@@ -32,23 +31,6 @@ __all__ = ["RunManager"]
 logger = logging.getLogger("maritaca_chains.runs")
 
 _serializer = WellKnownLCSerializer()  # LangServe's, so data events match /stream's
-
-
-class _Usage(AsyncCallbackHandler):
-    """Adds up the token usage of every model call in the run."""
-
-    ignore_chain = ignore_retriever = ignore_agent = ignore_retry = ignore_custom_event = True
-
-    def __init__(self) -> None:
-        self.totals: dict[str, int] = {}
-
-    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for generation in generations:
-                usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
-                for key in ("input_tokens", "output_tokens", "total_tokens"):
-                    if usage and isinstance(usage.get(key), int):
-                        self.totals[key] = self.totals.get(key, 0) + usage[key]
 
 
 class RunManager:
@@ -85,13 +67,16 @@ class RunManager:
             await self.store.aclose()
 
     async def start(self, info: RunInfo, chain: Runnable[Any, Any], value: Any,
-                    config: RunnableConfig) -> None:
-        """Record the run (``RunsFull`` if there is no room) and start it."""
+                    config: RunnableConfig, ledger: Ledger) -> None:
+        """Record the run (``RunsFull`` if there is no room) and start it; ``ledger``
+        (from the request that starts it) logs, counts and charges it, and gives its
+        status its ``usage``."""
         await self.ensure_open()
         await self.store.create(info)
         # a fresh context: the run must not inherit the request's upstream scope, which
-        # closes what it opened when the POST that started the run ends
-        task = asyncio.create_task(self._run(info.run_id, chain, value, config),
+        # closes what it opened when the POST that started the run ends (nothing else
+        # rides on the context: the ledger is in the run's callbacks)
+        task = asyncio.create_task(self._run(info.run_id, chain, value, config, ledger),
                                    context=contextvars.Context())
         self._tasks[info.run_id] = task
         task.add_done_callback(lambda _: self._forget(info.run_id))
@@ -123,9 +108,8 @@ class RunManager:
                 return
 
     async def _run(self, run_id: str, chain: Runnable[Any, Any], value: Any,
-                   config: RunnableConfig) -> None:
+                   config: RunnableConfig, ledger: Ledger) -> None:
         store, event_id = self.store, 0
-        usage = _Usage()
         watcher = asyncio.create_task(self._watch_readers(run_id))
         status = RunStatus.DONE
         try:
@@ -133,7 +117,7 @@ class RunManager:
                 event_id += 1
                 await store.append(run_id, event_id, sse_block(
                     event_id, "metadata", f'{{"run_id": "{run_id}"}}'))
-                config = {**config, "run_id": uuid.UUID(run_id), "callbacks": [usage]}
+                config = ledger.config({**config, "run_id": uuid.UUID(run_id)})
                 stream = cast(AsyncGenerator[Any, None], chain.astream(value, config))
                 async with aclosing(stream):
                     async for chunk in stream:
@@ -158,7 +142,9 @@ class RunManager:
         finally:
             watcher.cancel()
         try:
-            await store.finish(run_id, status, usage.totals or None, event_id + 1, tail)
+            run = ledger.last
+            await store.finish(run_id, status, run.usage() if run is not None else None,
+                               event_id + 1, tail)
         except Exception as exc:
             logger.error("run %s: could not record its end: %s: %s", run_id,
                          type(exc).__name__, exc)
