@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -94,10 +95,11 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 class RunningServer:
     """uvicorn serving an app on 127.0.0.1 at a free port, in a thread."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, **config: Any) -> None:
         # open streams (a browser's event source) get 2 s to finish at shutdown
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                     lifespan="on", timeout_graceful_shutdown=2)
+        self.config = uvicorn.Config(app, **{  # type: ignore[arg-type]
+            "host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on",
+            "timeout_graceful_shutdown": 2, **config})
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

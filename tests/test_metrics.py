@@ -315,3 +315,28 @@ async def test_text_and_websocket_runs_are_recorded(emu, caplog):
     assert {line["key"] for line in lines} == {
         "key-" + hashlib.sha256(b"chave-face").hexdigest()[:8]}
     assert all(line["cost_brl"] and line["time_to_first_token_s"] for line in lines)
+
+
+# ------------------------------------------------------------------------- at start
+
+
+async def test_a_fresh_server_shows_zeros_and_process_metrics(emu):
+    """Dashboards see 0, not "no data": every chain's in-flight gauge and its ok runs
+    exist before any run; the process' own metrics (memory, CPU, descriptors) too."""
+    from tests.conftest import RunningServer
+
+    with RunningServer(app_with(emu)) as server:  # a real single-process server
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            scraped = await scrape(http)
+    for chain in ("story", "qa", "summarize"):
+        assert ("maritaca_chains_streams_active", frozenset({("chain", chain)})) in scraped
+        assert value(scraped, "maritaca_chains_streams_active", chain=chain) == 0
+        key = ("maritaca_chains_runs_total",
+               frozenset({("chain", chain), ("model", "sabia-4"), ("outcome", "ok")}))
+        assert key in scraped
+    assert not emu.requests
+    names = {name for name, _ in scraped}
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "process_start_time_seconds"):
+        assert name in names, name
+    assert scraped[("process_resident_memory_bytes", frozenset())] > 10 * 2**20

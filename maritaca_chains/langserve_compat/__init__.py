@@ -17,6 +17,8 @@ LangServe's. What this package relies on:
   path parameter of the ``/<chain>/c/<hash>/...`` routes.
 - ``config_hook``: ``add_routes``' ``per_req_config_modifier`` is called once per request,
   with the request, before any run starts; what it returns is every run's config.
+- ``batch_callbacks``: ``/batch`` keeps only the ``config_keys`` of each run's config
+  (the hook's callbacks are dropped).
 - ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
   to the run's callbacks and never reads it.
 
@@ -35,6 +37,7 @@ from langchain_core.runnables import Runnable
 from langserve import add_routes
 from pydantic import ValidationError
 
+from .batch_callbacks import BatchRunsScope
 from .body_guard import JSONBodyGuard, validation_error_json
 from .config_hook import per_request_config
 from .error_events import UpstreamErrorMiddleware
@@ -46,6 +49,7 @@ __all__ = ["add_chain_routes", "install"]
 def install(app: FastAPI) -> None:
     """The middlewares and the handler LangServe's routes need (call before the other
     ``add_middleware`` calls: these go innermost)."""
+    app.add_middleware(BatchRunsScope)
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard)
     app.add_exception_handler(ValidationError, validation_error_json)

@@ -2,8 +2,8 @@
 per request before any run starts, with the request: where the request rules meet
 LangServe's routes. It applies the ``configurable`` policy (``request_rules``) to the
 config in the body (one, or ``/batch``'s list) and in the ``/c/<hash>/`` path, and adds
-the run's callbacks: the ledger (``ledger``: log line, metrics, token quota) and the
-error recorder of ``error_events``.
+the run's callbacks: the ledger (``ledger``: log line, metrics, token quota; on
+``/batch`` through ``batch_callbacks``) and the error recorder of ``error_events``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from ..request_rules import check_configurable, rules_of
+from .batch_callbacks import follow_batch_runs
 from .config_hash import configurable_in_path
 from .error_events import record_run_error
 
@@ -41,4 +42,5 @@ async def per_request_config(config: dict[str, Any], request: Request) -> dict[s
     ledger = rules_of(request).accounts.open(request, chain)
     config["callbacks"] = [*(config.get("callbacks") or []), *record_run_error(request),
                            ledger]
+    follow_batch_runs(request, ledger)  # /batch drops the callbacks above
     return config
