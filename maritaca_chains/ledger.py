@@ -362,7 +362,11 @@ class Ledger(AsyncCallbackHandler):
         if outcome == "cancelled":
             # inside a cancelled task the next await would be cancelled too: record in a
             # task of its own so the tokens are never lost
-            task = asyncio.get_running_loop().create_task(self.accounts.record(run))
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a run abandoned at shutdown, closed by the GC
+                return
+            task = loop.create_task(self.accounts.record(run))
             _recording.add(task)
             task.add_done_callback(_recording.discard)
         else:

@@ -1,9 +1,11 @@
 """Who may call the server: access keys, or loopback clients only; and the browser login.
 
-``access_guard(settings)`` is the one dependency every chain route, face and page that
-runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clients send a key
-(``X-API-Key``, ``Authorization: Bearer``, or the browser cookie set by ``POST /login``);
-without keys, only loopback clients are served unless the settings allow public access.
+``access_guard(settings)`` is the check every chain route, face and page that runs a
+model passes (through ``request_rules``' dependencies). With ``MARITACA_CHAINS_API_KEYS``
+set, clients send a key (``X-API-Key``, ``Authorization: Bearer``, or the browser cookie
+set by ``POST /login``: ``supplied_credentials`` reads them, once); without keys, only
+loopback clients are served (``loopback_client``: by address, never by name) unless the
+settings allow public access.
 What may reach a route at all (hosts, origins, content types) is ``request_guards``.
 """
 
