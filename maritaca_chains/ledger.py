@@ -22,13 +22,14 @@ them. A face uses it in a few lines::
 
 The log line::
 
-    {"event": "run", "run_id": "...", "chain": "story", "model": "sabia-4",
-     "backend": "maritaca", "key": "key-1a2b3c4d", "outcome": "ok",
+    {"event": "run", "run_id": "...", "chain": "story", "chain_version": "87ff0734",
+     "model": "sabia-4", "backend": "maritaca", "key": "key-1a2b3c4d", "outcome": "ok",
      "input_tokens": 7, "output_tokens": 12, "cached_input_tokens": 0, "calls": 1,
      "cost_brl": 0.000275, "time_to_first_token_s": 0.21, "duration_s": 1.9}
 
-``outcome`` is ``ok``, ``cancelled`` (the client left, or stopped the run) or the error
-type of ``error_responses.describe_error``. ``key`` labels the access key (never the key).
+``chain_version`` is a short hash of the chain's file (which words answered); ``outcome``
+is ``ok``, ``cancelled`` (the client left, or stopped the run) or the error type of
+``error_responses.describe_error``. ``key`` labels the access key (never the key).
 The cost of a call is its ``response_metadata["cost_brl"]`` (ChatMaritaca prices every
 call), else the catalogue's price for its model name; a call whose model has no price
 makes the run's cost unknown (None), never a guess. Tokens charged to a quota are the
@@ -58,6 +59,7 @@ from maritaca.models import price_usage
 from . import metrics
 from .error_responses import describe_error
 from .quotas import Quotas
+from .redis_outage import REDIS_DOWN
 from .security import NO_KEY, caller_label
 from .settings import ServerSettings
 
@@ -139,12 +141,12 @@ class RunLedger:
                 "total_tokens": self.tokens, "cached_input_tokens": self.cached_input_tokens,
                 "calls": self.calls, "cost_brl": self.cost_brl}
 
-    def log_line(self, backend: str) -> dict[str, Any]:
+    def log_line(self, backend: str, chain_version: str | None = None) -> dict[str, Any]:
         ttft = self.time_to_first_token
         usage = self.usage()
         del usage["total_tokens"]
         return {"event": "run", "run_id": str(self.run_id), "chain": self.chain,
-                "model": self.model, "backend": backend, "key": self.key,
+                "chain_version": chain_version, "model": self.model, "backend": backend, "key": self.key,
                 "outcome": self.outcome, **usage,
                 "time_to_first_token_s": None if ttft is None else round(ttft, 4),
                 "duration_s": None if self.duration is None else round(self.duration, 4)}
@@ -192,16 +194,19 @@ class RunAccounts:
     against the quotas, and records every run once it ends."""
 
     def __init__(self, *, backend: str, model: str, quotas: Quotas | None,
-                 log: bool = True, metrics: bool = True) -> None:
+                 log: bool = True, metrics: bool = True,
+                 versions: dict[str, str] | None = None) -> None:
         self.backend, self.model, self.quotas = backend, model, quotas
         self.log, self.metrics = log, metrics
+        self.versions = versions or {}  # chain name -> its file's short hash
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, backend: str, model: str,
-                      quotas: Quotas | None) -> RunAccounts:
+                      quotas: Quotas | None, versions: dict[str, str] | None = None
+                      ) -> RunAccounts:
         """The app's accounts: the run log and metrics as the settings say."""
         return cls(backend=backend, model=model, quotas=quotas, log=settings.run_log,
-                   metrics=settings.metrics)
+                   metrics=settings.metrics, versions=versions)
 
     def open(self, connection: HTTPConnection | None, chain: str) -> Ledger:
         """The callbacks that keep the ledgers of the runs of ``chain`` this request or
@@ -230,9 +235,15 @@ class RunAccounts:
                                time_to_first_token=run.time_to_first_token,
                                duration=run.duration or 0.0)
         if self.log and logger.isEnabledFor(logging.INFO):
-            logger.info(json.dumps(run.log_line(self.backend), ensure_ascii=False))
+            logger.info(json.dumps(run.log_line(self.backend, self.versions.get(run.chain)),
+                                   ensure_ascii=False))
         if self.quotas is not None and run.charged_tokens:
-            await self.quotas.spend(run.key, run.charged_tokens)
+            try:
+                await self.quotas.spend(run.key, run.charged_tokens)
+            except REDIS_DOWN as exc:  # the run is logged and counted all the same
+                logger.warning("run %s: %d tokens not charged to %s: Redis is unavailable "
+                               "(%s)", run.run_id, run.charged_tokens, run.key,
+                               type(exc).__name__)
 
 
 class _Call:

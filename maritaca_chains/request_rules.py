@@ -10,7 +10,8 @@ needs and gets it checked::
   the login cookie, or a loopback address) passes, and ``Caller.label`` names the key
   (``security.key_label``; ``none`` on a server without keys). 401/403 otherwise.
 - ``AdmittedCaller``: the caller, with room in its quotas for the runs this request
-  starts (429 with ``Retry-After`` otherwise, before any upstream call): a POST is one
+  starts (429 with ``Retry-After`` otherwise, before any upstream call; 503 while the
+  quotas' Redis is down, unless ``MARITACA_CHAINS_REDIS_FAIL_OPEN``): a POST is one
   run, a ``/batch`` one per input (at most ``MARITACA_CHAINS_BATCH_MAX_INPUTS``: 413
   beyond). GETs start no run and are not counted. A WebSocket is checked at the
   handshake (``admit_socket``) and each of its runs counts when it starts.
@@ -27,6 +28,7 @@ mounted inside (the Gradio UI).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -40,13 +42,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
 from .ledger import RunAccounts
+from .metrics import redis_unavailable
 from .quotas import QuotaExceeded
+from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .request_guards import cross_site_refusal
 from .security import caller_label
 
 __all__ = ["AdmittedCaller", "Caller", "CallerDep", "RequestRules", "RunRequest",
            "admit_socket", "admitted_caller", "check_configurable", "current_caller",
            "parse_run_request", "rules_of"]
+
+logger = logging.getLogger("maritaca_chains.server")
 
 _RULES_IN_SCOPE = "maritaca_chains.request_rules"
 ENVELOPE_KEYS = frozenset({"input", "config"})
@@ -57,8 +63,36 @@ class RequestRules:
     and the ``/batch`` size cap."""
 
     def __init__(self, access: Callable[[Request], Awaitable[None]], accounts: RunAccounts,
-                 *, batch_max_inputs: int) -> None:
+                 *, batch_max_inputs: int, redis_fail_open: bool = False) -> None:
         self.access, self.accounts, self.batch_max_inputs = access, accounts, batch_max_inputs
+        self.redis_fail_open = redis_fail_open
+
+    async def admit(self, connection: HTTPConnection, runs: int = 1) -> None:
+        """Room in the caller's quotas for ``runs`` runs (``RunAccounts.admit``; 0: check
+        only). Raises ``QuotaExceeded``, or ``redis_outage.REDIS_DOWN`` while the quotas'
+        Redis is down, unless ``MARITACA_CHAINS_REDIS_FAIL_OPEN``: then served
+        unchecked, logged and counted."""
+        try:
+            await self.accounts.admit(connection, runs)
+        except REDIS_DOWN as exc:
+            label = caller_label(connection)
+            if not self.redis_fail_open:
+                logger.warning("quota check for %s refused: Redis is unavailable (%s)",
+                               label, type(exc).__name__)
+                raise
+            logger.warning("quota check for %s skipped: Redis is unavailable (%s); served "
+                           "(MARITACA_CHAINS_REDIS_FAIL_OPEN)", label, type(exc).__name__)
+            redis_unavailable("served")
+
+    async def admit_http(self, connection: HTTPConnection, runs: int) -> None:
+        """``admit``, its refusals as HTTPException: 429 with ``Retry-After``, or the
+        named 503 (also inside mounted apps, which lack the app's handlers)."""
+        try:
+            await self.admit(connection, runs)
+        except QuotaExceeded as exc:
+            raise exc.http() from None
+        except REDIS_DOWN:
+            raise redis_unavailable_http() from None
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """``app``, with these rules in every request's scope (see ``rules_of``)."""
@@ -118,12 +152,8 @@ async def _runs_in(request: Request, rules: RequestRules) -> int:
 async def admitted_caller(request: Request, caller: CallerDep) -> Caller:
     """The caller, once its quotas admitted the runs this request starts (429 if not)."""
     rules = rules_of(request)
-    runs = await _runs_in(request, rules)
-    if runs:
-        try:
-            await rules.accounts.admit(request, runs)
-        except QuotaExceeded as exc:
-            raise exc.http() from None
+    if runs := await _runs_in(request, rules):
+        await rules.admit_http(request, runs)
     return caller
 
 
@@ -138,10 +168,7 @@ async def admit_socket(ws: WebSocket) -> Caller:
         raise HTTPException(403, why)
     rules = rules_of(ws)
     await rules.access(Request({**ws.scope, "type": "http", "method": "GET"}))
-    try:
-        await rules.accounts.admit(ws, 0)
-    except QuotaExceeded as exc:
-        raise exc.http() from None
+    await rules.admit_http(ws, 0)
     return Caller(caller_label(ws))
 
 
@@ -163,8 +190,9 @@ def check_configurable(configurable: dict[str, Any]) -> None:
     max_tokens = configurable.get("max_tokens")
     if max_tokens is not None and not (isinstance(max_tokens, int)
                                        and not isinstance(max_tokens, bool)
-                                       and low_t <= max_tokens <= high_t):
-        raise ValueError(f"config.configurable.max_tokens must be {low_t} to {high_t}")
+                                       and (low_t <= max_tokens <= high_t or max_tokens == 0)):
+        raise ValueError(f"config.configurable.max_tokens must be {low_t} to {high_t} "
+                         f"(or 0: the chain's own budget)")
 
 
 @dataclass

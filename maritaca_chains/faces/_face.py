@@ -11,7 +11,6 @@ routes and resumable runs). What a run used and how it ended is its ledger's
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, cast
@@ -19,9 +18,9 @@ from typing import Any, cast
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel
 
-from chains import CHAINS
 from maritaca import closing_upstreams
 
+from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..ledger import Ledger
 from ..request_rules import RunRequest, parse_run_request
 
@@ -32,14 +31,18 @@ TRUNCATED = "[TRUNCATED]"
 
 
 class Face:
-    """One chain, with its input type, main field and config schema."""
+    """One chain, with its input type, main field and config schema.
 
-    def __init__(self, name: str, chain: Runnable[Any, str]) -> None:
-        self.name, self.chain = name, chain
+    These faces carry text: a JSON chain's runs stream its JSON text (its
+    ``text_chain``, validated at the end), where LangServe's routes stream objects."""
+
+    def __init__(self, name: str, chain: Runnable[Any, Any]) -> None:
+        self.name = name
+        self.chain: Runnable[Any, str] = getattr(chain, "text_chain", None) or chain
         self.input_type = cast(type[BaseModel], chain.get_input_schema())
         self.config_type = chain.config_schema(include=["configurable"])
-        spec = CHAINS.get(name)
-        self.main_field = spec.main_field if spec and spec.main_field else next(
+        # a chain file's input model names its main field; else the first required one
+        self.main_field = getattr(self.input_type, "main_field", "") or next(
             n for n, f in self.input_type.model_fields.items() if f.is_required())
 
     def request_schema(self) -> dict[str, Any]:
@@ -55,15 +58,19 @@ class Face:
                         "properties": {"configurable": configurable}}}}
         return {"anyOf": [bare, envelope]}
 
-    def parse_request(self, text: str | bytes) -> RunRequest:
-        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``)
-        or, not starting with ``{``, the main field's text. Raises ValidationError (locs
-        as in the JSON: ``("config", "configurable", "model")``) or ValueError."""
+    def parse_request(self, text: str | bytes,
+                      max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> RunRequest:
+        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``,
+        nested at most ``max_depth`` deep) or, not starting with ``{``, the main field's
+        text. Raises ValidationError (locs as in the JSON: ``("config", "configurable",
+        "model")``) or ValueError."""
         raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
         if not raw.lstrip().startswith("{"):
             return RunRequest(self.input_type.model_validate({self.main_field: raw}), {})
         try:
-            data = json.loads(raw)
+            data = parse_json(raw, max_depth)
+        except JSONTooDeep:
+            raise
         except ValueError:
             # the input type's own JSON error names the position, like FastAPI's 422
             self.input_type.model_validate_json(raw)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
+from ..input_limits import limits_of
 from ..ledger import Ledger
 from ..request_rules import AdmittedCaller, RunRequest, rules_of
 from ._face import TRUNCATED, Face
@@ -83,7 +84,8 @@ async def _text_with_end_lines(face: Face, request: RunRequest,
 def text_endpoint(face: Face) -> Callable[..., Any]:
     async def text(request: Request, caller: AdmittedCaller) -> StreamingResponse | JSONResponse:
         try:
-            parsed = face.parse_request(await request.body())
+            parsed = face.parse_request(await request.body(),
+                                        limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc

@@ -14,12 +14,16 @@ For every input, in the order received, the server sends the answer's chunks as 
 frames, then ``[STOPPED]`` if a stop ended it, ``[ERROR] {"type", "status_code",
 "message"[, "retry_after", "errors"]}`` if it failed, or ``[TRUNCATED] {"finish_reason":
 "length", "max_tokens", "message"}`` if the token limit cut it, then always ``[END]``. Inputs
-sent during a run wait their turn; the connection stays open after errors; closing it
-stops the run. Every run counts as one request against the key's quota, checked with the
-token budget before it starts: over either, the run's answer is an ``[ERROR]`` frame of
-type ``quota_exceeded`` (429, with ``retry_after``). Refused handshakes get the request
-rules' HTTP 401/403/429 (403 too for a browser ``Origin`` other than this server, so
-other sites cannot drive it)::
+sent during a run wait their turn, at most ``MARITACA_CHAINS_WS_MAX_QUEUED`` (2) of them:
+one more is refused at once with ``[ERROR] {"type": "queue_full", "status_code": 429,
+...}`` and no ``[END]`` (it is not a run; send it again after an ``[END]``). A JSON frame
+nested deeper than ``MARITACA_CHAINS_MAX_JSON_DEPTH`` gets an ``invalid_input`` error,
+and a frame over ``MARITACA_CHAINS_MAX_BODY_BYTES`` closes the socket (1009). The
+connection stays open after errors; closing it stops the run. Every run counts as one
+request against the key's quota, checked with the token budget before it starts: over
+either, the run's answer is an ``[ERROR]`` frame of type ``quota_exceeded`` (429, with
+``retry_after``). Refused handshakes get the request rules' HTTP 401/403/429 (403 too for
+a browser ``Origin`` other than this server, so other sites cannot drive it)::
 
     async with websockets.connect("ws://127.0.0.1:8000/story/ws") as ws:
         await ws.send("Brasil")
@@ -39,8 +43,11 @@ from typing import Any
 from fastapi import HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 
-from ..error_responses import error_frame
+from ..error_responses import ERROR_MARK, error_frame
+from ..input_limits import limits_of, parse_json
+from ..metrics import request_refused
 from ..quotas import QuotaExceeded
+from ..redis_outage import REDIS_DOWN
 from ..request_rules import admit_socket, rules_of
 from ._face import TRUNCATED, Face
 
@@ -66,22 +73,25 @@ async def _admit(ws: WebSocket) -> bool:
     return True
 
 
-async def _answer(ws: WebSocket, face: Face, text: str) -> None:
+async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     """One run: admitted by the quotas (one request, and the token budget), then its
     chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame. Send
     failures propagate (client gone)."""
     try:
-        request = face.parse_request(text)
+        request = face.parse_request(text, max_depth)
     except ValueError as exc:  # pydantic's ValidationError included
         await ws.send_text(error_frame(exc))
         return
-    accounts = rules_of(ws).accounts
+    rules = rules_of(ws)
     try:
-        await accounts.admit(ws)
+        await rules.admit(ws)
     except QuotaExceeded as exc:
-        await ws.send_text(error_frame(exc))
+        await ws.send_text(error_frame(exc))  # quota_exceeded
         return
-    ledger = accounts.open(ws, face.name)
+    except REDIS_DOWN as exc:
+        await ws.send_text(error_frame(exc))  # redis_unavailable
+        return
+    ledger = rules.accounts.open(ws, face.name)
     async with aclosing(face.chunks(request, ledger)) as chunks:
         while True:
             try:
@@ -100,23 +110,37 @@ async def _answer(ws: WebSocket, face: Face, text: str) -> None:
 
 
 def _is_stop(text: str) -> bool:
-    if text.strip().lower() == "stop":
+    stripped = text.strip()
+    if stripped.lower() == "stop":
         return True
+    if not stripped.startswith("{") or '"action"' not in stripped:
+        return False
     try:
-        message = json.loads(text)
+        message = parse_json(stripped, max_depth=1)  # {"action": "stop"} is flat
     except ValueError:
         return False
     return isinstance(message, dict) and message.get("action") == "stop"
 
 
+def _queue_full(waiting: int) -> str:
+    request_refused("ws_input_refused")
+    return f"{ERROR_MARK} " + json.dumps({
+        "type": "queue_full", "status_code": 429,
+        "message": f"{waiting} inputs are already waiting behind the running one "
+                   f"(MARITACA_CHAINS_WS_MAX_QUEUED): this one was not queued; send it "
+                   f"again after an [END], or send stop"}, ensure_ascii=False)
+
+
 async def _session(ws: WebSocket, face: Face) -> None:
     """Read frames; a worker answers inputs in order; ``stop`` cancels the current run."""
+    limits = limits_of(ws.app)
     inputs: asyncio.Queue[str] = asyncio.Queue()
     running: list[asyncio.Task[None]] = []
 
     async def work() -> None:
         while True:
-            run = asyncio.create_task(_answer(ws, face, await inputs.get()))
+            run = asyncio.create_task(_answer(ws, face, await inputs.get(),
+                                              limits.max_json_depth))
             running[:] = [run]
             try:
                 await asyncio.wait({run})
@@ -150,6 +174,8 @@ async def _session(ws: WebSocket, face: Face) -> None:
             if _is_stop(text):
                 if running:  # (no local name: it would keep the cancelled task alive)
                     running[0].cancel()
+            elif (waiting := inputs.qsize()) >= limits.ws_max_queued and (running or waiting):
+                await ws.send_text(_queue_full(waiting))
             else:
                 inputs.put_nowait(text)
     finally:

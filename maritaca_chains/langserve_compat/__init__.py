@@ -46,12 +46,12 @@ from .event_aggregator import served_chain
 __all__ = ["add_chain_routes", "install"]
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, max_json_depth: int) -> None:
     """The middlewares and the handler LangServe's routes need (call before the other
     ``add_middleware`` calls: these go innermost)."""
     app.add_middleware(BatchRunsScope)
     app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(JSONBodyGuard)
+    app.add_middleware(JSONBodyGuard, max_depth=max_json_depth)
     app.add_exception_handler(ValidationError, validation_error_json)
 
 

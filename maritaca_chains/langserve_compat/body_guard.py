@@ -4,9 +4,11 @@ LangServe and FastAPI parse JSON with the standard library, which accepts NaN/In
 and lone surrogates and then fails to render its own 422 echoing them; a body that is
 not UTF-8 escapes as a UnicodeDecodeError; ``"config": null`` and ``/batch`` inputs that
 are not a list fail inside LangServe; ``/batch`` validates its inputs without catching
-the error. ``JSONBodyGuard`` parses every JSON POST with orjson (which refuses all
-three) and reads ``"config": null`` as no config; ``validation_error_json`` is the
-exception handler for ``/batch``'s uncaught ``ValidationError``.
+the error. ``JSONBodyGuard`` parses every JSON POST (any case of ``application/json``:
+``media_types.is_json``) with ``input_limits.parse_json`` (orjson, which refuses all
+three, and a nesting depth cap) and reads ``"config": null`` as no config;
+``validation_error_json`` is the exception handler for ``/batch``'s uncaught
+``ValidationError``. Body sizes are capped before it (``input_limits.BodyLimit``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ..error_responses import validation_details
+from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..media_types import is_json
 
-__all__ = ["MAX_BODY_BYTES", "JSONBodyGuard", "validation_error_json"]
+__all__ = ["JSONBodyGuard", "validation_error_json"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-
-MAX_BODY_BYTES = 8 * 1024 * 1024  # the largest input (summarize's 1M characters) fits
-
 
 class JSONBodyGuard:
     """Answers 422/413 for JSON bodies LangServe would turn into a 500 (and reads
@@ -37,36 +37,35 @@ class JSONBodyGuard:
     LangServe and FastAPI parse with the standard library, which accepts NaN/Infinity
     and lone surrogates and then fails to render its own 422 echoing them, and a body
     that is not UTF-8 escapes as a UnicodeDecodeError. orjson refuses all three, so a
-    body it cannot parse gets a clear 422 here, before any route runs.
+    body it cannot parse gets a clear 422 here, before any route runs; so does one
+    nested deeper than ``max_depth`` (``input_limits.parse_json``). The body's size is
+    bounded before it gets here (``input_limits.BodyLimit``).
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(self, app: Callable[..., Awaitable[None]], *,
+                 max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        self.app, self.max_depth = app, max_depth
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
                 or not is_json(dict(scope["headers"]).get(b"content-type")):
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
+        chunks, more = [], True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > MAX_BODY_BYTES:
-                response = JSONResponse({"detail": f"The request body is over "
-                                                   f"{MAX_BODY_BYTES // 2**20} MiB."}, 413)
-                await response(scope, receive, send)
-                return
         body = b"".join(chunks)
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            parsed = parse_json(body, self.max_depth)
+        except ValueError as exc:
             # FastAPI's own shape for a body that does not parse
             response = JSONResponse({"detail": [{
+                "type": "json_too_deep", "loc": ["body"], "msg": f"{exc}: flatten it"}
+                if isinstance(exc, JSONTooDeep) else {
                 "type": "json_invalid", "loc": ["body"],
                 "msg": f"The request body is not valid JSON (UTF-8, no NaN/Infinity, "
                        f"no lone surrogates): {exc}"}]}, 422)
