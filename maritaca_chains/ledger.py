@@ -58,6 +58,7 @@ from maritaca.models import price_usage
 
 from . import metrics
 from .error_responses import describe_error
+from .messages import DEFAULT_LANGUAGE, Language, say
 from .quotas import Quotas
 from .redis_outage import REDIS_DOWN
 from .security import NO_KEY, caller_label
@@ -128,11 +129,10 @@ class RunLedger:
         """The answer (the last model call's) stopped at the token limit."""
         return self.finish_reason == "length"
 
-    def cut_note(self) -> str:
+    def cut_note(self, lang: Language = DEFAULT_LANGUAGE) -> str:
         """What the text faces say after a cut answer: the limit, and how to raise it."""
         limit = f"max_tokens={self.max_tokens}" if self.max_tokens else "max_tokens"
-        return (f"the answer reached {limit} and was cut; ask for more with "
-                f'{{"config": {{"configurable": {{"max_tokens": ...}}}}}}')
+        return say("truncated", lang, limit=limit)
 
     def usage(self) -> dict[str, Any]:
         """``{"input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",

@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
 from .ledger import RunAccounts
+from .messages import language
 from .metrics import redis_unavailable
 from .quotas import QuotaExceeded
 from .redis_outage import REDIS_DOWN, redis_unavailable_http
@@ -164,7 +165,7 @@ async def admit_socket(ws: WebSocket) -> Caller:
     """A WebSocket handshake: the same origin rule as HTTP (browsers apply no CORS to
     WebSockets), the access guard, and room in the quotas for one run (checked, not
     counted: each run counts when it starts). Raises HTTPException."""
-    if why := cross_site_refusal(ws.scope):
+    if why := cross_site_refusal(ws.scope, lang=language(ws.headers)):
         raise HTTPException(403, why)
     rules = rules_of(ws)
     await rules.access(Request({**ws.scope, "type": "http", "method": "GET"}))

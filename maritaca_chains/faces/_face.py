@@ -75,6 +75,11 @@ class Face:
             # the input type's own JSON error names the position, like FastAPI's 422
             self.input_type.model_validate_json(raw)
             raise
+        return self.request_from(data)
+
+    def request_from(self, data: Any) -> RunRequest:
+        """A decoded request (the bare input or the envelope): the request rules'
+        ``parse_run_request`` with this chain's types."""
         return parse_run_request(data, self.input_type, self.config_type)
 
     async def chunks(self, request: RunRequest, ledger: Ledger) -> AsyncGenerator[str, None]:

@@ -9,8 +9,9 @@ content type, checked before any route). The caller's key and quota are the
 request rules' (``AdmittedCaller``). An upstream failure before the first byte is a JSON error with its
 status, like the other routes; after it, the text ends with the line
 ``\\n[ERROR] <message>``. An answer the token limit cut ends with the line
-``\\n[TRUNCATED] the answer reached max_tokens=N and was cut; ...``. Hanging up stops
-the run and its upstream request.
+``\\n[TRUNCATED] a resposta chegou a max_tokens=N e foi cortada; ...`` (the messages in
+pt-BR, or English with ``Accept-Language: en``). Hanging up stops the run and its
+upstream request.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from ..error_responses import error_json, error_line
 from ..input_limits import limits_of
 from ..ledger import Ledger
+from ..messages import DEFAULT_LANGUAGE, Language, language
 from ..request_rules import AdmittedCaller, RunRequest, rules_of
 from ._face import TRUNCATED, Face
 
@@ -61,8 +63,8 @@ class _ClosingStreamingResponse(StreamingResponse):
             await self.rest.aclose()
 
 
-async def _text_with_end_lines(face: Face, request: RunRequest,
-                               ledger: Ledger) -> AsyncGenerator[str, None]:
+async def _text_with_end_lines(face: Face, request: RunRequest, ledger: Ledger,
+                               lang: Language = DEFAULT_LANGUAGE) -> AsyncGenerator[str, None]:
     """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line;
     an answer cut by the token limit ends with a [TRUNCATED] line."""
     started = False
@@ -75,10 +77,10 @@ async def _text_with_end_lines(face: Face, request: RunRequest,
         if not started:
             raise
         logger.error("/%s/text failed mid-stream: %s: %s", face.name, type(exc).__name__, exc)
-        yield error_line(exc)
+        yield error_line(exc, lang)
         return
     if (run := ledger.last) is not None and run.cut:
-        yield f"\n{TRUNCATED} {run.cut_note()}\n"
+        yield f"\n{TRUNCATED} {run.cut_note(lang)}\n"
 
 
 def text_endpoint(face: Face) -> Callable[..., Any]:
@@ -92,12 +94,13 @@ def text_endpoint(face: Face) -> Callable[..., Any]:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         ledger = rules_of(request).accounts.open(request, face.name)
-        chunks = _text_with_end_lines(face, parsed, ledger)
+        lang = language(request.headers)
+        chunks = _text_with_end_lines(face, parsed, ledger, lang)
         try:
             first = await anext(chunks, "")
         except Exception as exc:
             logger.error("/%s/text failed: %s: %s", face.name, type(exc).__name__, exc)
-            return error_json(exc)
+            return error_json(exc, lang)
         return _ClosingStreamingResponse(first, chunks)
 
     text.__doc__ = (f"The {face.name} chain's answer as plain text, streamed "

@@ -45,13 +45,14 @@ from fastapi.responses import JSONResponse
 
 from ..error_responses import ERROR_MARK, error_frame
 from ..input_limits import limits_of, parse_json
+from ..messages import language
 from ..metrics import request_refused
 from ..quotas import QuotaExceeded
 from ..redis_outage import REDIS_DOWN
 from ..request_rules import admit_socket, rules_of
 from ._face import TRUNCATED, Face
 
-__all__ = ["END", "STOPPED", "TRUNCATED", "socket_endpoint"]
+__all__ = ["END", "STOPPED", "TRUNCATED", "is_stop", "socket_endpoint"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
@@ -80,16 +81,16 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     try:
         request = face.parse_request(text, max_depth)
     except ValueError as exc:  # pydantic's ValidationError included
-        await ws.send_text(error_frame(exc))
+        await ws.send_text(error_frame(exc, language(ws.headers)))
         return
     rules = rules_of(ws)
     try:
         await rules.admit(ws)
     except QuotaExceeded as exc:
-        await ws.send_text(error_frame(exc))  # quota_exceeded
+        await ws.send_text(error_frame(exc, language(ws.headers)))  # quota_exceeded
         return
     except REDIS_DOWN as exc:
-        await ws.send_text(error_frame(exc))  # redis_unavailable
+        await ws.send_text(error_frame(exc, language(ws.headers)))  # redis_unavailable
         return
     ledger = rules.accounts.open(ws, face.name)
     async with aclosing(face.chunks(request, ledger)) as chunks:
@@ -100,16 +101,17 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
                 if (run := ledger.last) is not None and run.cut:
                     await ws.send_text(f"{TRUNCATED} " + json.dumps(
                         {"finish_reason": "length", "max_tokens": run.max_tokens,
-                         "message": run.cut_note()}, ensure_ascii=False))
+                         "message": run.cut_note(language(ws.headers))}, ensure_ascii=False))
                 return
             except Exception as exc:
                 logger.error("/%s/ws run failed: %s: %s", face.name, type(exc).__name__, exc)
-                await ws.send_text(error_frame(exc))
+                await ws.send_text(error_frame(exc, language(ws.headers)))
                 return
             await ws.send_text(chunk)
 
 
-def _is_stop(text: str) -> bool:
+def is_stop(text: str) -> bool:
+    """Whether a client frame asks to stop the run (``stop`` or ``{"action": "stop"}``)."""
     stripped = text.strip()
     if stripped.lower() == "stop":
         return True
@@ -171,7 +173,7 @@ async def _session(ws: WebSocket, face: Face) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-            if _is_stop(text):
+            if is_stop(text):
                 if running:  # (no local name: it would keep the cancelled task alive)
                     running[0].cancel()
             elif (waiting := inputs.qsize()) >= limits.ws_max_queued and (running or waiting):

@@ -19,6 +19,10 @@ LangServe's. What this package relies on:
   with the request, before any run starts; what it returns is every run's config.
 - ``batch_callbacks``: ``/batch`` keeps only the ``config_keys`` of each run's config
   (the hook's callbacks are dropped).
+- ``feedback_routes``: ``/token_feedback`` answers 400 without a ``token_feedback_config``
+  (left out); ``/feedback`` works only with LangSmith tracing on (added only then).
+- ``playground_page``: the playground page's exact ``<html lang="en">`` and
+  ``<title>Playground</title>`` (made pt-BR and named after the chain).
 - ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
   to the run's callbacks and never reads it.
 
@@ -42,15 +46,19 @@ from .body_guard import JSONBodyGuard, validation_error_json
 from .config_hook import per_request_config
 from .error_events import UpstreamErrorMiddleware
 from .event_aggregator import served_chain
+from .feedback_routes import feedback_routes
+from .playground_page import PlaygroundInPortuguese
 
 __all__ = ["add_chain_routes", "install"]
 
 
-def install(app: FastAPI, *, max_json_depth: int) -> None:
+def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> None:
     """The middlewares and the handler LangServe's routes need (call before the other
-    ``add_middleware`` calls: these go innermost)."""
+    ``add_middleware`` calls: these go innermost); ``titles``: chain name -> its title,
+    for the playground's page."""
     app.add_middleware(BatchRunsScope)
     app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(PlaygroundInPortuguese, titles=titles)
     app.add_middleware(JSONBodyGuard, max_depth=max_json_depth)
     app.add_exception_handler(ValidationError, validation_error_json)
 
@@ -59,4 +67,5 @@ def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      dependencies: Sequence[DependsParam]) -> None:
     """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
     add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
-               per_req_config_modifier=per_request_config, config_keys=("configurable",))
+               per_req_config_modifier=per_request_config, config_keys=("configurable",),
+               **feedback_routes())

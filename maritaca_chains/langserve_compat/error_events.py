@@ -22,6 +22,7 @@ from starlette.requests import HTTPConnection
 from maritaca import closing_upstreams
 
 from ..error_responses import sse_error_data
+from ..messages import scope_language
 
 __all__ = ["GENERIC_ERROR", "UpstreamErrorMiddleware", "record_run_error"]
 
@@ -107,7 +108,7 @@ class UpstreamErrorMiddleware:
             elif message["type"] == "http.response.body":
                 ended = not message.get("more_body", False)
                 if box.error is not None and GENERIC_ERROR in message.get("body", b""):
-                    cause = sse_error_data(box.error)
+                    cause = sse_error_data(box.error, scope_language(scope))
                     message["body"] = message["body"].replace(GENERIC_ERROR, cause)
             await send(message)
 
