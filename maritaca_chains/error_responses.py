@@ -42,7 +42,7 @@ from maritaca import errors
 from maritaca.local import INSTALL_COMMAND
 
 from .messages import DEFAULT_LANGUAGE, Language, say
-from .quotas import QuotaExceeded
+from .quota_exceeded import QuotaExceeded
 from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS, UNAVAILABLE
 
 __all__ = ["ERROR_MARK", "Refusal", "describe_error", "error_frame", "error_json", "error_line",

@@ -22,17 +22,15 @@ share one quota. Counts live in this process, or in Redis with
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fastapi import HTTPException
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from .quota_exceeded import QuotaExceeded
 from .security import key_label
 from .settings import ServerSettings
 
@@ -74,28 +72,6 @@ def _limits(limit: str, entry: str) -> list[RateLimitItem]:
     except ValueError as exc:
         raise ValueError(f"quota entry {entry!r}: not a limit in the limits notation "
                          f"(e.g. 60/minute, 200000/day, 10/second;100/minute): {exc}") from exc
-
-
-@dataclass
-class QuotaExceeded(Exception):
-    """A key is over one of its limits: which one, and when it resets (epoch seconds)."""
-
-    kind: str  # "requests" or "tokens"
-    limit: RateLimitItem
-    reset_at: float
-
-    @property
-    def retry_after(self) -> int:
-        return max(1, math.ceil(self.reset_at - time.time()))
-
-    def __str__(self) -> str:
-        what = ("Rate limit" if self.kind == "requests" else "Token budget (input + output)")
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.reset_at))
-        return (f"{what} of {self.limit} for this access key reached; it resets at {when} "
-                f"(in {self.retry_after} s)")
-
-    def http(self) -> HTTPException:
-        return HTTPException(429, str(self), headers={"Retry-After": str(self.retry_after)})
 
 
 @dataclass
