@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from langchain_core.language_models import BaseChatModel
 from langserve import add_routes
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chains import build_chains
 from maritaca import errors
@@ -40,6 +41,7 @@ from .redis_outage import REDIS_DOWN, redis_unavailable_json
 from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
+from .schema_truth import document_the_truth, validation_detail_json
 from .security import CallerLabels, access_guard, add_login_route
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
@@ -85,6 +87,7 @@ def create_app(settings: ServerSettings | None = None, *,
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)
+    app.add_exception_handler(StarletteHTTPException, validation_detail_json)  # 422: a list
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
 
@@ -111,6 +114,7 @@ def create_app(settings: ServerSettings | None = None, *,
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
+    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
     return app
 
 

@@ -218,6 +218,9 @@ def check_configurable(configurable: dict[str, Any]) -> None:
         raise HTTPException(422, f"config.configurable.temperature must be {low:g} to {high:g}")
     low_t, high_t = MAX_TOKENS_RANGE
     max_tokens = configurable.get("max_tokens")
+    if isinstance(max_tokens, float) and max_tokens.is_integer():
+        # JSON has one number type: 300.0 is the integer 300 (as the schema says)
+        max_tokens = configurable["max_tokens"] = int(max_tokens)
     if max_tokens is not None and not (isinstance(max_tokens, int)
                                        and not isinstance(max_tokens, bool)
                                        and low_t <= max_tokens <= high_t):

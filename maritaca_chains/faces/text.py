@@ -87,8 +87,8 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
             raise HTTPException(415, "Send the chain input as JSON with "
                                      "content-type: application/json")
         try:
-            parsed = face.parse_request(await request.body(),
-                                        limits_of(request.app).max_json_depth)
+            parsed = face.parse_json_body(await request.body(),
+                                          limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc
