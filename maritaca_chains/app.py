@@ -1,8 +1,10 @@
-"""The app factory: every chain in ``chains.CHAINS`` served with LangServe and the faces.
+"""The app factory: every chain (the built-ins and the chain files of
+``MARITACA_CHAINS_DIR``) served with LangServe and the faces.
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
-``/<name>/ws``; the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
+``/<name>/ws``, ``/<name>/ai-sdk`` (the Vercel AI SDK); the OpenAI-compatible ``/v1``;
+the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
 ``MARITACA_API_KEY`` the embedded offline model serves (``maritaca.local``).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -19,21 +22,26 @@ from langserve import add_routes
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chains import build_chains
+from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
-from .backend import TINY_MODEL_NOTE, serve_model
-from .error_responses import error_json
-from .faces import mount_faces
+from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
+from .error_responses import Refusal, error_json, refusal_json
+from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
+    PlaygroundInPortuguese,
     UpstreamErrorMiddleware,
     check_config,
+    feedback_routes,
     served_chain,
     validation_error_json,
 )
+from .lifecycle import add_lifecycle, lifespan_state
+from .login_pages import LoginRequired, login_required_html
+from .messages import language
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -50,23 +58,40 @@ __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
+API_DESCRIPTION = (
+    "Cadeias LCEL em streaming sobre os modelos Sabiá da Maritaca AI, servidas com "
+    "LangServe. Cada cadeia responde por `/invoke`, `/batch`, `/stream`, `/stream_events`, "
+    "texto puro (`/<cadeia>/text`) e WebSocket (`/<cadeia>/ws`); escolha modelo, "
+    "temperatura e `max_tokens` em `config.configurable`. Os erros trazem `type`, um código "
+    "estável em inglês para programas, e a mensagem em português (em inglês com "
+    "`Accept-Language: en`).")
+
+
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
     """The FastAPI app. With ``model`` given (any chat model), no backend is started;
-    otherwise the settings choose Maritaca's API or the embedded model."""
+    otherwise the settings choose Maritaca's API or the embedded model.
+
+    Raises ``chains.ChainFileError`` (naming the file) when a chain file of
+    ``settings.chains_dirs`` is broken: nothing is served half-read."""
     settings = settings or ServerSettings()
+    specs = chain_specs(settings.chains_dirs)  # before any backend starts
     served = serve_model(settings, model)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
-                    ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
+                    ", ".join(f"/{n} ({specs[n].version})" for n in chains), served.backend,
+                    served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
+        if served.backend == "none":
+            logger.warning(NOTHING_TO_SERVE)
         try:
-            async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
-                yield
+            async with full_collections_on_a_timer(settings.full_gc_seconds), \
+                    app.state.runs, lifespan_state(app) as state:
+                yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
@@ -74,10 +99,12 @@ def create_app(settings: ServerSettings | None = None, *,
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
-                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
+                  description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(PlaygroundInPortuguese,
+                       titles={name: spec.title for name, spec in specs.items()})
     app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
     sessions = Sessions.from_settings(settings)  # the browser logins
     app.state.sessions = sessions
@@ -86,6 +113,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
+    app.add_exception_handler(Refusal, refusal_json)
+    app.add_exception_handler(LoginRequired, login_required_html)
     app.add_exception_handler(ValidationError, validation_error_json)
     app.add_exception_handler(StarletteHTTPException, validation_detail_json)  # 422: a list
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
@@ -95,34 +124,57 @@ def create_app(settings: ServerSettings | None = None, *,
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
-    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
-                   per_req_config_modifier=check_config, config_keys=("configurable",))
+                   per_req_config_modifier=check_config, config_keys=("configurable",),
+                   **feedback_routes())
     app.state.chains = chains
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
     app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name)
+                                           model=served.model_name,
+                                           versions=_versions(specs))
     app.state.quotas = quotas
     mount_faces(app, chains, Depends(guarded(access, quotas, fail_open=settings.redis_fail_open)),
                 ui=settings.ui)
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
-    add_pages(app, served, ui=settings.ui)
+    # the OpenAI-compatible /v1 and the AI SDK's /<name>/ai-sdk (answers are resumable runs)
+    mount_client_faces(app, chains, Depends(guarded(access, quotas,
+                                                    fail_open=settings.redis_fail_open)),
+                       model=served.model,
+                       model_names=served.model_choices, runs=app.state.runs)
+    add_pages(app, served, ui=settings.ui, specs=specs, keys=bool(settings.access_keys))
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
+    # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
+    add_lifecycle(app, settings, served, app.state.runs)
     document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
     return app
 
 
+def _versions(specs: dict[str, ChainSpec]) -> dict[str, str]:
+    return {name: spec.version for name, spec in specs.items()}
+
+
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:
     logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_json(exc)
+    return error_json(exc, language(request.headers))
 
 
 def app_factory() -> FastAPI:
     """For ``uvicorn maritaca_chains:app_factory --factory --workers N``."""
-    return create_app()
+    settings = ServerSettings()
+    quiet_http_client_log(settings.log_level)
+    return create_app(settings)
+
+
+def quiet_http_client_log(log_level: str) -> None:
+    """httpx logs every request it sends at INFO, a line per model call: the server's log
+    would get one for every run on the embedded model. Keep them for ``debug`` only."""
+    if log_level.lower() != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -33,7 +33,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
-__all__ = ["document_the_truth", "validation_detail_json"]
+__all__ = ["OWN_ERROR_SHAPE", "document_the_truth", "validation_detail_json"]
+
+# paths whose errors are not FastAPI's {"detail"}: left as their own routes document them
+OWN_ERROR_SHAPE = ("/v1/",)
 
 _ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
 _ERROR_SCHEMA = {
@@ -133,6 +136,8 @@ def _amend(schema: dict[str, Any], *, metrics: bool, login: bool) -> None:
     invalid = {"description": "Validation Error", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}
     for path, item in paths.items():
+        if path.startswith(OWN_ERROR_SHAPE):
+            continue  # the OpenAI-compatible face answers errors in OpenAI's shape
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
             for status in _statuses(path, method):

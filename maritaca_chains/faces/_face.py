@@ -22,11 +22,11 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
-from chains import CHAINS
 from maritaca import closing_upstreams
 
 from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..langserve_fixes import check_configurable
+from ..messages import DEFAULT_LANGUAGE, Language, say
 from ..usage import RunUsage
 
 __all__ = ["TRUNCATED", "Face", "FaceRequest", "RunOutcome"]
@@ -62,11 +62,10 @@ class RunOutcome(AsyncCallbackHandler):
     def cut(self) -> bool:
         return self.finish_reason == "length"
 
-    def note(self) -> str:
+    def note(self, lang: Language = DEFAULT_LANGUAGE) -> str:
         """What the faces say after a cut answer (no marker): the limit, and how to raise it."""
         limit = f"max_tokens={self.max_tokens}" if self.max_tokens else "max_tokens"
-        return (f"the answer reached {limit} and was cut; ask for more with "
-                f'{{"config": {{"configurable": {{"max_tokens": ...}}}}}}')
+        return say("truncated", lang, limit=limit)
 
     async def on_chat_model_start(self, serialized: dict[str, Any], messages: Any, *,
                                   run_id: UUID, **kwargs: Any) -> None:
@@ -87,14 +86,18 @@ class RunOutcome(AsyncCallbackHandler):
 
 
 class Face:
-    """One chain, with its input type, main field and config schema."""
+    """One chain, with its input type, main field and config schema.
 
-    def __init__(self, name: str, chain: Runnable[Any, str]) -> None:
-        self.name, self.chain = name, chain
+    These faces carry text: a JSON chain's runs stream its JSON text (its
+    ``text_chain``, validated at the end), where LangServe's routes stream objects."""
+
+    def __init__(self, name: str, chain: Runnable[Any, Any]) -> None:
+        self.name = name
+        self.chain: Runnable[Any, str] = getattr(chain, "text_chain", None) or chain
         self.input_type = cast(type[BaseModel], chain.get_input_schema())
         self.config_type = chain.config_schema(include=["configurable"])
-        spec = CHAINS.get(name)
-        self.main_field = spec.main_field if spec and spec.main_field else next(
+        # a chain file's input model names its main field; else the first required one
+        self.main_field = getattr(self.input_type, "main_field", "") or next(
             n for n, f in self.input_type.model_fields.items() if f.is_required())
 
     def request_schema(self) -> dict[str, Any]:

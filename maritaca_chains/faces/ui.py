@@ -1,7 +1,7 @@
 """``/ui/``: the chains in a browser, one form per chain (when gradio is installed: the
 ``[ui]`` extra).
 
-Each chain has a tab with its own fields; the model (the backend's real choices),
+Each chain has a tab with its own fields (``/ui/?cadeia=<name>`` opens that chain's); the model (the backend's real choices),
 temperature and token limit are shared. Answers stream into the session's history,
 **Parar** stops a run (and its upstream request), errors are one pt-BR line under the
 history. The runs themselves are :func:`~.ui_run.chat_fn`'s; this module only lays out
@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from langchain_core.runnables import Runnable
 
-from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
+from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, ChainSpec
 
+from ..error_responses import Refusal, refusal_json
+from ..login_pages import LoginRequired, login_required_html
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, RunUpdate, chat_fn
@@ -30,7 +32,6 @@ __all__ = ["chat_fn", "mount_ui"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
-HIDDEN_FIELDS = frozenset({"language"})  # "auto": the answer follows the input's language
 UPLOAD_TYPES = [".txt", ".md"]
 EXCERPT = 160  # characters of a long field shown in the history
 NOTHING = "_(nenhum texto chegou)_"  # a run's answer when it ended before its first word
@@ -44,15 +45,21 @@ def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= EXCERPT:
         return text
-    return f"{text[:EXCERPT].rstrip()}… ({len(text):,} caracteres)".replace(",", ".")
+    size = f"{len(text):,}".replace(",", ".")  # the thousands separator, pt-BR style
+    return f"{text[:EXCERPT].rstrip()}… ({size} caracteres)"
 
 
-def _request_line(name: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
+def _request_line(title: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
     """The history's line for what was asked: the chain's title and the filled fields."""
-    title = CHAINS[name].title if name in CHAINS else name
-    shown = [f"{labels[k]}: {_excerpt(str(v))}" for k, v in fields.items()
+    shown = [f"{_short_label(labels[k])}: {_excerpt(str(v))}" for k, v in fields.items()
              if isinstance(v, str) and v.strip()]
     return f"**{title}** · " + " · ".join(shown)
+
+
+def _short_label(label: str) -> str:
+    """A field's label without its form note: "Contexto (opcional)" is "Contexto" once
+    it was filled."""
+    return label.removesuffix(" (opcional)")
 
 
 def _read_upload(path: str | None) -> tuple[str | None, str]:
@@ -70,8 +77,8 @@ def _read_upload(path: str | None) -> tuple[str | None, str]:
     return text, f"Arquivo carregado: {len(text):,} caracteres.".replace(",", ".")
 
 
-def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
-           served_line: str, max_tokens_top: int) -> Any:
+def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
+           model_choices: list[str], served_line: str, max_tokens_top: int) -> Any:
     import gradio as gr
 
     respond = chat_fn(chains)
@@ -85,11 +92,10 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
         forms: list[tuple[str, list[str], list[Any], Any]] = []
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
-                with gr.Tabs():
+                with gr.Tabs() as tabs:
                     for name, chain in chains.items():
-                        with gr.Tab(CHAINS[name].title if name in CHAINS else name, id=name,
-                                    elem_id=f"tab-{name}"):
-                            names, widgets = _form(gr, Face(name, chain))
+                        with gr.Tab(_title(specs, name), id=name, elem_id=f"tab-{name}"):
+                            names, widgets = _form(gr, Face(name, chain), specs.get(name))
                             send = gr.Button("Enviar", variant="primary",
                                              elem_id=f"send-{name}")
                         forms.append((name, names, widgets, send))
@@ -123,7 +129,8 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
         runs = []
         for name, names, widgets, send in forms:
             runs.append(send.click(
-                _handler(respond, name, names, dict(zip(names, (w.label for w in widgets),
+                _handler(respond, _title(specs, name), name, names,
+                         dict(zip(names, (w.label for w in widgets),
                                                         strict=True)), len(sends)),
                 inputs=[history, model, temperature, max_tokens, *widgets],
                 outputs=outputs, api_name=name, concurrency_limit=None,
@@ -133,39 +140,77 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
             _stopped(len(sends)), inputs=[history, running], outputs=outputs,
             api_visibility="private", queue=False)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
+        demo.load(_tab_from_url(gr, list(chains)), outputs=[tabs], api_visibility="private",
+                  queue=False)
     return demo
 
 
-def _form(gr: Any, face: Face) -> tuple[list[str], list[Any]]:
-    """The widgets of a chain's own fields: a choice is a radio, a text a text box; the
-    summariser's text also takes an uploaded file."""
+def _tab_from_url(gr: Any, names: list[str]) -> Callable[[Any], Any]:
+    """On page load: the tab of the chain the URL names (``?cadeia=qa``), if any."""
+    def pick(request: Any) -> Any:
+        wanted = request.query_params.get("cadeia") if request is not None else None
+        return gr.Tabs(selected=wanted) if wanted in names else gr.update()
+
+    pick.__annotations__["request"] = gr.Request  # how Gradio knows to pass the request
+    return pick
+
+
+def _title(specs: dict[str, ChainSpec], name: str) -> str:
+    return specs[name].title if name in specs else name
+
+
+def _long_field(spec: ChainSpec | None) -> str | None:
+    """The field a chain map-reduces (a long text): its form also takes a file."""
+    strategy = spec.file.strategy if spec is not None and spec.file is not None else None
+    return strategy.map_reduce.field if strategy is not None else None
+
+
+def _form(gr: Any, face: Face, spec: ChainSpec | None = None) -> tuple[list[str], list[Any]]:
+    """The widgets of a chain's own fields, generated from its input model: a choice is a
+    radio, a boolean a checkbox, a number a number box, a text a text box (labels,
+    placeholders and heights from the chain file); a field the chain map-reduces also
+    takes an uploaded file. Fields the file marks ``hidden`` keep their defaults."""
     names, widgets = [], []
     for field, info in face.input_type.model_fields.items():
-        if field in HIDDEN_FIELDS:
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("x-hidden"):
             continue
-        text = field_text(face.name, field)
+        text = field_text(face.name, field, face.input_type)
         options = typing.get_args(info.annotation) if typing.get_origin(
             info.annotation) is typing.Literal else ()
+        element = f"{face.name}-{field}"
+        default = None if info.is_required() else info.default
         if options:
-            widget = gr.Radio(list(options), value=info.default, label=text.label,
-                              elem_id=f"{face.name}-{field}")
+            widget = gr.Radio(list(options), value=default, label=text.label, elem_id=element)
+        elif info.annotation is bool:
+            widget = gr.Checkbox(value=bool(default), label=text.label, elem_id=element)
+        elif info.annotation is not str and _is_number(info.annotation):
+            widget = gr.Number(value=default, label=text.label, elem_id=element,
+                               precision=0 if _is_number(info.annotation) is int else None)
         else:
-            default = info.default if isinstance(info.default, str) else ""
+            value = default if isinstance(default, str) else ""
             widget = gr.Textbox(label=text.label, placeholder=text.placeholder,
-                                value="" if default in ("livre", "auto") else default,
+                                value="" if value in ("livre", "auto") else value,
                                 lines=text.lines, max_lines=max(text.lines, 20),
-                                elem_id=f"{face.name}-{field}")
-            if face.name == "summarize" and field == face.main_field:
-                _upload(gr, widget)
+                                elem_id=element)
+            if field == _long_field(spec):
+                _upload(gr, widget, face.name)
         names.append(field)
         widgets.append(widget)
     return names, widgets
 
 
-def _upload(gr: Any, target: Any) -> None:
+def _is_number(annotation: Any) -> type | None:
+    """int or float for a number field (also behind ``Annotated`` limits), else None."""
+    base = typing.get_args(annotation)[0] if typing.get_origin(
+        annotation) is typing.Annotated else annotation
+    return base if base in (int, float) else None
+
+
+def _upload(gr: Any, target: Any, name: str) -> None:
     upload = gr.File(label="Ou envie um arquivo .txt ou .md", file_types=UPLOAD_TYPES,
-                     type="filepath", height=110, elem_id="summarize-file")
-    note = gr.Markdown("", elem_id="summarize-file-note")
+                     type="filepath", height=110, elem_id=f"{name}-file")
+    note = gr.Markdown("", elem_id=f"{name}-file-note")
 
     def load(path: str | None) -> tuple[Any, str]:
         text, line = _read_upload(path)
@@ -179,8 +224,8 @@ def _buttons(gr: Any, running: bool, sends: int) -> list[Any]:
     return [gr.update(interactive=running)] + [gr.update(interactive=not running)] * sends
 
 
-def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, str],
-             sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
+def _handler(respond: Respond, title: str, name: str, names: list[str],
+             labels: dict[str, str], sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
     async def run(history: list[Any] | None, model: str | None, temperature: float,
                   max_tokens: float, *values: Any) -> AsyncIterator[list[Any]]:
         import gradio as gr
@@ -196,12 +241,12 @@ def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, st
             if not update.done:
                 if not added:  # the run went out: it joins the history
                     added = True
-                    history += [{"role": "user", "content": _request_line(name, labels, fields)},
+                    history += [{"role": "user", "content": _request_line(title, labels, fields)},
                                 {"role": "assistant", "content": ""}]
                 history[-1] = {"role": "assistant", "content": update.answer}
                 yield [history, update.status, True, *_buttons(gr, True, sends)]
         history[-1] = {"role": "assistant", "content": update.answer or NOTHING}
-        footer = (f"não concluída: {update.error}" if update.error else
+        footer = (f"Não concluída: {update.error}" if update.error else
                   run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
         history.append({"role": "assistant", "content": f"_{footer}_"})
         line = f"**Atenção:** {update.error}" if update.error else update.status
@@ -244,7 +289,21 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
     if served is not None and served.local_backend is not None:
         line += f" {TINY_MODEL_NOTE}"
     top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
-    demo = _build(chains, choices or [model_name], line, top)
+    specs = getattr(app.state, "chain_specs", None) or CHAINS
+    demo = _build(chains, specs, choices or [model_name], line, top)
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
-                        app_kwargs={"dependencies": [Depends(check)]})
+                        theme=_theme(gr),
+                        app_kwargs={"dependencies": [Depends(check)],
+                                    # a browser without the key: the "entre primeiro" page
+                                    "exception_handlers": {
+                                        LoginRequired: login_required_html,
+                                        Refusal: refusal_json}})
     slow_idle_poll(demo)
+
+
+def _theme(gr: Any) -> Any:
+    """Gradio's default theme with whole bold letters: its Source Sans Pro 600 file holds
+    a few dozen glyphs ("A" and "B" of the Latin ones), so bold text mixed its "A" with
+    a fallback font's letters. The complete 700 file serves every bold weight instead."""
+    return gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
+                                   "ui-sans-serif", "system-ui", "sans-serif"])
