@@ -23,7 +23,7 @@ from contextlib import aclosing, closing
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableSequence
 from langchain_core.runnables.config import (
     ensure_config,
@@ -38,6 +38,8 @@ from ._parsers import InlineStrOutputParser, text_of
 
 __all__ = ["DIRECT", "DirectChain", "astream_closed", "direct_steps", "stream_closed"]
 
+# How many messages the parser's run keeps before adding them up (see ``_Parsed``).
+_MERGE_EVERY = 128
 Prepare = Callable[[Any, RunnableConfig], tuple[dict[str, str], RunnableConfig]]
 ChainRun = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 
@@ -204,53 +206,76 @@ def _parse(stream: Iterator[Any], config: RunnableConfig, name: str,
            parts: list[str]) -> Iterator[str]:
     """The parser's run over the model's stream: it opens at the model's first chunk
     (as in LCEL); ``parts`` collects the text."""
-    messages: list[Any] = []
+    parsed = _Parsed(parts)
     first = next(stream, None)
     parsing = _start(config, name, "parser")
     try:
-        yield from _tapped(parsing, _texts(first, stream, messages, parts))
+        yield from _tapped(parsing, _texts(first, stream, parsed))
     except BaseException as error:
         # LCEL has added up only the first chunk when a step fails
-        parsing.on_chain_error(error, inputs=messages[0] if messages else None)
+        parsing.on_chain_error(error, inputs=parsed.first)
         raise
-    parsing.on_chain_end("".join(parts), inputs=_merged(messages))
+    parsing.on_chain_end("".join(parts), inputs=parsed.merged())
 
 
 async def _aparse(stream: AsyncIterator[Any], config: RunnableConfig, name: str,
                   parts: list[str]) -> AsyncIterator[str]:
     """``_parse`` for async runs."""
-    messages: list[Any] = []
+    parsed = _Parsed(parts)
     first = await anext(stream, None)
     parsing = await _astart(config, name, "parser")
     try:
-        async for text in _atapped(parsing, _atexts(first, stream, messages, parts)):
+        async for text in _atapped(parsing, _atexts(first, stream, parsed)):
             yield text
     except BaseException as error:
         # LCEL has added up only the first chunk when a step fails
-        await parsing.on_chain_error(error, inputs=messages[0] if messages else None)
+        await parsing.on_chain_error(error, inputs=parsed.first)
         raise
-    await parsing.on_chain_end("".join(parts), inputs=_merged(messages))
+    await parsing.on_chain_end("".join(parts), inputs=parsed.merged())
 
 
-def _taker(messages: list[Any], parts: list[str]) -> Callable[[Any], str]:
-    """Each message's text as ``InlineStrOutputParser`` gives it; ``messages`` and
-    ``parts`` keep what went through."""
+class _Parsed:
+    """What went through the parser: its texts (``parts``), the first message, and all
+    of them added up ``_MERGE_EVERY`` at a time as they come (the same sum as LCEL's;
+    thousands of live messages would make the garbage collector walk them again and
+    again), unless a tool call streams in (each addition parses its arguments again)."""
 
-    def take(message: Any) -> str:
+    __slots__ = ("first", "messages", "parts")
+
+    def __init__(self, parts: list[str]) -> None:
+        self.first: Any = None
+        self.messages: list[Any] = []
+        self.parts = parts
+
+    def take(self, message: Any) -> str:
+        """The message's text as ``InlineStrOutputParser`` gives it, kept."""
+        messages = self.messages
+        if not messages:
+            self.first = message
         messages.append(message)
+        if len(messages) == _MERGE_EVERY and not any(
+                getattr(m, "tool_call_chunks", None) for m in messages):
+            self.messages = [self.merged()]
         if text := text_of(message):
-            parts.append(text)
+            self.parts.append(text)
         return text
 
-    return take
+    def merged(self) -> Any:
+        """The parser's whole input, as LCEL adds it up: one message (or None)."""
+        messages = self.messages
+        if not messages:
+            return None
+        first = messages[0]
+        if len(messages) > 1 and isinstance(first, AIMessageChunk):
+            return first + messages[1:]  # type: ignore[operator]
+        return first
 
 
-def _texts(first: Any, stream: Iterator[Any], messages: list[Any],
-           parts: list[str]) -> Iterator[str]:
-    """The stream's texts, empty ones left out (see ``_taker``)."""
+def _texts(first: Any, stream: Iterator[Any], parsed: _Parsed) -> Iterator[str]:
+    """The stream's texts, empty ones left out, ``parsed`` keeping what went through."""
     if first is None:
         return
-    take = _taker(messages, parts)
+    take = parsed.take
     if text := take(first):
         yield text
     for message in stream:
@@ -258,27 +283,16 @@ def _texts(first: Any, stream: Iterator[Any], messages: list[Any],
             yield text
 
 
-async def _atexts(first: Any, stream: AsyncIterator[Any], messages: list[Any],
-                  parts: list[str]) -> AsyncIterator[str]:
+async def _atexts(first: Any, stream: AsyncIterator[Any], parsed: _Parsed) -> AsyncIterator[str]:
     """``_texts`` for async runs."""
     if first is None:
         return
-    take = _taker(messages, parts)
+    take = parsed.take
     if text := take(first):
         yield text
     async for message in stream:
         if text := take(message):
             yield text
-
-
-def _merged(messages: list[BaseMessage]) -> Any:
-    """The parser's whole input, as LCEL adds it up: one message (or None)."""
-    if not messages:
-        return None
-    first = messages[0]
-    if len(messages) > 1 and isinstance(first, AIMessageChunk):
-        return first + messages[1:]  # type: ignore[operator]
-    return first
 
 
 DIRECT = lcel.PRESENT and probe_matches(DirectChain)

@@ -29,7 +29,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -201,9 +201,16 @@ def _closing_chunk(chunk: ChatGenerationChunk | None,
                                                       id=message_id))
 
 
+def _calls_tools(messages: Iterable[BaseMessage]) -> bool:
+    """Whether a tool call streams in: then the chunks are added up only at the end, as
+    langchain-core does (each addition parses the call's arguments so far again)."""
+    return any(getattr(message, "tool_call_chunks", None) for message in messages)
+
+
 class _Generation:
-    """The run's chunks, added up ``_MERGE_EVERY`` at a time as they come: the same sum
-    as langchain-core's ``merge_chat_generation_chunks`` of all of them at the end."""
+    """The run's chunks, added up ``_MERGE_EVERY`` at a time as they come (unless a tool
+    call streams in): the same sum as langchain-core's ``merge_chat_generation_chunks``
+    of all of them at the end."""
 
     __slots__ = ("chunks",)
 
@@ -213,7 +220,7 @@ class _Generation:
     def add(self, chunk: ChatGenerationChunk) -> None:
         chunks = self.chunks
         chunks.append(chunk)
-        if len(chunks) == _MERGE_EVERY:
+        if len(chunks) == _MERGE_EVERY and not _calls_tools(chunk.message for chunk in chunks):
             self.chunks = [merge_chat_generation_chunks(chunks)]  # type: ignore[list-item]
 
     def result(self) -> LLMResult | None:

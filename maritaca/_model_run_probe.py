@@ -2,35 +2,29 @@
 
 ``maritaca._model_run`` re-does what ``BaseChatModel.stream``/``astream`` do, from
 langchain-core members that a release may change without notice. ``probe_matches``
-streams a probe model (chunks as ChatMaritaca's transport builds them: text, the
+streams a probe model (chunks as ChatMaritaca's transport builds them: text, then the
 closing chunk with usage; once whole, once broken off) through the direct run and
 through langchain-core's, sync and async, and compares every chunk and every callback
-(names, run tree, arguments). Tracing to LangSmith is off for these runs; the async ones
-run on an event loop of their own, in a short-lived thread.
+(names, run tree, arguments), with a sync handler run in place and an async one that
+langchain-core gathers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
-from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langsmith import tracing_context
-from pydantic import BaseModel
 
 from . import _langchain_private as private
 from ._wire import StreamAssembler
+from .run_probe import Recorder, plain, reports_match
 
 __all__ = ["probe_matches"]
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INPUT = "Olá"
 
 
@@ -74,27 +68,6 @@ class _ProbeModel(BaseChatModel):
             yield chunk
 
 
-class _Recorder(BaseCallbackHandler):
-    """Every model callback and its arguments (a sync handler, run in place)."""
-
-    run_inline = True
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("start", args, kwargs))
-
-    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("token", args, kwargs))
-
-    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("end", args, kwargs))
-
-    def on_llm_error(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("error", args, kwargs))
-
-
 class _AsyncTokens(AsyncCallbackHandler):
     """An async token handler, which langchain-core gathers (not run in place)."""
 
@@ -105,99 +78,33 @@ class _AsyncTokens(AsyncCallbackHandler):
         self.events.append((token, kwargs))
 
 
-def _normalised(value: Any, seen: dict[str, int] | None = None) -> Any:
-    """``value`` as plain data, each run id replaced by its order of appearance."""
-    seen = {} if seen is None else seen
-    if isinstance(value, UUID):
-        value = str(value)
-    if isinstance(value, str):
-        return _UUID.sub(lambda m: f"#{seen.setdefault(m.group(), len(seen))}", value)
-    if isinstance(value, BaseModel):
-        return type(value).__name__, _normalised(dict(value), seen)
-    if isinstance(value, dict):
-        return {key: _normalised(item, seen) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalised(item, seen) for item in value]
-    if isinstance(value, BaseException):
-        return type(value).__name__, str(value)
-    return value
-
-
-def _config() -> tuple[dict[str, Any], _Recorder, _AsyncTokens]:
-    recorder, tokens = _Recorder(), _AsyncTokens()
-    return ({"callbacks": [recorder, tokens], "tags": ["probe"], "metadata": {"probe": 1},
-             "run_name": "probe"}, recorder, tokens)
-
-
-# _sync_runs and _async_runs are deliberate sync/async twins.
-def _sync_runs(stream: Callable[..., Iterator[Any]]) -> list[Any]:
+def _runs(stream: Callable[[BaseChatModel, Any], list[Any]]) -> list[Any]:
+    """What ``stream(model, config)`` yields and reports, for a whole answer and for
+    one that breaks off."""
     runs = []
     for broken in (False, True):
-        model = _ProbeModel(broken=broken)
-        config, recorder, tokens = _config()
+        recorder, tokens = Recorder(), _AsyncTokens()
+        config = {"callbacks": [recorder, tokens], "tags": ["probe"],
+                  "metadata": {"probe": 1}, "run_name": "probe"}
         chunks: list[Any] = []
         try:
-            with tracing_context(enabled=False):
-                chunks.extend(stream(model, config))
+            chunks.extend(stream(_ProbeModel(broken=broken), config))
         except _Broken as error:
             chunks.append(error)
-        runs.append(_normalised((chunks, recorder.events, tokens.events)))
+        runs.append(plain((chunks, recorder.events, tokens.events)))
     return runs
-
-
-async def _async_runs(astream: Callable[..., AsyncIterator[Any]]) -> list[Any]:
-    runs = []
-    for broken in (False, True):
-        model = _ProbeModel(broken=broken)
-        config, recorder, tokens = _config()
-        chunks: list[Any] = []
-        try:
-            with tracing_context(enabled=False):
-                chunks.extend([chunk async for chunk in astream(model, config)])
-        except _Broken as error:
-            chunks.append(error)
-        runs.append(_normalised((chunks, recorder.events, tokens.events)))
-    return runs
-
-
-def _own_loop(run: Callable[[], Any]) -> Any:
-    """``asyncio.run(run())`` in a thread (the importer may be inside a running loop);
-    None if it fails."""
-    result: list[Any] = [None]
-
-    def target() -> None:
-        try:
-            result[0] = asyncio.run(run())
-        except Exception:  # noqa: BLE001 - a failed probe means: langchain-core's path
-            result[0] = None
-
-    thread = threading.Thread(target=target, name="maritaca-probe")
-    thread.start()
-    thread.join()
-    return result[0]
 
 
 def probe_matches(stream: Callable[..., Iterator[Any]],
                   astream: Callable[..., AsyncIterator[Any]]) -> bool:
     """Whether ``stream``/``astream(model, messages, config, stop, kwargs)`` report
     exactly what ``BaseChatModel.stream``/``astream`` report."""
-    try:
-        def direct(model: BaseChatModel, config: Any) -> Iterator[Any]:
-            return stream(model, private.input_messages(model, _INPUT), config, None, {})
+    def messages(model: BaseChatModel) -> list[BaseMessage]:
+        return private.input_messages(model, _INPUT)
 
-        def adirect(model: BaseChatModel, config: Any) -> AsyncIterator[Any]:
-            return astream(model, private.input_messages(model, _INPUT), config, None, {})
-
-        def reference(model: BaseChatModel, config: Any) -> Iterator[Any]:
-            return BaseChatModel.stream(model, _INPUT, config)
-
-        def areference(model: BaseChatModel, config: Any) -> AsyncIterator[Any]:
-            return BaseChatModel.astream(model, _INPUT, config)
-
-        if _sync_runs(direct) != _sync_runs(reference):
-            return False
-        direct_runs = _own_loop(lambda: _async_runs(adirect))
-        return direct_runs is not None and direct_runs == _own_loop(
-            lambda: _async_runs(areference))
-    except Exception:  # noqa: BLE001 - a failed probe means: langchain-core's path
-        return False
+    return reports_match(
+        _runs,
+        lambda model, config: stream(model, messages(model), config, None, {}),
+        lambda model, config: BaseChatModel.stream(model, _INPUT, config),
+        lambda model, config: astream(model, messages(model), config, None, {}),
+        lambda model, config: BaseChatModel.astream(model, _INPUT, config))
