@@ -84,7 +84,8 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             async for chunk in astream_closed(inner, *prepare(value, config)):
                 yield chunk
 
-        super().__init__(run, afunc=arun, name=name)
+        # RunnableLambda streams what generator functions yield; its type hints say otherwise
+        super().__init__(run, afunc=arun, name=name)  # type: ignore[arg-type]
         self._inner = inner
         self._steps = direct_steps(inner)
         self._prepare = prepare
@@ -138,7 +139,7 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         try:
             prompt_value = prompt.invoke(values, _step_config(config, sequence, 1))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
-            with closing(stream):
+            with closing(stream):  # type: ignore[type-var]
                 yield from _tapped(sequence, _parse(
                     stream, _step_config(config, sequence, 3), parser.get_name(), parts))
         except BaseException as error:

@@ -25,6 +25,7 @@ from langchain_core.runnables import RunnableLambda
 from chains import build_qa_chain, build_story_chain
 from maritaca.testing import MaritacaEmulator, Scenario
 
+
 class Recorder(BaseCallbackHandler):
     """Every callback, with run ids numbered in order of appearance."""
 
