@@ -30,6 +30,13 @@ _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # in reprs: where an object happens t
 Runs = Callable[[Callable[..., list[Any]]], list[Any]]
 
 
+# the callbacks a Recorder keeps, and the name it keeps each under
+_EVENTS = {"on_chain_start": "chain start", "on_chain_end": "chain end",
+           "on_chain_error": "chain error", "on_chat_model_start": "model start",
+           "on_llm_new_token": "token", "on_llm_end": "model end",
+           "on_llm_error": "model error"}
+
+
 class Recorder(BaseCallbackHandler):
     """Every chain and chat-model callback, with its arguments (run in place)."""
 
@@ -38,26 +45,16 @@ class Recorder(BaseCallbackHandler):
     def __init__(self) -> None:
         self.events: list[Any] = []
 
-    def on_chain_start(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("chain start", args, kwargs))
 
-    def on_chain_end(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("chain end", args, kwargs))
+def _recording(event: str) -> Callable[..., None]:
+    def record(self: Recorder, *args: Any, **kwargs: Any) -> None:
+        self.events.append((event, args, kwargs))
 
-    def on_chain_error(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("chain error", args, kwargs))
+    return record
 
-    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("model start", args, kwargs))
 
-    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("token", args, kwargs))
-
-    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("model end", args, kwargs))
-
-    def on_llm_error(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("model error", args, kwargs))
+for _method, _event in _EVENTS.items():
+    setattr(Recorder, _method, _recording(_event))
 
 
 def plain(value: Any, seen: dict[str, int] | None = None) -> Any:
