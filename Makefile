@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # Debian packages the tests drive: a real browser, a real Redis and a real proxy.
 SYSTEM_PACKAGES := chromium redis-server nginx
 
-.PHONY: install install-dev install-local install-system serve test lint lock notebook soak bench clean
+.PHONY: install install-dev install-local install-system serve test lint lock compat compat-lowest compat-highest notebook soak bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,7 @@ test: install-dev
 	$(PY) -m ruff check maritaca maritaca_chains chains server.py tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory compat
 
 lint: install-dev
 	$(PY) -m ruff check maritaca maritaca_chains chains server.py tests bench
@@ -68,6 +69,23 @@ lint: install-dev
 # After changing dependencies in pyproject.toml: re-resolve and commit uv.lock.
 lock: | $(UV)
 	$(UV) lock
+
+# Are pyproject.toml's ranges true? The project's wheel (no extras) in two venvs resolved
+# fresh from PyPI, not from uv.lock: every direct dependency at the lowest version its range
+# allows, then everything at the highest; the smoke set in tests/compat runs in each.
+compat: compat-lowest compat-highest
+
+compat-lowest: RESOLUTION := lowest-direct
+compat-highest: RESOLUTION := highest
+compat-lowest compat-highest: | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) .venv-$@
+	$(UV) pip compile --quiet --no-header --resolution $(RESOLUTION) \
+	  --python .venv-$@/bin/python pyproject.toml tests/compat/requirements.in \
+	  -o .venv-$@/requirements.txt
+	$(UV) pip sync --quiet --python .venv-$@/bin/python .venv-$@/requirements.txt
+	$(UV) pip install --quiet --no-deps --reinstall-package maritaca-chains \
+	  --python .venv-$@/bin/python .
+	.venv-$@/bin/pytest tests/compat
 
 notebook: install-dev
 	$(VENV)/bin/jupyter lab notebooks/
@@ -79,4 +97,4 @@ bench: install-dev
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat-lowest .venv-compat-highest .pytest_cache .mypy_cache .ruff_cache

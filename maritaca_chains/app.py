@@ -1,4 +1,5 @@
-"""The app factory: every chain in ``chains.CHAINS`` served with LangServe and the faces.
+"""The app factory: every chain (the built-ins and the chain files of
+``MARITACA_CHAINS_DIR``) served with LangServe and the faces.
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
@@ -9,7 +10,6 @@ stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,13 +19,14 @@ from langchain_core.language_models import BaseChatModel
 from langserve import add_routes
 from pydantic import ValidationError
 
-from chains import build_chains
+from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
 from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
 from .faces import mount_faces
 from .gc_policy import full_collections_on_a_timer
+from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
     UpstreamErrorMiddleware,
@@ -36,27 +37,27 @@ from .langserve_fixes import (
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
+from .redis_outage import REDIS_DOWN, redis_unavailable_json
 from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
 from .security import CallerLabels, access_guard, add_login_route
+from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
 
 __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
-# LangServe rebuilds each request's config through a pydantic model whose `model` field is
-# the catalogue enum while its default is the plain name: the value is right, but pydantic
-# warns on every request. Silence only that warning.
-warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", category=UserWarning)
-
-
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
     """The FastAPI app. With ``model`` given (any chat model), no backend is started;
-    otherwise the settings choose Maritaca's API or the embedded model."""
+    otherwise the settings choose Maritaca's API or the embedded model.
+
+    Raises ``chains.ChainFileError`` (naming the file) when a chain file of
+    ``settings.chains_dirs`` is broken: nothing is served half-read."""
     settings = settings or ServerSettings()
+    specs = chain_specs(settings.chains_dirs)  # before any backend starts
     served = serve_model(settings, model)
 
     @asynccontextmanager
@@ -64,31 +65,41 @@ def create_app(settings: ServerSettings | None = None, *,
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
-                    ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
+                    ", ".join(f"/{n} ({specs[n].version})" for n in chains), served.backend,
+                    served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
                 yield
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
+            await app.state.sessions.aclose()
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
                   description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
+    app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(JSONBodyGuard)
-    app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
+    sessions = Sessions.from_settings(settings)  # the browser logins
+    app.state.sessions = sessions
+    app.add_middleware(CallerLabels(settings, sessions).middleware)  # security.caller_label
+    # body sizes, before anything reads a body
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(ValidationError, validation_error_json)
+    for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
+        app.add_exception_handler(down, redis_unavailable_json)
 
-    access = access_guard(settings)
+    access = access_guard(settings, sessions)
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
-    quota = Depends(quota_guard(quotas))
-    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
+    chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
                    per_req_config_modifier=check_config, config_keys=("configurable",))
@@ -96,17 +107,23 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
     app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name)
+                                           model=served.model_name,
+                                           versions=_versions(specs))
     app.state.quotas = quotas
-    mount_faces(app, chains, Depends(guarded(access, quotas)), ui=settings.ui)
+    mount_faces(app, chains, Depends(guarded(access, quotas, fail_open=settings.redis_fail_open)),
+                ui=settings.ui)
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
-    add_pages(app, served, ui=settings.ui)
-    add_login_route(app, settings)
+    add_pages(app, served, ui=settings.ui, specs=specs)
+    add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
     return app
+
+
+def _versions(specs: dict[str, ChainSpec]) -> dict[str, str]:
+    return {name: spec.version for name, spec in specs.items()}
 
 
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ TimeoutError                     504    upstream_timeout
 ConnectionError                  503    upstream_unavailable
 ServerError                      502    upstream_error
 StreamError                      502    upstream_stream_broken
+Redis unreachable (redis_outage) 503    redis_unavailable
 pydantic ValidationError         422    invalid_input (+ errors)
 ValueError / TypeError           422    invalid_input
 anything else                    500    internal
@@ -33,6 +34,8 @@ from pydantic import ValidationError
 
 from maritaca import errors
 
+from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS, UNAVAILABLE
+
 __all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
            "sse_error_data", "validation_details"]
 
@@ -48,6 +51,9 @@ _UPSTREAM: list[tuple[type[BaseException], int, str]] = [
     (errors.ConnectionError, 503, "upstream_unavailable"),
     (errors.ServerError, 502, "upstream_error"),
     (errors.StreamError, 502, "upstream_stream_broken"),
+]
+_OURS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
+    (REDIS_DOWN, 503, "redis_unavailable", UNAVAILABLE),
 ]
 
 
@@ -67,6 +73,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
             if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
                 payload["retry_after"] = exc.retry_after
             return payload
+    for kinds, status, name, message in _OURS:
+        if isinstance(exc, kinds):
+            return {"status_code": status, "type": name, "message": message,
+                    "retry_after": RETRY_AFTER_SECONDS}
     if isinstance(exc, ValidationError):
         details = validation_details(exc)
         where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}"

@@ -41,9 +41,10 @@ from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from maritaca import closing_upstreams
 
 from .error_responses import sse_error_data, validation_details
+from .input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from .run_recorder import run_callbacks
 
-__all__ = ["MAX_BODY_BYTES", "JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
+__all__ = ["JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
            "check_configurable", "served_chain", "validation_error_json"]
 
 logger = logging.getLogger("maritaca_chains.server")
@@ -142,9 +143,6 @@ class UpstreamErrorMiddleware:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-MAX_BODY_BYTES = 8 * 1024 * 1024  # the largest input (summarize's 1M characters) fits
-
-
 class JSONBodyGuard:
     """Answers 422/413 for JSON bodies LangServe would turn into a 500 (and reads
     ``"config": null`` as no config, which LangServe fails on too).
@@ -152,36 +150,35 @@ class JSONBodyGuard:
     LangServe and FastAPI parse with the standard library, which accepts NaN/Infinity
     and lone surrogates and then fails to render its own 422 echoing them, and a body
     that is not UTF-8 escapes as a UnicodeDecodeError. orjson refuses all three, so a
-    body it cannot parse gets a clear 422 here, before any route runs.
+    body it cannot parse gets a clear 422 here, before any route runs; so does one
+    nested deeper than ``max_depth`` (``input_limits.parse_json``). The body's size is
+    bounded before it gets here (``input_limits.BodyLimit``).
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(self, app: Callable[..., Awaitable[None]], *,
+                 max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        self.app, self.max_depth = app, max_depth
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
                 or b"json" not in dict(scope["headers"]).get(b"content-type", b""):
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
+        chunks, more = [], True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > MAX_BODY_BYTES:
-                response = JSONResponse({"detail": f"The request body is over "
-                                                   f"{MAX_BODY_BYTES // 2**20} MiB."}, 413)
-                await response(scope, receive, send)
-                return
         body = b"".join(chunks)
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            parsed = parse_json(body, self.max_depth)
+        except ValueError as exc:
             # FastAPI's own shape for a body that does not parse
             response = JSONResponse({"detail": [{
+                "type": "json_too_deep", "loc": ["body"], "msg": f"{exc}: flatten it"}
+                if isinstance(exc, JSONTooDeep) else {
                 "type": "json_invalid", "loc": ["body"],
                 "msg": f"The request body is not valid JSON (UTF-8, no NaN/Infinity, "
                        f"no lone surrogates): {exc}"}]}, 422)
@@ -223,8 +220,9 @@ def check_configurable(configurable: dict[str, Any]) -> None:
     max_tokens = configurable.get("max_tokens")
     if max_tokens is not None and not (isinstance(max_tokens, int)
                                        and not isinstance(max_tokens, bool)
-                                       and low_t <= max_tokens <= high_t):
-        raise HTTPException(422, f"config.configurable.max_tokens must be {low_t} to {high_t}")
+                                       and (low_t <= max_tokens <= high_t or max_tokens == 0)):
+        raise HTTPException(422, f"config.configurable.max_tokens must be {low_t} to {high_t} "
+                                 f"(or 0: the chain's own budget)")
 
 
 async def check_config(config: dict[str, Any], request: Request) -> dict[str, Any]:

@@ -10,6 +10,13 @@ The names, for dashboards to rely on::
     maritaca_chains_time_to_first_token_seconds{chain,model}    histogram
     maritaca_chains_run_duration_seconds{chain,model}            histogram
     maritaca_chains_upstream_errors_total{type}             failed model calls, by type
+    maritaca_chains_refused_total{reason}                   requests and connections cut
+                                                            at a limit (head_too_large,
+                                                            head_timeout, body_too_large,
+                                                            json_too_deep, ws_input_refused)
+    maritaca_chains_redis_unavailable_total{outcome}        requests that needed Redis while
+                                                            it was down: refused (503) or
+                                                            served (REDIS_FAIL_OPEN)
 
 The run recorder (``run_recorder``) updates them once per run, never per chunk. Under
 ``maritaca-chains serve --workers N`` prometheus-client's multiprocess mode adds up every
@@ -45,8 +52,8 @@ from prometheus_client import (
 from .settings import ServerSettings
 
 __all__ = ["METRICS_PATH", "MULTIPROC_ENV", "add_metrics_route", "mark_process_dead",
-           "multiprocess_dir_for_workers", "record_run", "registry", "run_ended",
-           "run_started", "upstream_error"]
+           "multiprocess_dir_for_workers", "record_run", "redis_unavailable", "registry",
+           "request_refused", "run_ended", "run_started", "upstream_error"]
 
 METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -74,6 +81,12 @@ _DURATION = Histogram("maritaca_chains_run_duration_seconds", "Seconds a run too
 _UPSTREAM_ERRORS = Counter("maritaca_chains_upstream_errors",
                            "Failed model calls, by error type (describe_error)",
                            ["type"], registry=_REGISTRY)
+
+_REFUSED = Counter("maritaca_chains_refused", "Requests and connections cut at a limit",
+                   ["reason"], registry=_REGISTRY)
+_REDIS_DOWN = Counter("maritaca_chains_redis_unavailable",
+                      "Requests that needed Redis while it could not be reached",
+                      ["outcome"], registry=_REGISTRY)
 
 
 def run_started(chain: str) -> None:
@@ -104,6 +117,16 @@ def record_run(chain: str, model: str, outcome: str, *, input_tokens: int,
 
 def upstream_error(kind: str) -> None:
     _UPSTREAM_ERRORS.labels(kind).inc()
+
+
+def request_refused(reason: str) -> None:
+    """Count a request or connection cut at one of the input limits."""
+    _REFUSED.labels(reason).inc()
+
+
+def redis_unavailable(outcome: str) -> None:
+    """Count a request that needed Redis while it was down: ``refused`` or ``served``."""
+    _REDIS_DOWN.labels(outcome).inc()
 
 
 def registry() -> CollectorRegistry:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,11 +40,15 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from .metrics import redis_unavailable
+from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .security import caller_label, key_label
 from .settings import ServerSettings
 
 __all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "parse_quota",
            "quota_guard"]
+
+logger = logging.getLogger("maritaca_chains.server")
 
 _NO_LIMIT = frozenset({"none", "unlimited", "off"})
 
@@ -241,9 +246,12 @@ def _counts(request: Request) -> bool:
         or request.headers.get("upgrade", "").lower() == "websocket"
 
 
-def quota_guard(quotas: Quotas | None) -> Callable[[Request], Awaitable[None]]:
+def quota_guard(quotas: Quotas | None, *, fail_open: bool = False
+                ) -> Callable[[Request], Awaitable[None]]:
     """A dependency (put it after the access guard): 429 when the caller's key is over a
-    limit; otherwise the runs this request starts charge their tokens to the key."""
+    limit; otherwise the runs this request starts charge their tokens to the key. While
+    the quotas' Redis is down: 503 (``redis_outage``), or served unchecked if
+    ``fail_open`` (``MARITACA_CHAINS_REDIS_FAIL_OPEN``), logged and counted."""
 
     async def quota(request: Request) -> None:
         if quotas is None or not _counts(request):
@@ -253,16 +261,24 @@ def quota_guard(quotas: Quotas | None) -> Callable[[Request], Awaitable[None]]:
             await quotas.admit(label)
         except QuotaExceeded as exc:
             raise exc.http() from None
+        except REDIS_DOWN as exc:
+            if not fail_open:
+                logger.warning("quota check for %s refused: Redis is unavailable (%s)",
+                               label, type(exc).__name__)
+                raise redis_unavailable_http() from None
+            logger.warning("quota check for %s skipped: Redis is unavailable (%s); served "
+                           "(MARITACA_CHAINS_REDIS_FAIL_OPEN)", label, type(exc).__name__)
+            redis_unavailable("served")
         _current_meter.set(TokenMeter(quotas, label))
 
     return quota
 
 
-def guarded(access: Callable[[Request], Any], quotas: Quotas | None
-            ) -> Callable[[Request], Awaitable[None]]:
+def guarded(access: Callable[[Request], Any], quotas: Quotas | None, *,
+            fail_open: bool = False) -> Callable[[Request], Awaitable[None]]:
     """One dependency: the access guard, then the quota guard (for the faces, which take
     a single check: text, WebSocket handshakes, the UI)."""
-    quota = quota_guard(quotas)
+    quota = quota_guard(quotas, fail_open=fail_open)
 
     async def check(request: Request) -> None:
         result = access(request)

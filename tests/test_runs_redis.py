@@ -87,7 +87,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
                    "MARITACA_CHAINS_RUN_GRACE_SECONDS": str(GRACE),
                    "MARITACA_CHAINS_RUN_TTL_SECONDS": "3",
                    "MARITACA_CHAINS_RUN_MAX_EVENTS": "100",
-                   "MARITACA_CHAINS_RUN_MAX_RUNS": "2", "MARITACA_CHAINS_LOG_LEVEL": "warning"}
+                   "MARITACA_CHAINS_RUN_MAX_RUNS": "2", "MARITACA_CHAINS_LOG_LEVEL": "warning",
+                   # the global cap is what these tests fill (per-key shares: test_run_fairness)
+                   "MARITACA_CHAINS_RUN_KEY_SHARE": "1"}
             urls = []
             for _ in range(2):
                 proc, url = _start_server(env)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import selectors
+import subprocess
 import sys
 import time
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -22,6 +26,7 @@ from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app
 from maritaca_chains.backend import ServedModel
 from maritaca_chains.faces import chat_fn
+from maritaca_chains.faces.gradio_idle_poll import IDLE_PACE
 from maritaca_chains.faces.ui_run import RunUpdate
 from maritaca_chains.faces.ui_text import format_brl, run_footer
 from maritaca_chains.settings import ServerSettings
@@ -236,3 +241,108 @@ def test_no_gradio_no_ui(emu, monkeypatch, caplog):
     with TestClient(app) as http:
         assert http.get("/ui/").status_code == 404
         assert http.post("/story/text", json={"topic": "Brasil"}).text == expected(emu)
+
+
+# ------------------------------------------------------- what the UI does to the process
+
+GLOBAL_STATE_PROBE = r"""
+import asyncio, json, os, sys, threading, warnings
+hosts = []
+def audit(event, args):
+    if event == "socket.getaddrinfo":
+        hosts.append(str(args[0]))
+    elif event == "socket.connect" and isinstance(args[1], tuple):
+        hosts.append(str(args[1][0]))
+sys.addaudithook(audit)
+env = dict(os.environ)
+import fastapi, gradio, langchain_core.runnables, langserve, pydantic  # their own filters
+filters = list(warnings.filters)
+from maritaca import ChatMaritaca
+from maritaca_chains import create_app
+from maritaca_chains.settings import ServerSettings
+app = create_app(ServerSettings(_env_file=None),
+                 model=ChatMaritaca(api_key="k", base_url="http://127.0.0.1:9/v1"))
+async def serve_a_while():
+    async with app.router.lifespan_context(app):
+        await asyncio.sleep(0.5)
+asyncio.run(serve_a_while())
+for thread in threading.enumerate():  # a telemetry or version check would run in one
+    if thread is not threading.current_thread() and not thread.daemon:
+        thread.join(10)
+print(json.dumps({
+    "ui": any(getattr(r, "path", "") == "/ui" for r in app.routes),
+    "filters": [repr(f) for f in warnings.filters if f not in filters],
+    "env": sorted(k for k in {*env, *os.environ} if env.get(k) != os.environ.get(k)),
+    "hosts": hosts}))
+"""
+
+
+def test_the_ui_leaves_the_process_alone_and_contacts_no_host():
+    """Importing the server and serving the UI sets no environment variable and no warning
+    filter, and Gradio sends no telemetry nor version check (it would look up
+    api.gradio.app and huggingface.co)."""
+    out = subprocess.run([sys.executable, "-c", GLOBAL_STATE_PROBE], capture_output=True,
+                         text=True, timeout=120, check=True,
+                         env={k: v for k, v in os.environ.items()
+                              if not k.startswith(("GRADIO_", "HF_", "MARITACA"))})
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["ui"], out.stderr
+    assert seen["filters"] == []
+    # Gradio itself sets this one for a Blocks built with analytics off (ours is)
+    assert seen["env"] == ["HF_HUB_DISABLE_TELEMETRY"]
+    assert all(host in ("127.0.0.1", "localhost", "::1") for host in seen["hosts"]), seen
+
+
+class CountingSelector(selectors.DefaultSelector):
+    """The event loop's selector, counting how often the loop waits (= wakes up)."""
+
+    waits = 0
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        self.waits += 1
+        return super().select(timeout)
+
+
+def idle_wakeups(app: Any, seconds: float = 1.0) -> int:
+    """How often the server's event loop wakes up in ``seconds``, started, nobody connected."""
+    selector = CountingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+
+    async def idle() -> int:
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0.3)
+            start = selector.waits
+            await asyncio.sleep(seconds)
+            return selector.waits - start
+
+    try:
+        return loop.run_until_complete(idle())
+    finally:
+        left = asyncio.all_tasks(loop)  # Gradio's queue loops outlive the lifespan
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.close()
+
+
+def ui_blocks(app: Any) -> Any:
+    return next(r.app.get_blocks() for r in app.routes if getattr(r, "path", "") == "/ui")
+
+
+def test_an_idle_ui_wakes_the_server_rarely(emu):
+    """Why the UI touches Gradio's private queue settings (faces/gradio_idle_poll.py):
+    at Gradio's own pace an idle server wakes up over a thousand times a second. Fails
+    if Gradio renames those settings, stops reading them, or slows them itself."""
+    import gradio as gr
+
+    gradio_pace = {name: getattr(gr.Blocks(analytics_enabled=False)._queue, name)
+                   for name in IDLE_PACE}
+    assert all(gradio_pace[name] < IDLE_PACE[name] for name in IDLE_PACE), gradio_pace
+    paced = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    assert all(getattr(ui_blocks(paced)._queue, n) == s for n, s in IDLE_PACE.items())
+    gradios = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+    vars(ui_blocks(gradios)._queue).update(gradio_pace)
+    ours, theirs = idle_wakeups(paced), idle_wakeups(gradios)
+    # each sleep is two turns of the loop: 2 x (20 + 10) expected; Gradio's pace, 2 x 1100
+    assert ours <= 90, f"{ours} wake-ups in an idle second"
+    assert theirs > 5 * ours, (ours, theirs)

@@ -32,7 +32,8 @@ def _run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    _run(UV, "build", "--wheel", "--out-dir", out, ROOT)
+    build = _run(UV, "build", "--wheel", "--out-dir", out, ROOT)
+    (out / "build.log").write_text(build.stdout + build.stderr)
     (built,) = out.glob("maritaca_chains-*.whl")
     return built
 
@@ -61,6 +62,18 @@ def test_wheel_ships_packages_and_prompts_under_their_own_names(wheel: Path) -> 
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "maritaca-chains = maritaca_chains.cli:main" in zipfile.ZipFile(wheel).read(
         entry_points).decode()
+
+
+def test_wheel_builds_without_deprecations_and_ships_its_license(wheel: Path) -> None:
+    # setuptools stops building deprecated metadata (the license table) after 2027-02-18
+    log = (wheel.parent / "build.log").read_text()
+    assert "DeprecationWarning" not in log, log
+    archive = zipfile.ZipFile(wheel)
+    metadata = archive.read(next(n for n in archive.namelist()
+                                 if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata.splitlines()
+    license_text = next(n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    assert archive.read(license_text).decode().startswith("MIT License")
 
 
 def _outside_env(emu: MaritacaEmulator) -> dict[str, str]:

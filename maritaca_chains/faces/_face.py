@@ -10,7 +10,6 @@ config schema: the model must be one the backend serves).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
-from chains import CHAINS
 from maritaca import closing_upstreams
 
+from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..langserve_fixes import check_configurable
 from ..usage import RunUsage
 
@@ -87,14 +86,18 @@ class RunOutcome(AsyncCallbackHandler):
 
 
 class Face:
-    """One chain, with its input type, main field and config schema."""
+    """One chain, with its input type, main field and config schema.
 
-    def __init__(self, name: str, chain: Runnable[Any, str]) -> None:
-        self.name, self.chain = name, chain
+    These faces carry text: a JSON chain's runs stream its JSON text (its
+    ``text_chain``, validated at the end), where LangServe's routes stream objects."""
+
+    def __init__(self, name: str, chain: Runnable[Any, Any]) -> None:
+        self.name = name
+        self.chain: Runnable[Any, str] = getattr(chain, "text_chain", None) or chain
         self.input_type = cast(type[BaseModel], chain.get_input_schema())
         self.config_type = chain.config_schema(include=["configurable"])
-        spec = CHAINS.get(name)
-        self.main_field = spec.main_field if spec and spec.main_field else next(
+        # a chain file's input model names its main field; else the first required one
+        self.main_field = getattr(self.input_type, "main_field", "") or next(
             n for n, f in self.input_type.model_fields.items() if f.is_required())
 
     def request_schema(self) -> dict[str, Any]:
@@ -114,15 +117,19 @@ class Face:
         """A WebSocket/UI message as the chain input (ValueError/ValidationError if bad)."""
         return self.parse_request(text).value
 
-    def parse_request(self, text: str | bytes) -> FaceRequest:
-        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``)
-        or, not starting with ``{``, the main field's text. Raises ValidationError (locs
-        as in the JSON: ``("config", "configurable", "model")``) or ValueError."""
+    def parse_request(self, text: str | bytes,
+                      max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> FaceRequest:
+        """A text body or WebSocket message: JSON (the bare input or ``{"input", "config"}``,
+        nested at most ``max_depth`` deep) or, not starting with ``{``, the main field's
+        text. Raises ValidationError (locs as in the JSON: ``("config", "configurable",
+        "model")``) or ValueError."""
         raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
         if not raw.lstrip().startswith("{"):
             return FaceRequest(self.input_type.model_validate({self.main_field: raw}), {})
         try:
-            data = json.loads(raw)
+            data = parse_json(raw, max_depth)
+        except JSONTooDeep:
+            raise
         except ValueError:
             # the input type's own JSON error names the position, like FastAPI's 422
             self.input_type.model_validate_json(raw)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
+from ..input_limits import limits_of
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, FaceRequest, RunOutcome
 
@@ -86,7 +87,8 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
             raise HTTPException(415, "Send the chain input as JSON with "
                                      "content-type: application/json")
         try:
-            parsed = face.parse_request(await request.body())
+            parsed = face.parse_request(await request.body(),
+                                        limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc

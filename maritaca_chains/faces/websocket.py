@@ -14,8 +14,12 @@ For every input, in the order received, the server sends the answer's chunks as 
 frames, then ``[STOPPED]`` if a stop ended it, ``[ERROR] {"type", "status_code",
 "message"[, "retry_after", "errors"]}`` if it failed, or ``[TRUNCATED] {"finish_reason":
 "length", "max_tokens", "message"}`` if the token limit cut it, then always ``[END]``. Inputs
-sent during a run wait their turn; the connection stays open after errors; closing it
-stops the run. Refused handshakes get the guard's HTTP 401/403 (403 too for a browser
+sent during a run wait their turn, at most ``MARITACA_CHAINS_WS_MAX_QUEUED`` (2) of them:
+one more is refused at once with ``[ERROR] {"type": "queue_full", "status_code": 429,
+...}`` and no ``[END]`` (it is not a run; send it again after an ``[END]``). A JSON frame
+nested deeper than ``MARITACA_CHAINS_MAX_JSON_DEPTH`` gets an ``invalid_input`` error,
+and a frame over ``MARITACA_CHAINS_MAX_BODY_BYTES`` closes the socket (1009). The
+connection stays open after errors; closing it stops the run. Refused handshakes get the guard's HTTP 401/403 (403 too for a browser
 ``Origin`` other than this server, so other sites cannot drive it)::
 
     async with websockets.connect("ws://127.0.0.1:8000/story/ws") as ws:
@@ -37,7 +41,9 @@ from typing import Any
 from fastapi import HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from ..error_responses import error_frame
+from ..error_responses import ERROR_MARK, error_frame
+from ..input_limits import limits_of, parse_json
+from ..metrics import request_refused
 from ..request_guards import cross_site_refusal
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, RunOutcome
@@ -71,11 +77,11 @@ async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
     return True
 
 
-async def _answer(ws: WebSocket, face: Face, text: str) -> None:
+async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     """One run: its chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame.
     Send failures propagate (client gone)."""
     try:
-        request = face.parse_request(text)
+        request = face.parse_request(text, max_depth)
     except ValueError as exc:  # pydantic's ValidationError included
         await ws.send_text(error_frame(exc))
         return
@@ -98,23 +104,37 @@ async def _answer(ws: WebSocket, face: Face, text: str) -> None:
 
 
 def _is_stop(text: str) -> bool:
-    if text.strip().lower() == "stop":
+    stripped = text.strip()
+    if stripped.lower() == "stop":
         return True
+    if not stripped.startswith("{") or '"action"' not in stripped:
+        return False
     try:
-        message = json.loads(text)
+        message = parse_json(stripped, max_depth=1)  # {"action": "stop"} is flat
     except ValueError:
         return False
     return isinstance(message, dict) and message.get("action") == "stop"
 
 
+def _queue_full(waiting: int) -> str:
+    request_refused("ws_input_refused")
+    return f"{ERROR_MARK} " + json.dumps({
+        "type": "queue_full", "status_code": 429,
+        "message": f"{waiting} inputs are already waiting behind the running one "
+                   f"(MARITACA_CHAINS_WS_MAX_QUEUED): this one was not queued; send it "
+                   f"again after an [END], or send stop"}, ensure_ascii=False)
+
+
 async def _session(ws: WebSocket, face: Face) -> None:
     """Read frames; a worker answers inputs in order; ``stop`` cancels the current run."""
+    limits = limits_of(ws.app)
     inputs: asyncio.Queue[str] = asyncio.Queue()
     running: list[asyncio.Task[None]] = []
 
     async def work() -> None:
         while True:
-            run = asyncio.create_task(_answer(ws, face, await inputs.get()))
+            run = asyncio.create_task(_answer(ws, face, await inputs.get(),
+                                              limits.max_json_depth))
             running[:] = [run]
             try:
                 await asyncio.wait({run})
@@ -148,6 +168,8 @@ async def _session(ws: WebSocket, face: Face) -> None:
             if _is_stop(text):
                 if running:  # (no local name: it would keep the cancelled task alive)
                     running[0].cancel()
+            elif (waiting := inputs.qsize()) >= limits.ws_max_queued and (running or waiting):
+                await ws.send_text(_queue_full(waiting))
             else:
                 inputs.put_nowait(text)
     finally:

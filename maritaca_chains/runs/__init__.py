@@ -17,7 +17,7 @@ Modules: ``events`` (run record, SSE blocks), ``store`` (interface, in-process s
 A run belongs to the access key that started it (``security.caller_label``).
 """
 
-from .events import EventsDropped, RunInfo, RunsFull, RunStatus
+from .events import EventsDropped, KeyRunsFull, RunInfo, RunsFull, RunStatus
 from .redis_store import RedisRunStore
 from .routes import EVENT_STREAM, add_run_routes, store_for
 from .runner import RunManager
@@ -26,6 +26,7 @@ from .store import MemoryRunStore, RunStore
 __all__ = [
     "EVENT_STREAM",
     "EventsDropped",
+    "KeyRunsFull",
     "MemoryRunStore",
     "RedisRunStore",
     "RunInfo",

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["RETRY_MS", "EventsDropped", "RunInfo", "RunStatus", "RunsFull", "dropped_block",
+__all__ = ["RETRY_MS", "EventsDropped", "KeyRunsFull", "RunInfo", "RunStatus", "RunsFull", "dropped_block",
            "run_error_data", "sse_block"]
 
 RETRY_MS = 1000  # the reconnection delay suggested to EventSource clients (``retry:``)
@@ -71,6 +71,11 @@ def stream_url(chain: str, run_id: str) -> str:
 
 class RunsFull(Exception):
     """No room for another run (``MARITACA_CHAINS_RUN_MAX_RUNS`` in progress): a 503."""
+
+
+class KeyRunsFull(RunsFull):
+    """This access key already holds its share of the runs in progress
+    (``MARITACA_CHAINS_RUN_KEY_SHARE``): a 429, so one key cannot lock out the others."""
 
 
 class EventsDropped(Exception):

@@ -6,7 +6,8 @@ Per run, with ``prefix`` ``maritaca_chains:``:
   proved it was there, refreshed every ``heartbeat`` seconds while one follows);
 - ``run:<id>:events`` a stream, entry ``0-<event id>`` holding the encoded SSE block
   (field ``b``; ``t`` on the last one), capped with ``MAXLEN`` ``max_events``;
-- ``runs:active`` a sorted set of the runs in progress (the ``max_runs`` cap);
+- ``runs:active`` a sorted set of the runs in progress (the ``max_runs`` cap), and
+  ``runs:active:<owner>`` each owner's (the ``max_per_owner`` cap);
 - channel ``runs:cancel``: a ``DELETE`` served by one replica reaches the one running it.
 
 While a run is in progress its keys are kept ``ttl`` + one hour from the last write (a
@@ -22,9 +23,8 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from redis.asyncio import Redis
-
-from .events import EventsDropped, RunInfo, RunsFull, RunStatus
+from ..redis_outage import REDIS_DOWN, redis_client
+from .events import EventsDropped, KeyRunsFull, RunInfo, RunsFull, RunStatus
 from .store import CancelCallback, RunStore
 
 __all__ = ["RedisRunStore"]
@@ -39,8 +39,11 @@ class RedisRunStore(RunStore):
     """Runs in Redis at ``url`` (``redis://[:password@]host:port/db``)."""
 
     def __init__(self, url: str, *, ttl: float, max_events: int, max_runs: int,
-                 heartbeat: float = 1.0, prefix: str = "maritaca_chains:") -> None:
+                 max_per_owner: int | None = None, heartbeat: float = 1.0,
+                 prefix: str = "maritaca_chains:") -> None:
         self.url, self.ttl, self.max_events, self.max_runs = url, ttl, max_events, max_runs
+        self.max_per_owner = max_per_owner
+        self._owners: dict[str, str] = {}  # this process's runs in progress: their owner
         self.heartbeat, self.prefix = heartbeat, prefix
         self._redis: Any = None  # redis.asyncio.Redis (its stubs type replies loosely)
         self._callbacks: list[CancelCallback] = []
@@ -57,10 +60,11 @@ class RedisRunStore(RunStore):
         return self._redis
 
     async def open(self) -> None:
-        self._redis = Redis.from_url(self.url)
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._key("runs:cancel"))
-        self._listener = asyncio.create_task(self._listen(pubsub))
+        self._redis = redis_client(self.url)
+        subscribed = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.create_task(self._listen(subscribed))
+        await asyncio.wait({subscribed, self._listener}, timeout=2,
+                           return_when=asyncio.FIRST_COMPLETED)
 
     async def aclose(self) -> None:
         for task in [*self._flushers.values(), *([self._listener] if self._listener else [])]:
@@ -71,15 +75,32 @@ class RedisRunStore(RunStore):
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                run_id = message["data"].decode()
-                for callback in self._callbacks:
-                    callback(run_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
+        """Deliver published cancellations; when Redis goes away, subscribe again as
+        soon as it is back (a DELETE served by another replica must reach this one)."""
+        delay = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._key("runs:cancel"))
+                if not subscribed.done():
+                    subscribed.set_result(None)
+                elif delay > 0.1:
+                    logger.info("Redis is back: listening for run cancellations again")
+                delay = 0.1
+                async for message in pubsub.listen():
+                    run_id = message["data"].decode()
+                    for callback in self._callbacks:
+                        callback(run_id)
+            except REDIS_DOWN as exc:
+                if delay == 0.1:
+                    logger.warning("run cancellations: Redis is unavailable (%s); "
+                                   "subscribing again when it is back", type(exc).__name__)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -91,19 +112,29 @@ class RedisRunStore(RunStore):
 
     async def create(self, info: RunInfo) -> None:
         active, now = self._key("runs:active"), time.time()
+        owned = self._key(f"runs:active:{info.owner}")
+        stale = now - self.ttl - _RUNNING_EXTRA
         async with self.redis.pipeline(transaction=False) as pipe:
             # a run older than this was left by a replica that died: not in progress
-            pipe.zremrangebyscore(active, "-inf", now - self.ttl - _RUNNING_EXTRA)
+            pipe.zremrangebyscore(active, "-inf", stale)
             pipe.zcard(active)
-            _, count = await pipe.execute()
-        if count >= self.max_runs:  # (not atomic: replicas racing may pass it by a few)
+            pipe.zremrangebyscore(owned, "-inf", stale)
+            pipe.zcard(owned)
+            _, count, _, mine = await pipe.execute()
+        # (not atomic: replicas racing may pass these by a few)
+        if count >= self.max_runs:
             raise RunsFull(f"{self.max_runs} runs are in progress")
+        if self.max_per_owner is not None and mine >= self.max_per_owner:
+            raise KeyRunsFull(f"this key already has {self.max_per_owner} runs in progress")
         meta, _ = self._keys(info.run_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(meta, mapping={**info.to_fields(), "seen": repr(now)})
             pipe.pexpire(meta, int((self.ttl + _RUNNING_EXTRA) * 1000))
             pipe.zadd(active, {info.run_id: now})
+            pipe.zadd(owned, {info.run_id: now})
+            pipe.pexpire(owned, int((self.ttl + _RUNNING_EXTRA) * 1000))
             await pipe.execute()
+        self._owners[info.run_id] = info.owner
 
     async def append(self, run_id: str, event_id: int, block: bytes) -> None:
         """Queued, and written by one flusher per run in pipelined batches: a chunk does
@@ -123,17 +154,23 @@ class RedisRunStore(RunStore):
     async def _flush(self, run_id: str, last: dict[str, str] | None = None) -> None:
         meta, events = self._keys(run_id)
         while batch := self._pending.pop(run_id, None):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event_id, block in batch:
-                    fields = {"b": block, "t": b"1"} if last and event_id == batch[-1][0] \
-                        else {"b": block}
-                    pipe.xadd(events, fields, id=f"0-{event_id}", maxlen=self.max_events,
-                              approximate=False)
-                pipe.hset(meta, mapping={"events": str(batch[-1][0]), **(last or {})})
-                expire = self.ttl if last else self.ttl + _RUNNING_EXTRA
-                pipe.pexpire(meta, int(expire * 1000))
-                pipe.pexpire(events, int(expire * 1000))
-                await pipe.execute()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for event_id, block in batch:
+                        fields = {"b": block, "t": b"1"} if last and event_id == batch[-1][0] \
+                            else {"b": block}
+                        pipe.xadd(events, fields, id=f"0-{event_id}", maxlen=self.max_events,
+                                  approximate=False)
+                    pipe.hset(meta, mapping={"events": str(batch[-1][0]), **(last or {})})
+                    expire = self.ttl if last else self.ttl + _RUNNING_EXTRA
+                    pipe.pexpire(meta, int(expire * 1000))
+                    pipe.pexpire(events, int(expire * 1000))
+                    await pipe.execute()
+            except BaseException:
+                # keep the batch for the next flush (finish retries): a Redis outage must
+                # not leave a hole in the ids, which readers would take for dropped events
+                self._pending[run_id] = batch + self._pending.get(run_id, [])
+                raise
 
     async def finish(self, run_id: str, status: RunStatus, usage: dict[str, Any] | None,
                      event_id: int, block: bytes) -> None:
@@ -142,11 +179,16 @@ class RedisRunStore(RunStore):
             with contextlib.suppress(Exception):  # events lost with it: still say how it ended
                 await asyncio.shield(flusher)
         self._pending.setdefault(run_id, []).append((event_id, block))
+        # the slots first: once a reader sees the end, its key may start another run
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._key("runs:active"), run_id)
+            if (owner := self._owners.pop(run_id, None)) is not None:
+                pipe.zrem(self._key(f"runs:active:{owner}"), run_id)
+            await pipe.execute()
         info = RunInfo(run_id, "", "", status=status, usage=usage, finished_at=time.time())
         fields = info.to_fields()
         await self._flush(run_id, last={k: fields[k] for k in ("status", "usage",
                                                                "finished_at")})
-        await self.redis.zrem(self._key("runs:active"), run_id)
 
     # ----------------------------------------------------------------- the readers
 

@@ -4,7 +4,8 @@
 
 - ``POST /<chain>/runs``: LangServe's body (``{"input": ..., "config": {"configurable":
   ...}}``, the same checks and 422s) starts a run in the background: ``201 {"run_id",
-  "stream_url", "status_url"}``; 503 when ``MARITACA_CHAINS_RUN_MAX_RUNS`` are in progress.
+  "stream_url", "status_url"}``; 503 when ``MARITACA_CHAINS_RUN_MAX_RUNS`` are in progress,
+  429 when the caller's key already holds its share (``MARITACA_CHAINS_RUN_KEY_SHARE``).
 - ``GET /<chain>/runs/<id>/stream``: the run as LangServe's ``/stream`` SSE events, each
   with an ``id:``; with ``Last-Event-ID`` (or ``?last_event_id=``) only the later ones,
   then live. 204 once a finished run has nothing more (which stops ``EventSource``).
@@ -16,6 +17,7 @@ Unknown, expired and other keys' runs are 404.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -32,16 +34,28 @@ from langserve.validation import InvokeRequestShallowValidator
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from ..error_responses import sse_error_data
 from ..langserve_fixes import check_configurable
+from ..redis_outage import REDIS_DOWN
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
-from .events import RETRY_MS, EventsDropped, RunInfo, RunsFull, RunStatus, dropped_block
+from .events import (
+    RETRY_MS,
+    EventsDropped,
+    KeyRunsFull,
+    RunInfo,
+    RunsFull,
+    RunStatus,
+    dropped_block,
+)
 from .redis_store import RedisRunStore
 from .runner import RunManager
 from .store import MemoryRunStore, RunStore
 
 __all__ = ["EVENT_STREAM", "add_run_routes", "store_for"]
+
+logger = logging.getLogger("maritaca_chains.runs")
 
 EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE_SECONDS = 15.0  # a comment line on a quiet stream, so proxies keep it open
@@ -56,8 +70,10 @@ def store_for(settings: ServerSettings) -> RunStore:
     if settings.redis_url is not None:
         return RedisRunStore(settings.redis_url.get_secret_value(), ttl=ttl,
                              max_events=max_events, max_runs=max_runs,
+                             max_per_owner=settings.runs_per_key,
                              heartbeat=min(1.0, settings.run_grace_seconds / 4))
-    return MemoryRunStore(ttl=ttl, max_events=max_events, max_runs=max_runs)
+    return MemoryRunStore(ttl=ttl, max_events=max_events, max_runs=max_runs,
+                          max_per_owner=settings.runs_per_key)
 
 
 def add_run_routes(app: FastAPI, chains: dict[str, Runnable[Any, Any]],
@@ -131,6 +147,11 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
         try:
             await manager.start(info, chain, value, config)
+        except KeyRunsFull as exc:
+            raise HTTPException(429, f"Too many runs for this access key ({exc}: each key "
+                                     f"may hold MARITACA_CHAINS_RUN_KEY_SHARE of the "
+                                     f"server's runs); wait for one to end, or cancel one",
+                                headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
             raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
                                 headers={"Retry-After": "5"}) from exc
@@ -210,6 +231,10 @@ async def _events(store: RunStore, run_id: str, after: int) -> AsyncIterator[byt
                 yield b"".join(batch) if batch else _PING
     except EventsDropped as exc:
         yield dropped_block(exc)
+    except REDIS_DOWN as exc:  # named, and without an id: Last-Event-ID resumes later
+        logger.warning("run %s: its reader was cut, Redis is unavailable (%s)", run_id,
+                       type(exc).__name__)
+        yield f"event: error\r\ndata: {sse_error_data(exc).decode()}\r\n\r\n".encode()
 
 
 class _EventStream(StreamingResponse):

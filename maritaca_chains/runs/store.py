@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from .events import EventsDropped, RunInfo, RunsFull, RunStatus
+from .events import EventsDropped, KeyRunsFull, RunInfo, RunsFull, RunStatus
 
 __all__ = ["CancelCallback", "MemoryRunStore", "RunStore"]
 
@@ -35,7 +35,8 @@ class RunStore(ABC):
 
     @abstractmethod
     async def create(self, info: RunInfo) -> None:
-        """Record a new running run; ``RunsFull`` when there is no room."""
+        """Record a new running run; ``RunsFull`` when there is no room, ``KeyRunsFull``
+        when its owner already holds its share."""
 
     @abstractmethod
     async def get(self, run_id: str) -> RunInfo | None:
@@ -98,11 +99,14 @@ class MemoryRunStore(RunStore):
 
     At most ``max_runs`` runs are held (in progress, or ended and within ``ttl``); when
     full, the oldest ended run is dropped to make room, and if every run is still in
-    progress a new one is refused (``RunsFull``). Each keeps its last ``max_events``.
+    progress a new one is refused (``RunsFull``); one owner holds at most
+    ``max_per_owner`` in progress (``KeyRunsFull``). Each keeps its last ``max_events``.
     """
 
-    def __init__(self, *, ttl: float, max_events: int, max_runs: int) -> None:
+    def __init__(self, *, ttl: float, max_events: int, max_runs: int,
+                 max_per_owner: int | None = None) -> None:
         self.ttl, self.max_events, self.max_runs = ttl, max_events, max_runs
+        self.max_per_owner = max_per_owner
         self._runs: dict[str, _Run] = {}
         self._ended: OrderedDict[str, _Run] = OrderedDict()  # in the order they ended
         self._callbacks: list[CancelCallback] = []
@@ -125,6 +129,10 @@ class MemoryRunStore(RunStore):
             if not self._ended:
                 raise RunsFull(f"{self.max_runs} runs are in progress")
             self._drop(next(iter(self._ended)))
+        if self.max_per_owner is not None and sum(
+                1 for run in self._runs.values()
+                if not run.ended and run.info.owner == info.owner) >= self.max_per_owner:
+            raise KeyRunsFull(f"this key already has {self.max_per_owner} runs in progress")
         self._runs[info.run_id] = _Run(info)
 
     async def get(self, run_id: str) -> RunInfo | None:
