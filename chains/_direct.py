@@ -137,7 +137,8 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         prompt, model, parser = self._steps  # type: ignore[misc]
         sequence = _start(config, self._inner.get_name())
         try:
-            prompt_value = prompt.invoke(values, _step_config(config, sequence, 1))
+            prompt_value = _added_up(prompt.transform(iter([values]),
+                                                      _step_config(config, sequence, 1)))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
             with closing(stream):  # type: ignore[type-var]
                 yield from _tapped(sequence, _parse(
@@ -153,7 +154,8 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         prompt, model, parser = self._steps  # type: ignore[misc]
         sequence = await _astart(config, self._inner.get_name())
         try:
-            prompt_value = await prompt.ainvoke(values, _step_config(config, sequence, 1))
+            prompt_value = await _aadded_up(prompt.atransform(_aiter_of(values),
+                                                              _step_config(config, sequence, 1)))
             stream = model.astream(prompt_value, _step_config(config, sequence, 2))
             async with aclosing(stream):  # type: ignore[type-var]
                 async for text in _atapped(sequence, _aparse(
@@ -163,6 +165,36 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             await sequence.on_chain_error(error, inputs=values)
             raise
         await sequence.on_chain_end("".join(parts), inputs=values)
+
+
+def _added_up(output: Iterator[Any]) -> Any:
+    """A step's whole output as LCEL hands it to the model (which waits for all of it):
+    its chunks added up, a chunk that cannot be added replacing the rest."""
+    final: Any = None
+    for index, chunk in enumerate(output):
+        final = chunk if index == 0 else _plus(final, chunk)
+    return final
+
+
+async def _aadded_up(output: AsyncIterator[Any]) -> Any:
+    """``_added_up`` for async runs."""
+    final: Any = None
+    index = 0
+    async for chunk in output:
+        final = chunk if index == 0 else _plus(final, chunk)
+        index += 1
+    return final
+
+
+def _plus(final: Any, chunk: Any) -> Any:
+    try:
+        return final + chunk
+    except TypeError:
+        return chunk
+
+
+async def _aiter_of(value: Any) -> AsyncIterator[Any]:
+    yield value
 
 
 def _start(config: RunnableConfig, name: str,

@@ -20,9 +20,12 @@ import pytest
 from conftest import emulator_model, wait_disconnected
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from chains import build_qa_chain, build_story_chain
+from chains._direct import DirectChain
 from maritaca.testing import MaritacaEmulator, Scenario
 
 
@@ -194,11 +197,26 @@ def test_invalid_input_fails_the_run_as_lcel_does(sync: bool) -> None:
 
 
 @both_ways
-def test_chains_without_three_plain_steps_stream_through_lcel(sync: bool) -> None:
-    """Q&A picks its prompt in a branch: its stream is LCEL's own, and still right."""
+def test_a_prompt_step_that_streams_has_lcels_run_tree(sync: bool) -> None:
+    """Q&A picks its prompt in a lambda, a streaming step of its own in LCEL (its run
+    starts before its input is known): the direct run reports it the same way."""
     value = {"question": "Quem escreveu Dom Casmurro?", "context": "Machado de Assis."}
     fast = _chain_run(build_qa_chain, value, True, sync)
     assert fast == _chain_run(build_qa_chain, value, False, sync)
+    assert "'defers_inputs': False" in fast[1] and "chain_error" not in fast[1]
+
+
+def test_other_shapes_stream_through_lcel() -> None:
+    """A chain that is not ``prompt | model | InlineStrOutputParser`` takes LCEL's path."""
+    with MaritacaEmulator(reply_tokens=4) as emulator:
+        inner = ChatPromptTemplate.from_messages([("human", "{topic}")]) | emulator_model(
+            emulator) | StrOutputParser()
+        chain = DirectChain(name="plain", inner=inner, prepare=lambda value, config: (
+            value, config))
+        assert chain._steps is None
+        assert chain.stream({"topic": "x"}).gi_code.co_qualname.startswith("RunnableLambda.")
+        text = "".join(chain.stream({"topic": "x"}))
+        assert text and text == "".join(RunnableLambda.stream(chain, {"topic": "x"}))
 
 
 async def test_astream_events_sees_every_step() -> None:
