@@ -17,8 +17,9 @@ each figure the median of ``--repeat`` rounds:
 - ChatOpenAI(base_url=emulator) (langchain-openai), ``stream`` and ``astream``
 - langchain-maritaca 0.4.1 ChatMaritaca, ``stream`` and ``astream``
 - the story chain's ``stream``/``astream`` (direct) and the same chain streamed by LCEL
-- with ``BENCH_APP_DIR``: that checkout's ChatMaritaca ``stream``/``astream``, in a
-  worker process of its own (which reports its own CPU time the same way)
+- with ``BENCH_APP_DIR``: that checkout's ChatMaritaca ``stream``/``astream`` and this
+  checkout's, each in a worker process of its own (which reports its own CPU time the
+  same way), so that before and after run on equal terms
 
 Targets (issue 19), sync and async: ours no dearer per chunk than langchain-maritaca
 0.4.1, ChatOpenAI at least 5 x ours; (issue 2) added median time to first token vs raw
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -38,6 +40,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -253,12 +256,16 @@ def main() -> None:
             "story chain astream": timed(lambda: astream_count(chain, story)),
             "story chain, LCEL astream": timed(lambda: astream_count(lcel_chain, story)),
         }
-        previous = None
+        workers: list[Worker] = []
         if app_dir := os.environ.get("BENCH_APP_DIR"):
-            previous = Worker(app_dir, base, key.get_secret_value(), model)
-            print(f"BENCH_APP_DIR: ChatMaritaca from {previous.where}")
-            contenders["BENCH_APP_DIR stream"] = lambda: previous.run("sync")  # type: ignore[union-attr]
-            contenders["BENCH_APP_DIR astream"] = lambda: previous.run("async")  # type: ignore[union-attr]
+            # both checkouts in worker processes of the same make (a smaller heap than
+            # this one's, so cheaper collections): before/after on equal terms
+            for label, where in (("this checkout", str(Path(__file__).parent.parent)),
+                                 ("BENCH_APP_DIR", app_dir)):
+                workers.append(Worker(where, base, key.get_secret_value(), model))
+                print(f"{label}: ChatMaritaca from {workers[-1].where}")
+                contenders[f"{label} stream"] = functools.partial(workers[-1].run, "sync")
+                contenders[f"{label} astream"] = functools.partial(workers[-1].run, "async")
         per_chunk: dict[str, list[float]] = {name: [] for name in contenders}
         counts: dict[str, int] = {}
         for _ in range(args.repeat):  # round robin, so drift hits everyone alike
@@ -267,8 +274,8 @@ def main() -> None:
                 counts[name] = n
                 per_chunk[name].append(seconds / max(n, 1))
         loop.close()
-        if previous is not None:
-            previous.close()
+        for running in workers:
+            running.close()
         results = {name: (statistics.median(per_chunk[name]) * 1e6, counts[name])
                    for name in contenders}
         us = {name: result[0] for name, result in results.items()}
@@ -288,9 +295,10 @@ def main() -> None:
             print(f"{way:5}: ours / langchain-maritaca 0.4.1 = {to_peer:.2f} (target <= 1: "
                   f"{'met' if to_peer <= 1 else 'NOT met'}); ChatOpenAI / ours = "
                   f"{to_openai:.2f} (target >= 5: {'met' if to_openai >= 5 else 'NOT met'})")
-            if previous is not None:
-                print(f"{way:5}: ours / BENCH_APP_DIR = "
-                      f"{us[ours_name] / us['BENCH_APP_DIR ' + ('stream' if way == 'sync' else 'astream')]:.2f}")
+            if workers:
+                how = "stream" if way == "sync" else "astream"
+                print(f"{way:5}: this checkout / BENCH_APP_DIR (both in workers) = "
+                      f"{us['this checkout ' + how] / us['BENCH_APP_DIR ' + how]:.2f}")
         print(f"story chain, direct / LCEL: sync "
               f"{us['story chain stream'] / us['story chain, LCEL stream']:.2f}, async "
               f"{us['story chain astream'] / us['story chain, LCEL astream']:.2f}")
