@@ -2,20 +2,21 @@
 
 ``chains._direct`` re-does what LCEL's streaming transforms report, from LCEL internals a
 langchain-core release may change without notice (``chains._lcel_private``).
-``probe_matches`` builds a probe ``prompt | model | parser`` chain on a fake chat model,
+``probe_matches`` builds probe ``prompt | model | parser`` chains on a fake chat model,
 streams it the direct way and LCEL's way, sync and async, on valid and on invalid input,
-and compares every chunk and every callback (names, run tree, tags, inputs, outputs).
+with each kind of prompt step the chains use, and compares every chunk and every callback (names, run tree, tags, inputs, outputs).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from maritaca.run_probe import Recorder, plain, reports_match
 
@@ -32,15 +33,22 @@ def _prepare(value: Any, config: RunnableConfig) -> tuple[dict[str, str], Runnab
     return value, config
 
 
+def _prompts() -> tuple[Runnable[Any, Any], ...]:
+    """A prompt step of each kind the chains use: a template (run as one ``invoke``) and
+    a lambda that picks one (a streaming step of its own)."""
+    template = ChatPromptTemplate.from_messages([("human", "{topic}")])
+    return template, RunnableLambda(lambda values: template.invoke(values),
+                                    name="ChatPromptTemplate")
+
+
 def _runs_of(direct_chain: type[Any]) -> Callable[[Callable[..., list[Any]]], list[Any]]:
     def runs(stream: Callable[..., list[Any]]) -> list[Any]:
         """What ``stream(chain, input, config)`` yields and reports, for valid and for
         invalid input."""
         seen = []
-        for value in _INPUTS:
+        for value, prompt in itertools.product(_INPUTS, _prompts()):
             model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez no Brasil")]))
-            inner = (ChatPromptTemplate.from_messages([("human", "{topic}")]) | model
-                     | InlineStrOutputParser())
+            inner = prompt | model | InlineStrOutputParser()
             chain = direct_chain(name="probe", inner=inner, prepare=_prepare)
             recorder = Recorder()
             config = {"callbacks": [recorder], "tags": ["probe"], "metadata": {"probe": 1}}

@@ -85,9 +85,8 @@ def reports_match(runs: Runs, direct: Callable[..., Iterator[Any]],
         if _quiet(lambda: runs(lambda *args: list(direct(*args)))) \
                 != _quiet(lambda: runs(lambda *args: list(reference(*args)))):
             return False
-        seen = _in_thread(lambda: runs(lambda *args: _collected(adirect(*args))))
-        return seen is not None and seen == _in_thread(
-            lambda: runs(lambda *args: _collected(areference(*args))))
+        seen = _in_thread(lambda: _async_runs(runs, adirect))
+        return seen is not None and seen == _in_thread(lambda: _async_runs(runs, areference))
     except Exception:  # noqa: BLE001 - any failure means: not the same
         return False
 
@@ -97,11 +96,17 @@ def _quiet(run: Callable[[], Any]) -> Any:
         return run()
 
 
-def _collected(astream: AsyncIterator[Any]) -> list[Any]:
-    async def collect() -> list[Any]:
-        return [item async for item in astream]
+def _async_runs(runs: Runs, astream: Callable[..., AsyncIterator[Any]]) -> list[Any]:
+    """``runs`` with ``astream``, each stream collected on one event loop of its own."""
+    loop = asyncio.new_event_loop()
 
-    return asyncio.run(collect())
+    async def collect(stream: AsyncIterator[Any]) -> list[Any]:
+        return [item async for item in stream]
+
+    try:
+        return runs(lambda *args: loop.run_until_complete(collect(astream(*args))))
+    finally:
+        loop.close()
 
 
 def _in_thread(run: Callable[[], Any]) -> Any:
