@@ -328,7 +328,7 @@ class ChainFile(BaseModel):
         return max(own, self.strategy.map_reduce.max_tokens if self.strategy else 0)
 
 
-def _problems(exc: ValidationError, data: Any) -> list[Problem]:
+def _problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"]
@@ -373,7 +373,7 @@ def read_chain_file(path: str | Path | Traversable) -> ChainFile:
     try:
         chain = ChainFile.model_validate(data)
     except ValidationError as exc:
-        raise ChainFileError(where, _problems(exc, data)) from exc
+        raise ChainFileError(where, _problems(exc)) from exc
     chain._source = where
     chain._version = hashlib.sha256(raw).hexdigest()[:8]
     return chain

@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import Generation
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableBranch, RunnableConfig, RunnableLambda
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -31,6 +31,7 @@ from ._model import configurable_model, with_budget
 from ._parsers import InlineStrOutputParser
 from ._run import AutoBudgetChain, astream_closed, auto_budget, budgeted_chain, stream_closed
 from .chain_file import DEFAULT_TEXT_LIMIT, ChainFile, InputSpec, Message
+from .limits import MAX_TOKENS_RANGE
 
 __all__ = ["PROGRESS_EVENT", "ChainInput", "JsonChain", "JsonOutputError", "build_chain",
            "input_model", "render_messages", "validate_json"]
@@ -125,26 +126,34 @@ class _Words:
     def budget(self, inputs: BaseModel) -> int:
         added = sum(spec.budget(getattr(inputs, name))
                     for name, spec in self.file.inputs.items())
-        return min(self.file.max_tokens + added, 32_000)
+        return min(self.file.max_tokens + added, MAX_TOKENS_RANGE[1])
 
-    def prompt(self) -> Runnable[dict[str, str], Any]:
-        """The main messages, or (when the file has variants) a step that picks the
-        messages whose ``when`` the values match."""
+    def pick(self, values: dict[str, str]) -> ChatPromptTemplate:
+        """The messages for these values: the first variant whose ``when`` they match,
+        else the main ones."""
+        for template, when in self.variants:
+            if all(values.get(k) == v for k, v in when.items()):
+                return template
+        return self.main
+
+    def chain(self, llm: Runnable[Any, Any]) -> Runnable[dict[str, str], str]:
+        """``prompt | llm | parser``; with variants, a branch of such sequences (LCEL
+        streams a branch itself; a plain sequence takes ``_direct``'s path)."""
+        parser = InlineStrOutputParser()
         if not self.variants:
-            return self.main
+            return self.main | llm | parser
 
-        def pick(values: dict[str, str]) -> ChatPromptTemplate:
-            for template, when in self.variants:
-                if all(values.get(k) == v for k, v in when.items()):
-                    return template
-            return self.main
+        def matches(when: dict[str, str]) -> Any:
+            return lambda values: all(values.get(k) == v for k, v in when.items())
 
-        return RunnableLambda(pick, name="ChatPromptTemplate")
+        return RunnableBranch[dict[str, str], str](
+            *[(matches(when), template | llm | parser) for template, when in self.variants],
+            self.main | llm | parser)
 
     def render(self, value: Any) -> tuple[list[tuple[str, str]], int]:
         """The messages ``value`` produces (role, content) and its token budget."""
         inputs, values = self.values(value)
-        prompt = self.prompt().invoke(values)
+        prompt = self.pick(values).invoke(values)
         roles = {"human": "user", "ai": "assistant"}
         return [(roles.get(m.type, m.type), str(m.content)) for m in prompt.to_messages()], \
             self.budget(inputs)
@@ -174,7 +183,7 @@ def build_chain(name: str, file: ChainFile, model: BaseChatModel | None = None, 
     if file.strategy is not None:
         text_chain = _map_reduce(name, file, words, llm, model, context_tokens)
     else:
-        inner = words.prompt() | llm | InlineStrOutputParser()
+        inner = words.chain(llm)
 
         def prepare(value: Any) -> tuple[dict[str, str], int]:
             inputs, values = words.values(value)
@@ -188,8 +197,10 @@ def build_chain(name: str, file: ChainFile, model: BaseChatModel | None = None, 
 
 def _response_format(name: str, file: ChainFile) -> dict[str, Any]:
     schema = file.output.json_schema if not isinstance(file.output, str) else {}
+    # not "strict": a strict schema must close every object and require every property,
+    # which a chain file need not; the answer is validated against the schema here anyway
     return {"type": "json_schema", "json_schema": {"name": name.replace("-", "_"),
-                                                   "schema": schema, "strict": True}}
+                                                   "schema": schema}}
 
 
 # ------------------------------------------------------------------------- JSON output
@@ -287,6 +298,13 @@ class JsonChain(AutoBudgetChain):
 
     text_chain: Runnable[Any, str] | None = None
 
+    def with_config(self, config: RunnableConfig | None = None,
+                    **kwargs: Any) -> JsonChain:
+        """The same chain configured; its ``text_chain`` configured alike."""
+        configured = super().with_config(config, **kwargs)
+        text = self.text_chain.with_config(config, **kwargs) if self.text_chain else None
+        return configured.model_copy(update={"text_chain": text})  # type: ignore[attr-defined,no-any-return]
+
 
 # -------------------------------------------------------------------------- map-reduce
 def _fits(budget: int, text: str, share: float = 1.0) -> int:
@@ -321,9 +339,8 @@ def _map_reduce(name: str, file: ChainFile, words: _Words, llm: Runnable[Any, An
     assert file.strategy is not None
     plan = file.strategy.map_reduce
     field = plan.field
-    parser = InlineStrOutputParser()
-    direct = words.prompt() | llm | parser
-    mapper = _template(plan.messages) | llm | parser
+    direct = words.chain(llm)
+    mapper = _template(plan.messages) | llm | InlineStrOutputParser()
     budget = max((context_tokens or _context_tokens(model)) - RESERVED_TOKENS, 500)
     budget_chars = budget * CHARS_PER_TOKEN
     splitter = RecursiveCharacterTextSplitter(chunk_size=budget_chars,

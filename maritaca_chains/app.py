@@ -3,7 +3,8 @@
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
-``/<name>/ws``; the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
+``/<name>/ws``, ``/<name>/ai-sdk`` (the Vercel AI SDK); the OpenAI-compatible ``/v1``;
+the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
 ``MARITACA_API_KEY`` the embedded offline model serves (``maritaca.local``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -24,7 +26,7 @@ from maritaca import errors
 
 from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
-from .faces import mount_faces
+from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
@@ -34,6 +36,7 @@ from .langserve_fixes import (
     served_chain,
     validation_error_json,
 )
+from .lifecycle import add_lifecycle, lifespan_state
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -61,7 +64,7 @@ def create_app(settings: ServerSettings | None = None, *,
     served = serve_model(settings, model)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
@@ -69,8 +72,9 @@ def create_app(settings: ServerSettings | None = None, *,
                     served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
-            async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
-                yield
+            async with full_collections_on_a_timer(settings.full_gc_seconds), \
+                    app.state.runs, lifespan_state(app) as state:
+                yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
@@ -115,10 +119,17 @@ def create_app(settings: ServerSettings | None = None, *,
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
+    # the OpenAI-compatible /v1 and the AI SDK's /<name>/ai-sdk (answers are resumable runs)
+    mount_client_faces(app, chains, Depends(guarded(access, quotas,
+                                                    fail_open=settings.redis_fail_open)),
+                       model=served.model,
+                       model_names=served.model_choices, runs=app.state.runs)
     add_pages(app, served, ui=settings.ui, specs=specs)
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
+    # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
+    add_lifecycle(app, settings, served, app.state.runs)
     return app
 
 

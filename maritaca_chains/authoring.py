@@ -138,10 +138,14 @@ def new_chain(name: str, directory: str | Path = ".") -> list[Path]:
 # ---------------------------------------------------------------------------- check
 def check_files(paths: Sequence[str], *, render: bool = False,
                 out: TextIO = sys.stdout) -> int:
-    """Validate each chain file; print ``ok`` or each problem (file: key: what to do).
-    With ``render``, print the messages its example produces. Returns the exit code."""
+    """Validate each chain file (a directory: each of its ``*.yaml``, cases files
+    left out); print ``ok`` or each problem (file: key: what to do). With ``render``,
+    print the messages its example produces. Returns the exit code."""
     failed = 0
-    for path in paths:
+    files = [str(p) for path in paths for p in (
+        sorted(f for f in Path(path).glob("*.yaml") if not f.name.endswith(".cases.yaml"))
+        if Path(path).is_dir() else [Path(path)])]
+    for path in files:
         try:
             spec = load_spec(Path(path))
         except ChainFileError as exc:
@@ -199,7 +203,7 @@ def parse_fields(spec: ChainSpec, pairs: Sequence[str], stdin: TextIO | None) ->
                              f"{', '.join(spec.input_type.model_fields)})")
         value[field] = text
     if spec.main_field not in value and stdin is not None and not stdin.isatty():
-        value[spec.main_field] = stdin.read()
+        value[spec.main_field] = stdin.read().rstrip("\n")  # echo's newline is not input
     return spec.input_type.model_validate(value)
 
 

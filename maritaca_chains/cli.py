@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate chain files (exit 0 or 1)",
                                 description="Validate chain files; print each problem "
                                             "with its file and key.")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE",
+                       help="chain files, or directories of them")
     check.add_argument("--render", action="store_true",
                        help="also show the messages each file's example produces")
     run = commands.add_parser(
@@ -140,12 +141,13 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
                     **uvicorn_limits(settings))
     else:
         from .app import create_app
+        from .lifecycle.uvicorn_drain import serve as serve_draining  # drains at SIGTERM
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level,
-                    http=bounded_http_protocol(settings.max_header_bytes,
-                                               settings.header_timeout_seconds),
-                    **uvicorn_limits(settings))
+        serve_draining(create_app(settings), host=settings.host, port=settings.port,
+                       log_level=settings.log_level,
+                       http=bounded_http_protocol(settings.max_header_bytes,
+                                                  settings.header_timeout_seconds),
+                       **uvicorn_limits(settings))
 
 
 def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:

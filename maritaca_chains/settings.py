@@ -31,6 +31,7 @@
     MARITACA_CHAINS_REDIS_FAIL_OPEN          quotas: serve while Redis is down (false: 503)
     MARITACA_CHAINS_SESSION_SECONDS          a browser login lasts this long (43200: 12 h)
     MARITACA_CHAINS_LOGIN_ATTEMPTS           wrong keys per client address (5/minute; then 429)
+    MARITACA_CHAINS_DRAIN_SECONDS            at SIGTERM, let streams finish this long (30; see lifecycle)
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class ServerSettings(BaseSettings):
                                    validation_alias="MARITACA_CHAINS_SESSION_SECONDS")
     login_attempts: str = Field(default="5/minute",
                                 validation_alias="MARITACA_CHAINS_LOGIN_ATTEMPTS")
+    drain_seconds: float = Field(default=30.0, ge=0,
+                                 validation_alias="MARITACA_CHAINS_DRAIN_SECONDS")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod

@@ -71,6 +71,9 @@ def test_check_passes_renders_and_names_each_error(authored):
     assert any(line.startswith(f"{broken}: messages.0.content: uses {{destino}}")
                for line in lines)
     assert any(line.startswith(f"{path}: ok") for line in lines)
+    whole = cli("check", str(authored))  # a directory: its chain files, not its cases
+    assert whole.returncode == 1 and "cases.yaml" not in whole.stdout
+    assert f"{unknown}: modelo: unknown key" in whole.stdout
 
 
 def test_run_streams_reads_stdin_for_the_main_field_and_takes_options(authored):
@@ -250,3 +253,34 @@ def test_serve_reload_picks_up_an_edited_chain_file(authored):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.mark.local_model
+def test_run_without_a_key_uses_the_embedded_model_as_serve_would():
+    from maritaca import _local_install, local
+
+    if not local.is_installed():
+        pytest.skip("the embedded backend is not installed. " + _local_install.install_hint())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARITACA_")}
+    backend = cli("backend", env=env)
+    assert backend.stdout.strip() == "local"
+    done = cli("run", "story", "topic=Brasil", "--max-tokens", "16", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # the tiny model's words, whatever they are
+
+
+def test_the_readmes_walkthrough_runs_as_written(tmp_path):
+    """README, "Your own chain": new, check, run and eval, as a newcomer types them (the
+    editor and the long-running serve left out), against the emulator."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Your own chain", 1)[1].split("```bash\n", 1)[1].split("```")[0]
+    commands = [line.split("  #", 1)[0].strip() for line in block.splitlines()
+                if line.strip() and not line.startswith(("$EDITOR", "maritaca-chains serve"))]
+    assert [c.split(" | ")[-1].split()[1] for c in commands] == ["new", "check", "run", "eval"]
+    with MaritacaEmulator(reply_tokens=10) as emu:
+        env = env_for(emu, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        for command in commands:
+            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, text=True,
+                                  capture_output=True, timeout=90)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        assert emu.requests[0].body["messages"][-1]["content"] == "Bom dia! Como vai?"

@@ -257,8 +257,10 @@ def test_a_json_chain_asks_for_its_schema_and_returns_a_validated_object(tmp_pat
         partials = list(chain.stream({"text": "Bom dia"}))
         assert partials[-1] == result or set(partials[-1]) == set(result)
         assert all(isinstance(p, dict) for p in partials)
-        text = "".join(chain.text_chain.stream({"text": "Bom dia"}))
+        configured = chain.with_config(configurable={"max_tokens": 77})
+        text = "".join(configured.text_chain.stream({"text": "Bom dia"}))
         assert set(__import__("json").loads(text)) == {"traducao", "confianca"}
+        assert emu.requests[-1].body["max_tokens"] == 77
 
 
 @pytest.mark.parametrize(("reply", "says"), [
