@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # Debian packages the tests drive: a real browser, a real Redis and a real proxy.
 SYSTEM_PACKAGES := chromium redis-server nginx
 
-.PHONY: install install-dev install-local install-system serve test lint lock compat compat-lowest compat-highest notebook soak bench clean
+.PHONY: install install-dev install-local install-system install-js serve test lint lock compat compat-lowest compat-highest notebook soak bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,19 @@ $(VENV)/.stamp-system:
 	fi
 	touch $@
 
+# The JavaScript clients the tests drive (openai, the AI SDK, esbuild for the browser
+# page), exactly as tests/js/package-lock.json pins them; without node the tests skip.
+JS := tests/js
+$(JS)/node_modules/.stamp: $(JS)/package.json $(JS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp; \
+	else echo "no node/npm: the JavaScript client tests will skip"; fi
+
 install: $(VENV)/.stamp-app
 install-local: $(VENV)/.stamp-local
 install-dev: $(VENV)/.stamp-dev $(VENV)/.stamp-local $(VENV)/.stamp-system
 install-system: $(VENV)/.stamp-system
+install-js: $(JS)/node_modules/.stamp
 
 # The embedded model is built only when it will serve (no MARITACA_API_KEY, or
 # MARITACA_BACKEND=local); host and port come from MARITACA_CHAINS_HOST/_PORT or .env.
@@ -56,7 +65,7 @@ serve: install
 	  $(MAKE) --no-print-directory install-local; fi
 	$(PY) server.py
 
-test: install-dev
+test: install-dev install-js
 	$(PY) -m ruff check maritaca maritaca_chains chains server.py tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import httpx
-from langchain_core.messages import convert_to_openai_messages
 from langserve import RemoteRunnable
 
-from chains import StoryInput, load_prompt
+from chains import CHAINS
+from chains.chain_runtime import render_messages
 from maritaca.local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +59,11 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 
 def direct(base_url: str, model: str, max_tokens: int) -> tuple[float, float, int]:
     """(time to first token, tokens/s after it, tokens) streaming llama.cpp directly."""
-    prompt = load_prompt("story")
-    messages = prompt.template().format_messages(**prompt.values(StoryInput.model_validate(STORY)))
-    body = {"model": model, "messages": convert_to_openai_messages(messages), "temperature": 0,
+    story = CHAINS["story"]
+    assert story.file is not None
+    rendered, _ = render_messages("story", story.file, STORY, story.input_type)
+    messages = [{"role": role, "content": content} for role, content in rendered]
+    body = {"model": model, "messages": messages, "temperature": 0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first = last = 0.0

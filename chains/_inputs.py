@@ -26,5 +26,10 @@ Language = Field(
 
 
 def coerce_input(model: type[M], value: Any) -> M:
-    """The chain's input as its pydantic model: validates dicts, passes models through."""
-    return value if isinstance(value, model) else model.model_validate(value)
+    """The chain's input as its pydantic model: validates dicts (and another model's
+    fields), passes the model's own instances through."""
+    if isinstance(value, model):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_unset=True)
+    return model.model_validate(value)

@@ -19,6 +19,8 @@ from .limits import DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 
 # The max_tokens a model gets from configurable_model when the caller names none.
 DEFAULT_MAX_TOKENS = 2048
+# A configured max_tokens of 0 means "the chain's own budget" (the chains' schema default).
+AUTO_MAX_TOKENS = 0
 
 
 def model_choices(model: BaseChatModel | None = None) -> list[str]:
@@ -78,7 +80,8 @@ def configurable_model(model: BaseChatModel | None = None, *,
 def with_budget(config: RunnableConfig, max_tokens: int,
                 model: BaseChatModel | None) -> RunnableConfig:
     """``config`` asking for at most ``max_tokens``, unless its ``configurable`` (the
-    client) or the model itself already sets max_tokens: theirs wins.
+    client) or the model itself already sets max_tokens: theirs wins. A configured 0
+    (``AUTO_MAX_TOKENS``, the chains' schema default) sets nothing: the budget applies.
 
     Also refuses (ValueError) a configured model that :func:`model_choices` does not
     offer: the config schema's ``Literal`` is checked by LangServe, not by the chain.
@@ -90,7 +93,7 @@ def with_budget(config: RunnableConfig, max_tokens: int,
         if chosen not in names:
             raise ValueError(f"model {chosen!r} does not answer here: only "
                              f"{', '.join(names)} can be chosen")
-    if configurable.get("max_tokens") is not None or (
+    if configurable.get("max_tokens") not in (None, AUTO_MAX_TOKENS) or (
             isinstance(model, ChatMaritaca) and model.max_tokens is not None):
         return config
     return {**config, "configurable": {**configurable, "max_tokens": max_tokens}}

@@ -12,11 +12,39 @@ from contextlib import aclosing, closing
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
 from ._direct import DirectChain
-from ._model import with_budget
+from ._model import AUTO_MAX_TOKENS, with_budget
+
+
+class AutoBudgetChain(RunnableBinding):  # type: ignore[type-arg]
+    """A chain whose config schema offers ``max_tokens`` 0, "the chain's own budget",
+    as its default.
+
+    LangServe fills every ``configurable`` field a client leaves out with the schema's
+    default as soon as any config is sent (``{"configurable": {}}``, a temperature,
+    ``RemoteRunnable``, the playground's form): with a concrete number there, the
+    chain's per-input budget (a short story's 300 tokens) became that number. With 0
+    there, every face asks for what the chain file says unless the client names a
+    max_tokens of its own.
+    """
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return [spec._replace(default=AUTO_MAX_TOKENS, description=(
+            "Longest answer, in tokens. 0 (the default): the chain's own budget for what "
+            "was asked (e.g. a short story's).")) if spec.id == "max_tokens" else spec
+            for spec in super().config_specs]
+
+
+def auto_budget(chain: Runnable[Any, Any], input_type: type[BaseModel],
+                output_type: Any = str) -> Runnable[Any, Any]:
+    """``chain`` typed as given, with the config schema of :class:`AutoBudgetChain`."""
+    return AutoBudgetChain(bound=chain, custom_input_type=input_type,
+                           custom_output_type=output_type)
 
 
 def stream_closed(runnable: Runnable[Any, str], value: Any,
@@ -62,4 +90,4 @@ def budgeted_chain(inner: Runnable[dict[str, str], str],
     # RunnableLambda streams what generator functions yield; its type hints say otherwise
     chain = cast(Runnable[Any, str], DirectChain(run, arun, name=name, inner=inner,  # type: ignore[arg-type]
                                                  prepare=run_config))
-    return chain.with_types(input_type=input_type, output_type=str)
+    return auto_budget(chain, input_type)

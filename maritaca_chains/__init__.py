@@ -13,7 +13,8 @@ origins, content types) and ``csp`` (page headers), ``error_responses`` (an exce
 client sees it), ``langserve_fixes`` (where LangServe needs help), ``usage``,
 ``run_recorder`` and ``metrics`` (cost, the per-run log line, Prometheus), ``quotas``
 (per-key limits), ``runs`` (resumable runs), ``pages`` (``/``, ``/healthz``, ``/docs``),
-``gc_policy``, ``faces`` (plain text, WebSocket, UI) and ``cli``.
+``gc_policy``, ``faces`` (plain text, WebSocket, UI), ``lifecycle`` (``/livez``,
+``/readyz``, the graceful drain at SIGTERM) and ``cli``.
 """
 
 from .app import app_factory, create_app

@@ -1,8 +1,10 @@
-"""The app factory: every chain in ``chains.CHAINS`` served with LangServe and the faces.
+"""The app factory: every chain (the built-ins and the chain files of
+``MARITACA_CHAINS_DIR``) served with LangServe and the faces.
 
 Per chain at ``/<name>``: invoke, batch, stream, stream_log (the playground needs it),
 stream_events, schemas, ``/<name>/playground/``, plus ``/<name>/text`` and
-``/<name>/ws``; the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
+``/<name>/ws``, ``/<name>/ai-sdk`` (the Vercel AI SDK); the OpenAI-compatible ``/v1``;
+the Gradio UI at ``/ui/``; ``/healthz`` and ``/``. Without
 ``MARITACA_API_KEY`` the embedded offline model serves (``maritaca.local``).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,12 +21,12 @@ from langchain_core.language_models import BaseChatModel
 from langserve import add_routes
 from pydantic import ValidationError
 
-from chains import build_chains
+from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
 from .backend import TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
-from .faces import mount_faces
+from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
@@ -33,6 +36,7 @@ from .langserve_fixes import (
     served_chain,
     validation_error_json,
 )
+from .lifecycle import add_lifecycle, lifespan_state
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -41,6 +45,7 @@ from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes
 from .security import CallerLabels, access_guard, add_login_route
+from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
 
 __all__ = ["app_factory", "create_app"]
@@ -50,22 +55,29 @@ logger = logging.getLogger("maritaca_chains.server")
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
     """The FastAPI app. With ``model`` given (any chat model), no backend is started;
-    otherwise the settings choose Maritaca's API or the embedded model."""
+    otherwise the settings choose Maritaca's API or the embedded model.
+
+    Raises ``chains.ChainFileError`` (naming the file) when a chain file of
+    ``settings.chains_dirs`` is broken: nothing is served half-read."""
     settings = settings or ServerSettings()
+    specs = chain_specs(settings.chains_dirs)  # before any backend starts
     served = serve_model(settings, model)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if served.local_backend is not None:
             await served.local_backend.astart()
         logger.info("maritaca-chains serving %s with backend=%s model=%s%s",
-                    ", ".join(f"/{n}" for n in chains), served.backend, served.model_name,
+                    ", ".join(f"/{n} ({specs[n].version})" for n in chains), served.backend,
+                    served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         try:
-            async with full_collections_on_a_timer(settings.full_gc_seconds), app.state.runs:
-                yield
+            async with full_collections_on_a_timer(settings.full_gc_seconds), \
+                    app.state.runs, lifespan_state(app) as state:
+                yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
             mark_process_dead()  # this worker's in-flight gauge stops counting
+            await app.state.sessions.aclose()
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
@@ -75,7 +87,9 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
-    app.add_middleware(CallerLabels(settings).middleware)  # for security.caller_label
+    sessions = Sessions.from_settings(settings)  # the browser logins
+    app.state.sessions = sessions
+    app.add_middleware(CallerLabels(settings, sessions).middleware)  # security.caller_label
     # body sizes, before anything reads a body
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
@@ -84,11 +98,12 @@ def create_app(settings: ServerSettings | None = None, *,
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
 
-    access = access_guard(settings)
+    access = access_guard(settings, sessions)
     guard = Depends(access)
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
-    chains = build_chains(served.model, context_tokens=served.context_tokens)
+    chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
                    per_req_config_modifier=check_config, config_keys=("configurable",))
@@ -96,18 +111,30 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
     app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name)
+                                           model=served.model_name,
+                                           versions=_versions(specs))
     app.state.quotas = quotas
     mount_faces(app, chains, Depends(guarded(access, quotas, fail_open=settings.redis_fail_open)),
                 ui=settings.ui)
     # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
     app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
                                     start_dependencies=[quota])
-    add_pages(app, served, ui=settings.ui)
-    add_login_route(app, settings)
+    # the OpenAI-compatible /v1 and the AI SDK's /<name>/ai-sdk (answers are resumable runs)
+    mount_client_faces(app, chains, Depends(guarded(access, quotas,
+                                                    fail_open=settings.redis_fail_open)),
+                       model=served.model,
+                       model_names=served.model_choices, runs=app.state.runs)
+    add_pages(app, served, ui=settings.ui, specs=specs)
+    add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
+    # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
+    add_lifecycle(app, settings, served, app.state.runs)
     return app
+
+
+def _versions(specs: dict[str, ChainSpec]) -> dict[str, str]:
+    return {name: spec.version for name, spec in specs.items()}
 
 
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,13 @@
-"""The ``maritaca-chains`` command: ``serve [--host H] [--port P] [--workers N]``, ``backend``.
+"""The ``maritaca-chains`` command.
+
+- ``serve [--host H] [--port P] [--workers N] [--chains-dir DIR]... [--reload]``
+- ``backend``: which model ``serve`` would use
+- ``new NAME [--dir DIR]``, ``check FILE... [--render]``, ``run CHAIN [field=value]...``,
+  ``eval CASES.yaml``: for chain authors (``authoring``, ``evaluate``)
 
 Settings come from the environment or ``.env`` (``settings.ServerSettings``); the flags
-override host and port. ``python server.py`` in a clone runs the same ``serve``.
+override host, port and add chain directories. ``python server.py`` in a clone runs the
+same ``serve``.
 """
 
 from __future__ import annotations
@@ -10,9 +16,12 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from chains import ChainFileError, chain_specs
 
 from .connection_limits import BoundedHttpToolsProtocol, bounded_http_protocol
 from .settings import ServerSettings
@@ -37,26 +46,87 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes (each starts its own embedded model if used)")
     serve.add_argument("--allow-public", action="store_true",
                        help="serve a non-loopback host without access keys")
+    serve.add_argument("--chains-dir", action="append", default=[], metavar="DIR",
+                       help="serve every DIR/*.yaml as a chain named after its file "
+                            "(repeatable; added to MARITACA_CHAINS_DIR)")
+    serve.add_argument("--reload", action="store_true",
+                       help="restart when a chain file (or the code) changes: for "
+                            "development")
     commands.add_parser("backend", help="print which backend serve would use (local or "
                                         "maritaca), from the same settings")
+    new = commands.add_parser("new", help="write a working, commented chain file to edit",
+                              description="Write DIR/NAME.yaml (a working, commented chain) "
+                                          "and DIR/NAME.cases.yaml (cases for eval).")
+    new.add_argument("name", help="the chain's name (its route: /NAME)")
+    new.add_argument("--dir", default=".", help="where to write (default: here)")
+    check = commands.add_parser("check", help="validate chain files (exit 0 or 1)",
+                                description="Validate chain files; print each problem "
+                                            "with its file and key.")
+    check.add_argument("files", nargs="+", metavar="FILE",
+                       help="chain files, or directories of them")
+    check.add_argument("--render", action="store_true",
+                       help="also show the messages each file's example produces")
+    run = commands.add_parser(
+        "run", help="run a chain, streaming its answer to standard output",
+        description="Run a chain (built-in, from --chains-dir, or a file path) on the model "
+                    "serve would use. The main field may come from standard input; "
+                    "a map-reduce's progress goes to standard error; Ctrl-C stops the "
+                    "upstream request at once.")
+    run.add_argument("chain", help="a chain name, or the path of a chain file")
+    run.add_argument("fields", nargs="*", metavar="field=value")
+    run.add_argument("--chains-dir", action="append", default=[], metavar="DIR")
+    run.add_argument("--model", help="which model answers (default: the server's)")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--max-tokens", type=int,
+                     help="longest answer (default: the chain's own budget)")
+    evaluate = commands.add_parser(
+        "eval", help="run a cases file; exit 1 naming the cases that failed",
+        description="Run every case of CASES.yaml (chain, input, expect: contains, "
+                    "not_contains, regex, json_schema, max_output_tokens, max_cost_brl, "
+                    "max_seconds) on the model serve would use; print a table; exit 1 "
+                    "naming each failed case.")
+    evaluate.add_argument("cases", metavar="CASES.yaml")
+    evaluate.add_argument("--chains-dir", action="append", default=[], metavar="DIR")
+    evaluate.add_argument("--concurrency", type=int, default=4,
+                          help="cases run at once (default 4)")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     return parser
 
 
 def serve(host: str | None = None, port: int | None = None, workers: int = 1,
-          allow_public: bool = False) -> None:
+          allow_public: bool = False, chains_dirs: list[str] | None = None,
+          reload: bool = False) -> None:
     """Run the server in this process (and ``workers`` - 1 more) until interrupted."""
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items()
                                  if v is not None}
     if allow_public:
         overrides["allow_public"] = True
     settings = ServerSettings(**overrides)
+    if chains_dirs:
+        settings = settings.model_copy(
+            update={"chains_dirs": [*settings.chains_dirs, *chains_dirs]})
     try:
         settings.check_exposure()
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if workers > 1:
+    try:  # a broken chain file stops the start, naming the file: never half a chain
+        chain_specs(settings.chains_dirs)
+    except ChainFileError as exc:
+        sys.exit(f"error: {exc}")
+    if workers > 1 or reload:
+        # each worker builds its app from the environment: pass the flags on through it
+        os.environ["MARITACA_CHAINS_DIR"] = ":".join(settings.chains_dirs)
+    if reload:
+        os.environ.update({"MARITACA_CHAINS_ALLOW_PUBLIC": "true"} if allow_public else {})
+        uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
+                    port=settings.port, log_level=settings.log_level, reload=True,
+                    reload_dirs=[*settings.chains_dirs, *_code_dirs()],
+                    reload_includes=["*.yaml", "*.py"],
+                    http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
+                    **uvicorn_limits(settings))
+    elif workers > 1:
         # each worker builds its app from the environment; pass the flag on through it
         os.environ.update({"MARITACA_CHAINS_ALLOW_PUBLIC": "true"} if allow_public else {})
         # /metrics adds up every worker: prometheus-client's multiprocess mode needs its
@@ -71,12 +141,13 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
                     **uvicorn_limits(settings))
     else:
         from .app import create_app
+        from .lifecycle.uvicorn_drain import serve as serve_draining  # drains at SIGTERM
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level,
-                    http=bounded_http_protocol(settings.max_header_bytes,
-                                               settings.header_timeout_seconds),
-                    **uvicorn_limits(settings))
+        serve_draining(create_app(settings), host=settings.host, port=settings.port,
+                       log_level=settings.log_level,
+                       http=bounded_http_protocol(settings.max_header_bytes,
+                                                  settings.header_timeout_seconds),
+                       **uvicorn_limits(settings))
 
 
 def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:
@@ -85,10 +156,51 @@ def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:
             "h11_max_incomplete_event_size": settings.max_header_bytes}
 
 
+def _code_dirs() -> list[str]:
+    """The packages' folders (``--reload`` also restarts on code edits)."""
+    import chains
+
+    from . import __file__ as here
+
+    return [str(Path(here).parent), str(Path(chains.__file__).parent)]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``maritaca-chains`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # run's field=value pairs may come after its options
+    if extra and (args.command != "run" or any("=" not in e or e.startswith("-")
+                                                for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.fields = [*args.fields, *extra]
     if args.command == "serve":
-        serve(args.host, args.port, args.workers, args.allow_public)
+        serve(args.host, args.port, args.workers, args.allow_public, args.chains_dir,
+              args.reload)
     elif args.command == "backend":
         print(ServerSettings().backend_in_use.value)
+    elif args.command == "new":
+        from .authoring import new_chain
+
+        try:
+            written = new_chain(args.name, args.dir)
+        except (FileExistsError, ChainFileError) as exc:
+            sys.exit(f"error: {exc}")
+        for path in written:
+            print(f"wrote {path}")
+    elif args.command == "check":
+        from .authoring import check_files
+
+        sys.exit(check_files(args.files, render=args.render))
+    elif args.command == "run":
+        from .authoring import run_command
+
+        sys.exit(run_command(args.chain, args.fields, dirs=args.chains_dir,
+                             model=args.model, temperature=args.temperature,
+                             max_tokens=args.max_tokens))
+    elif args.command == "eval":
+        from .evaluate import eval_command
+
+        sys.exit(eval_command(args.cases, dirs=args.chains_dir, concurrency=args.concurrency,
+                              json_out=args.json))

@@ -220,8 +220,9 @@ def check_configurable(configurable: dict[str, Any]) -> None:
     max_tokens = configurable.get("max_tokens")
     if max_tokens is not None and not (isinstance(max_tokens, int)
                                        and not isinstance(max_tokens, bool)
-                                       and low_t <= max_tokens <= high_t):
-        raise HTTPException(422, f"config.configurable.max_tokens must be {low_t} to {high_t}")
+                                       and (low_t <= max_tokens <= high_t or max_tokens == 0)):
+        raise HTTPException(422, f"config.configurable.max_tokens must be {low_t} to {high_t} "
+                                 f"(or 0: the chain's own budget)")
 
 
 async def check_config(config: dict[str, Any], request: Request) -> dict[str, Any]:

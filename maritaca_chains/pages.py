@@ -38,20 +38,26 @@ _TINY_NOTE = ("O modelo embutido (SmolLM2-135M-Instruct, via llama.cpp) é minú
               "<code>MARITACA_API_KEY</code> para usar a API da Maritaca.")
 
 
-def add_pages(app: FastAPI, served: ServedModel, *, ui: bool) -> None:
+def add_pages(app: FastAPI, served: ServedModel, *, ui: bool,
+              specs: dict[str, ChainSpec] | None = None) -> None:
     """``/healthz`` (JSON), ``/`` (the landing page) and the offline ``/docs`` for
-    ``app`` (create it with ``docs_url=None, redoc_url=None``)."""
+    ``app`` (create it with ``docs_url=None, redoc_url=None``); ``specs`` are the
+    served chains (default: the built-ins)."""
+    chains = CHAINS if specs is None else specs
 
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
         """Which backend and model serve (never the key), the models clients may choose,
-        and how many upstream streams this process has open (zero when none runs)."""
-        return {**_health(served), "open_upstream_streams": open_upstreams()}
+        the chains with their versions (a short hash of each chain's file), and how many
+        upstream streams this process has open (zero when none runs)."""
+        return {**_health(served), "chains": [
+            {"name": spec.name, "version": spec.version, "output": spec.output_kind}
+            for spec in chains.values()], "open_upstream_streams": open_upstreams()}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request) -> str:
         return landing_page(served, base_url=_base_url(request),
-                            root=request.scope.get("root_path", ""), ui=ui)
+                            root=request.scope.get("root_path", ""), ui=ui, specs=chains)
 
     _add_docs(app)
 
@@ -74,12 +80,14 @@ def _template() -> Template:
     return Template(text)
 
 
-def landing_page(served: ServedModel, *, base_url: str, root: str = "", ui: bool) -> str:
+def landing_page(served: ServedModel, *, base_url: str, root: str = "", ui: bool,
+                 specs: dict[str, ChainSpec] | None = None) -> str:
     """The landing page's HTML for a server reached at ``base_url`` (the snippets' address;
     links are relative to ``root``, the path a proxy mounts the app at)."""
     health = _health(served)
     up = health["status"] == "ok"
-    chains = "\n".join(_chain_card(spec, base_url, root, ui) for spec in CHAINS.values())
+    chains = "\n".join(_chain_card(spec, base_url, root, ui)
+                       for spec in (CHAINS if specs is None else specs).values())
     return _template().substitute(
         backend=html.escape(_BACKENDS.get(served.backend, served.backend)),
         model=html.escape(served.model_name),

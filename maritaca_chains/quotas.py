@@ -46,7 +46,7 @@ from .security import caller_label, key_label
 from .settings import ServerSettings
 
 __all__ = ["QuotaExceeded", "Quotas", "TokenMeter", "guarded", "parse_quota",
-           "quota_guard"]
+           "quota_guard", "request_meter"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -238,6 +238,14 @@ def _reported_tokens(response: LLMResult | None) -> int | None:
                 total = (total or 0) + usage.get("input_tokens", 0) \
                     + usage.get("output_tokens", 0)
     return total
+
+
+def request_meter() -> list[TokenMeter]:
+    """The token meter the quota guard set for this request, as callbacks for a run that
+    starts outside the request's context (a background run, which the guard's context
+    does not reach); empty without quotas."""
+    meter = _current_meter.get()
+    return [meter] if meter is not None else []
 
 
 def _counts(request: Request) -> bool:

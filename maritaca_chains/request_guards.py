@@ -32,7 +32,7 @@ from starlette.middleware.cors import CORSMiddleware
 from .csp import page_headers
 from .settings import ServerSettings, is_loopback
 
-__all__ = ["ALLOWED_ORIGINS", "LOGIN_PATH", "RequestGuards", "add_request_guards",
+__all__ = ["ALLOWED_ORIGINS", "LOGIN_PATH", "LOGOUT_PATH", "RequestGuards", "add_request_guards",
            "cross_site_refusal"]
 
 Scope = MutableMapping[str, Any]
@@ -40,6 +40,7 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
 # where the middleware leaves the allowed CORS origins for the WebSocket face's own check
 ALLOWED_ORIGINS = "maritaca_chains.allowed_origins"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -165,6 +166,8 @@ def _content_type_refusal(path: str, content_type: str) -> tuple[int, str] | Non
         if kind == "application/x-www-form-urlencoded":
             return None
         return 415, "Send the login form as application/x-www-form-urlencoded"
+    if path == LOGOUT_PATH and kind in ("application/x-www-form-urlencoded", ""):
+        return None  # a logout form, or a POST with no body
     if path.startswith("/ui/") and path.endswith("/upload") and kind == "multipart/form-data":
         return None  # Gradio's file uploads (the chat itself speaks JSON)
     if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):

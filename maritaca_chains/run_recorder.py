@@ -11,11 +11,13 @@ It returns one ``RunRecorder`` (a langchain-core async callback handler), or not
 both the run log and the metrics are switched off. When a root run ends, the logger
 ``maritaca_chains.runs`` gets one JSON line::
 
-    {"event": "run", "run_id": "...", "chain": "story", "model": "sabia-4",
+    {"event": "run", "run_id": "...", "chain": "story", "chain_version": "87ff0734",
+     "model": "sabia-4",
      "backend": "maritaca", "key": "key-1a2b3c4d", "outcome": "ok",
      "input_tokens": 7, "output_tokens": 12, "cached_input_tokens": 0, "calls": 1,
      "cost_brl": 0.000275, "time_to_first_token_s": 0.21, "duration_s": 1.9}
 
+``chain_version`` is a short hash of the chain's file (which words answered);
 ``outcome`` is ``ok``, ``cancelled`` (the client left, or stopped the run) or the error
 type of ``error_responses.describe_error``. ``key`` labels the access key that was used
 (``key-`` and the first 8 hex digits of its SHA-256; ``none`` without access keys): never
@@ -52,8 +54,10 @@ class RunRecording:
     """What the app records about its runs (``app.state.run_recording``): built once
     from the settings, it makes a ``RunRecorder`` per request."""
 
-    def __init__(self, settings: ServerSettings, *, backend: str, model: str) -> None:
+    def __init__(self, settings: ServerSettings, *, backend: str, model: str,
+                 versions: dict[str, str] | None = None) -> None:
         self.backend, self.model = backend, model
+        self.versions = versions or {}  # chain name -> its file's short hash
         self.log, self.metrics = settings.run_log, settings.metrics
 
     @property
@@ -184,6 +188,7 @@ class RunRecorder(AsyncCallbackHandler):
         if self.recording.log and logger.isEnabledFor(logging.INFO):
             logger.info(json.dumps({
                 "event": "run", "run_id": str(run_id), "chain": self.chain,
+                "chain_version": self.recording.versions.get(self.chain),
                 "model": run.model, "backend": self.recording.backend, "key": self.key,
                 "outcome": outcome, **usage.as_dict(),
                 "time_to_first_token_s": None if ttft is None else round(ttft, 4),

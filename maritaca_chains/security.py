@@ -1,8 +1,9 @@
 """Who may call the server: access keys, or loopback clients only; and the browser login.
 
-``access_guard(settings)`` is the one dependency every chain route, face and page that
-runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clients send a key
-(``X-API-Key``, ``Authorization: Bearer``, or the browser cookie set by ``POST /login``);
+``access_guard(settings, sessions)`` is the one dependency every chain route, face and
+page that runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clients send a
+key (``X-API-Key``, ``Authorization: Bearer``), or the browser the session cookie set by
+``POST /login`` (a random token naming a session: ``sessions``; ``POST /logout`` ends it);
 without keys, only loopback clients are served unless the settings allow public access.
 What may reach a route at all (hosts, origins, content types) is ``request_guards``.
 """
@@ -21,22 +22,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .request_guards import LOGIN_PATH
+from .redis_outage import REDIS_DOWN, redis_unavailable_http
+from .request_guards import LOGIN_PATH, LOGOUT_PATH
+from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings, is_loopback
 
 __all__ = ["ACCESS_COOKIE", "NO_KEY", "CallerLabels", "access_guard", "add_login_route",
-           "caller_label", "cookie_token", "key_label"]
+           "caller_label", "key_label"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
-ACCESS_COOKIE = "maritaca_chains_key"
+ACCESS_COOKIE = "maritaca_chains_session"  # a session token (sessions), never the key
 _MAX_FORM_BYTES = 4096
-
-
-def cookie_token(key: str) -> str:
-    """What the login cookie holds for ``key``: a digest, so the cookie jar (and anything
-    that dumps it) never holds the key itself."""
-    return hmac.new(key.encode(), b"maritaca-chains login cookie", hashlib.sha256).hexdigest()
 
 
 NO_KEY = "none"  # the caller's label when the server has no access keys
@@ -50,24 +47,26 @@ def key_label(key: str) -> str:
 
 class CallerLabels:
     """Which configured access key a request carries, as its ``key_label``: the same
-    label whether the key came as a header or as the browser's login cookie."""
+    label whether the key came as a header or the browser's session stands for it."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, sessions: Sessions) -> None:
+        self.sessions = sessions
         self._labels: dict[str, str] = {}
         for secret in settings.access_keys:
             key = secret.get_secret_value()
-            self._labels[key] = self._labels[cookie_token(key)] = key_label(key)
+            self._labels[key] = key_label(key)
 
     def __call__(self, connection: HTTPConnection) -> str:
         if not self._labels:
             return NO_KEY
         auth = connection.headers.get("authorization", "")
         for supplied in (connection.headers.get("x-api-key"),
-                         auth[7:] if auth.lower().startswith("bearer ") else None,
-                         connection.cookies.get(ACCESS_COOKIE)):
+                         auth[7:] if auth.lower().startswith("bearer ") else None):
             if supplied and (label := self._labels.get(supplied)):
                 return label
-        return "unknown"  # only before the access guard has refused it
+        # a session the access guard already checked (in this process)
+        session = self.sessions.known_label(connection.cookies.get(ACCESS_COOKIE, ""))
+        return session or "unknown"  # unknown: only before the access guard refused it
 
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -91,13 +90,13 @@ def caller_label(connection: HTTPConnection) -> str:
     return labels(connection) if labels is not None else NO_KEY
 
 
-def access_guard(settings: ServerSettings) -> Callable[[Request], Awaitable[None]]:
-    """A dependency: with access keys configured, every chain route needs one; without,
-    only loopback clients are served unless the settings allow public access. Async
-    (it never blocks): FastAPI would run a plain function in its thread pool, a thread
-    hop before every request's first token."""
+def access_guard(settings: ServerSettings, sessions: Sessions
+                 ) -> Callable[[Request], Awaitable[None]]:
+    """A dependency: with access keys configured, every chain route needs one (or a live
+    login session); without, only loopback clients are served unless the settings allow
+    public access. Async (it never blocks): FastAPI would run a plain function in its
+    thread pool, a thread hop before every request's first token."""
     keys = [k.get_secret_value().encode() for k in settings.access_keys]
-    tokens = [cookie_token(k.decode()).encode() for k in keys]
 
     async def guard(request: Request) -> None:
         if not keys:
@@ -110,12 +109,17 @@ def access_guard(settings: ServerSettings) -> Callable[[Request], Awaitable[None
         auth = request.headers.get("authorization", "")
         supplied = (request.headers.get("x-api-key")
                     or (auth[7:] if auth.lower().startswith("bearer ") else "")).encode()
-        cookie = request.cookies.get(ACCESS_COOKIE, "").encode()
-        if not (any(hmac.compare_digest(supplied, key) for key in keys)
-                or any(hmac.compare_digest(cookie, token) for token in tokens)):
-            raise HTTPException(401, "Missing or wrong access key: send it as X-API-Key or "
-                                     "Authorization: Bearer, or log in once in a browser "
-                                     "with the form at /login", headers={"WWW-Authenticate": "Bearer"})
+        if any(hmac.compare_digest(supplied, key) for key in keys):
+            return
+        if cookie := request.cookies.get(ACCESS_COOKIE):
+            try:
+                if await sessions.label_of(cookie) is not None:
+                    return
+            except REDIS_DOWN:
+                raise redis_unavailable_http() from None
+        raise HTTPException(401, "Missing or wrong access key: send it as X-API-Key or "
+                                 "Authorization: Bearer, or log in once in a browser "
+                                 "with the form at /login", headers={"WWW-Authenticate": "Bearer"})
 
     return guard
 
@@ -141,10 +145,13 @@ def _login_page(message: str = "", *, error: bool = False) -> str:
             "ela nunca vai na URL.</p><p><a href='/'>Voltar ao início</a></p></body></html>")
 
 
-def add_login_route(app: FastAPI, settings: ServerSettings) -> None:
+def add_login_route(app: FastAPI, settings: ServerSettings, sessions: Sessions,
+                    throttle: LoginThrottle) -> None:
     """``GET /login``: the form; ``POST /login`` (the form): the access cookie for the
-    playground and the UI, set only for a right key. Keys in the URL are refused before
-    this runs (``request_guards``)."""
+    playground and the UI, set only for a right key: a new session (``sessions``) that
+    lasts ``MARITACA_CHAINS_SESSION_SECONDS``; wrong keys are throttled per client address
+    (429). ``POST /logout`` ends the session. Keys in the URL are refused before this
+    runs (``request_guards``)."""
     keys = [k.get_secret_value() for k in settings.access_keys]
 
     @app.get(LOGIN_PATH, include_in_schema=False)
@@ -163,13 +170,30 @@ def add_login_route(app: FastAPI, settings: ServerSettings) -> None:
         if not keys:
             return HTMLResponse(_login_page("Este servidor não usa chaves de acesso: "
                                             "não é preciso entrar.", error=True), 400)
+        address = request.client.host if request.client else "?"
+        if (wait := await throttle.retry_after(address)) is not None:
+            logger.warning("login refused: too many wrong keys from %s", address)
+            return HTMLResponse(_login_page(f"Muitas tentativas com chave incorreta: tente "
+                                            f"de novo em {wait} s.", error=True), 429,
+                                headers={"Retry-After": str(wait)})
         match = next((k for k in keys
                       if hmac.compare_digest(supplied.encode(), k.encode())), None)
         if match is None:
-            logger.warning("login refused: wrong access key from %s",
-                           request.client.host if request.client else "?")
+            await throttle.failed(address)
+            logger.warning("login refused: wrong access key from %s", address)
             return HTMLResponse(_login_page("Chave incorreta.", error=True), 401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(ACCESS_COOKIE, cookie_token(match), httponly=True,
+        response.set_cookie(ACCESS_COOKIE, await sessions.create(key_label(match)),
+                            max_age=int(settings.session_seconds), httponly=True,
                             samesite="strict", secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.post(LOGOUT_PATH, include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        """End the browser's session (a form POST, or one with no body)."""
+        if token := request.cookies.get(ACCESS_COOKIE):
+            await sessions.drop(token)
+        response = RedirectResponse(LOGIN_PATH, status_code=303)
+        response.delete_cookie(ACCESS_COOKIE, httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https", path="/")
         return response

@@ -22,12 +22,16 @@
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
+    MARITACA_CHAINS_DIR                      directories of your own chain files, ':'-separated
     MARITACA_CHAINS_MAX_BODY_BYTES           largest request body, and WebSocket frame (8 MiB)
     MARITACA_CHAINS_MAX_HEADER_BYTES         largest request head, line + headers (32 KiB; 431)
     MARITACA_CHAINS_HEADER_TIMEOUT_SECONDS   close a connection without a complete head by then (10)
     MARITACA_CHAINS_MAX_JSON_DEPTH           deepest JSON nesting accepted on any face (32)
     MARITACA_CHAINS_WS_MAX_QUEUED            WebSocket inputs waiting behind the running one (2)
     MARITACA_CHAINS_REDIS_FAIL_OPEN          quotas: serve while Redis is down (false: 503)
+    MARITACA_CHAINS_SESSION_SECONDS          a browser login lasts this long (43200: 12 h)
+    MARITACA_CHAINS_LOGIN_ATTEMPTS           wrong keys per client address (5/minute; then 429)
+    MARITACA_CHAINS_DRAIN_SECONDS            at SIGTERM, let streams finish this long (30; see lifecycle)
 """
 
 from __future__ import annotations
@@ -96,6 +100,10 @@ class ServerSettings(BaseSettings):
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
+    # every *.yaml there is a chain named after its file (serve --chains-dir adds more)
+    chains_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("MARITACA_CHAINS_DIR",
+                                                            "chains_dirs"))
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
                                 validation_alias="MARITACA_CHAINS_MAX_BODY_BYTES")
     max_header_bytes: int = Field(default=32 * 1024, ge=1024,
@@ -107,6 +115,12 @@ class ServerSettings(BaseSettings):
     ws_max_queued: int = Field(default=2, ge=0, validation_alias="MARITACA_CHAINS_WS_MAX_QUEUED")
     redis_fail_open: bool = Field(default=False,
                                   validation_alias="MARITACA_CHAINS_REDIS_FAIL_OPEN")
+    session_seconds: float = Field(default=12 * 3600.0, gt=0,
+                                   validation_alias="MARITACA_CHAINS_SESSION_SECONDS")
+    login_attempts: str = Field(default="5/minute",
+                                validation_alias="MARITACA_CHAINS_LOGIN_ATTEMPTS")
+    drain_seconds: float = Field(default=30.0, ge=0,
+                                 validation_alias="MARITACA_CHAINS_DRAIN_SECONDS")
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod
@@ -118,6 +132,21 @@ class ServerSettings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("chains_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [d.strip() for d in value.split(":") if d.strip()]
+        return value
+
+    @field_validator("login_attempts")
+    @classmethod
+    def _a_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value.replace("|", ";"))  # ValueError names what is wrong
         return value
 
     @field_validator("metrics_allow", mode="before")

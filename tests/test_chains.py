@@ -15,13 +15,13 @@ from pydantic import ValidationError
 from chains import (
     CHAINS,
     MAX_TOKENS_RANGE,
+    PROGRESS_EVENT,
     TEMPERATURE_RANGE,
     build_chains,
     build_qa_chain,
     build_story_chain,
     build_summarize_chain,
 )
-from chains.summarize import PROGRESS_EVENT
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator
 from tests.conftest import emulator_model
@@ -86,10 +86,15 @@ def test_a_model_that_sets_max_tokens_keeps_it(emu):
     assert _sent(emu)["max_tokens"] == 77
 
 
-def test_the_schema_shows_a_concrete_max_tokens_default_per_chain(emu):
+def test_the_schemas_max_tokens_default_is_0_the_chains_own_budget(emu):
+    """A concrete number there became every run's budget as soon as LangServe filled a
+    config (issue 25): 0 leaves the budget to the chain file."""
+    chains = build_chains(emulator_model(emu))
     defaults = {name: next(s.default for s in chain.config_specs if s.id == "max_tokens")
-                for name, chain in build_chains(emulator_model(emu)).items()}
-    assert defaults == {"story": 1200, "qa": 400, "summarize": 750}
+                for name, chain in chains.items()}
+    assert defaults == {"story": 0, "qa": 0, "summarize": 0}
+    chains["story"].with_config(configurable={"max_tokens": 0}).invoke({"topic": "x"})
+    assert _sent(emu)["max_tokens"] == 300
     assert MAX_TOKENS_RANGE == (1, 32_000) and TEMPERATURE_RANGE == (0.0, 2.0)
 
 

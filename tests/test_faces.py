@@ -175,7 +175,7 @@ async def test_text_cut_by_max_tokens_ends_with_a_truncated_line(client, emu):
     ({"api_key": "k"}, "api_key"),
     ({"base_url": "http://evil.example"}, "base_url"),
     ({"temperature": 9}, "temperature"),
-    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": -1}, "max_tokens"),  # 0 means the chain's own budget
     ({"max_tokens": "many"}, "max_tokens"),
     ({"model": "gpt-4"}, "model"),
 ])

@@ -72,8 +72,13 @@ def _problems(response: Any, elapsed: float) -> list[str]:
         found.append(f"took {elapsed:.1f} s")
     body = response.text
     if "text/event-stream" in response.headers.get("content-type", ""):
-        if "event: end" not in body and "event: error" not in body:
+        if "event: end" not in body and "event: error" not in body \
+                and "data: [DONE]" not in body and 'data: {"error"' not in body:
             found.append(f"stream without end or error event: {body[-300:]}")
+        for line in body.splitlines():  # the /v1 and AI SDK faces' errors
+            if line.startswith('data: {"error"') and '"server_error"' in line \
+                    or line.startswith('data: {"type":"error"') and "Internal" in line:
+                found.append(f"error {line[:300]}")
         for block in body.replace("\r\n", "\n").split("\n\n"):
             if block.startswith("event: error"):
                 data = json.loads(block.split("data: ", 1)[1])

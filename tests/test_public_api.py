@@ -56,3 +56,22 @@ else:
     raise AssertionError("maritaca.nope")
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_chains_public_names():
+    """The chain templates' names: the old per-chain imports (story_chain, StoryInput,
+    build_story_chain...) keep working now that chains are files; the file API
+    (load_chain, chain_specs, ChainFile...) is new."""
+    import chains
+
+    assert sorted(chains.__all__) == sorted([
+        "CHAINS", "CONFIGURABLE_KEYS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE",
+        "PROGRESS_EVENT", "TEMPERATURE_RANGE", "ChainBuilder", "ChainFile", "ChainFileError",
+        "ChainSpec", "JsonOutputError", "PromptFileError", "QAInput", "StoryInput",
+        "SummarizeInput", "build_chains", "build_qa_chain", "build_story_chain",
+        "build_summarize_chain", "chain_specs", "configurable_model", "load_chain",
+        "load_prompt", "load_spec", "model_choices", "qa_chain", "read_chain_file",
+        "story_chain", "summarize_chain"])
+    for name in chains.__all__:
+        assert hasattr(chains, name)
+    assert chains.PromptFileError is chains.ChainFileError

@@ -185,3 +185,23 @@ async def test_no_quota_settings_no_quotas(emu):
         for _ in range(3):
             assert (await http.post("/story/invoke", json=STORY,
                                     headers=as_key(ALPHA))).status_code == 200
+
+
+async def test_background_runs_charge_the_key_that_started_them(emu):
+    """A resumable run (and so an AI SDK answer) runs outside the request's context: its
+    tokens still go to the key's budget."""
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="50/minute")
+    with RunningServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            started = await http.post("/story/runs", json=STORY, headers=as_key(ALPHA))
+            assert started.status_code == 201
+            done = await http.get(started.json()["stream_url"], headers=as_key(ALPHA))
+            assert "event: end" in done.text  # 87 tokens spent, past the budget
+            assert_refused(await http.post("/story/runs", json=STORY, headers=as_key(ALPHA)),
+                           "Token budget")
+            body = {"id": "c", "messages": [{"role": "user", "parts": [
+                {"type": "text", "text": "Brasil"}]}]}
+            assert_refused(await http.post("/story/ai-sdk", json=body, headers=as_key(ALPHA)),
+                           "Token budget")
+            assert (await http.post("/story/ai-sdk", json=body,
+                                    headers=as_key(BETA))).status_code == 200

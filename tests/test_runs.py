@@ -14,7 +14,6 @@ import pytest
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, Scenario
 from maritaca_chains import create_app
-from maritaca_chains.security import ACCESS_COOKIE, cookie_token
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model, wait_disconnected
 
@@ -233,8 +232,8 @@ def test_runs_belong_to_the_key_that_started_them():
             assert http.get(run["stream_url"], headers=other).status_code == 404
             assert http.delete(run["status_url"], headers=other).status_code == 404
         assert http.get(run["stream_url"], headers={"X-API-Key": "nope"}).status_code == 401
-        # the browser's login cookie for the same key reads it
-        http.cookies.set(ACCESS_COOKIE, cookie_token("k1"))
+        # the browser's login session for the same key reads it
+        assert http.post("/login", data={"key": "k1"}).status_code == 303
         assert text_of(read_events(http, run["stream_url"]))
         http.cookies.clear()
 

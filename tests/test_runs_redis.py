@@ -202,3 +202,28 @@ def test_expiry_other_keys_and_full_answers_across_replicas(replicas, emu):
     time.sleep(3.2)
     assert a.get(run["status_url"]).status_code == 404
     assert b.get(big["stream_url"]).status_code == 404
+
+
+def test_an_ai_sdk_answer_dropped_on_one_replica_is_replayed_by_the_other(replicas, emu):
+    body = {"id": "chat-redis", "trigger": "submit-message", "messages": [
+        {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Brasil"}]}]}
+    deltas = 0
+    with replicas.a.stream("POST", "/story/ai-sdk", json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            deltas += line.startswith('data: {"type":"text-delta"')
+            if deltas == 3:
+                break  # the connection drops; the answer goes on
+    assert replicas.b.get("/story/ai-sdk/chat-redis/stream",
+                          headers={"X-API-Key": "k2"}).status_code == 204  # not k2's chat
+    resumed = replicas.b.get("/story/ai-sdk/chat-redis/stream")
+    assert resumed.status_code == 200
+    assert resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    parts = [json.loads(line[6:]) for line in resumed.text.splitlines()
+             if line.startswith("data: {")]
+    assert parts[0]["type"] == "start" and parts[-1]["type"] == "finish"
+    text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    requests = chat_requests(emu)
+    assert len(requests) == 1 and text == emu.expected_text(requests[0].body["messages"])
+    # read to its end on b: nothing more to resume, on either replica
+    assert replicas.a.get("/story/ai-sdk/chat-redis/stream").status_code == 204

@@ -1,8 +1,11 @@
-"""The chains' faces beside LangServe's routes: plain text, WebSocket, and the browser UI.
+"""The chains' faces beside LangServe's routes: plain text, WebSocket, the browser UI,
+and the faces of other people's clients.
 
 ``mount_faces(app, chains, guard)`` adds, for every chain ``<name>``, ``POST
 /<name>/text`` (``text``) and ``WebSocket /<name>/ws`` (``websocket``), and the Gradio UI
 at ``/ui/`` (``ui``), all behind the same access guard as the LangServe routes.
+``mount_client_faces`` adds the OpenAI-compatible ``/v1`` (``openai_compat``) and the
+Vercel AI SDK's ``/<name>/ai-sdk`` (``ai_sdk``, on the resumable runs).
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import StreamingResponse
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 
 from ..error_responses import ERROR_MARK as ERROR
+from ..runs import RunManager
 from ._face import TRUNCATED, Face
+from .ai_sdk import add_ai_sdk_routes
+from .openai_compat import add_openai_routes
 from .text import TEXT_MEDIA_TYPE, text_endpoint
 from .ui import chat_fn, mount_ui
 from .websocket import END, STOPPED, socket_endpoint
 
-__all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "TRUNCATED", "chat_fn", "mount_faces"]
+__all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "TRUNCATED", "chat_fn",
+           "mount_client_faces", "mount_faces"]
 
 Guard = DependsParam | Callable[..., Any]
 
@@ -49,3 +57,16 @@ def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guar
         app.add_api_websocket_route(f"/{name}/ws", socket_endpoint(face, check))
     if chains and ui:
         mount_ui(app, chains, check)
+
+
+def mount_client_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guard, *,
+                       model: BaseChatModel, model_names: list[str], runs: RunManager) -> None:
+    """Add ``/v1/models`` and ``/v1/chat/completions`` (the chains, and ``model_names``
+    answered by ``model``) and ``/<name>/ai-sdk`` for every chain (answers kept in
+    ``runs``), behind ``guard`` (access keys and quotas, as ``mount_faces``)."""
+    check = guard.dependency if isinstance(guard, DependsParam) else guard
+    if check is None:
+        raise ValueError("mount_client_faces needs a guard dependency")
+    faces = [Face(name, chain) for name, chain in chains.items()]
+    add_openai_routes(app, faces, model, model_names, check)
+    add_ai_sdk_routes(app, faces, runs, check)

@@ -22,7 +22,6 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
-from chains import CHAINS
 from maritaca import closing_upstreams
 
 from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
@@ -87,14 +86,18 @@ class RunOutcome(AsyncCallbackHandler):
 
 
 class Face:
-    """One chain, with its input type, main field and config schema."""
+    """One chain, with its input type, main field and config schema.
 
-    def __init__(self, name: str, chain: Runnable[Any, str]) -> None:
-        self.name, self.chain = name, chain
+    These faces carry text: a JSON chain's runs stream its JSON text (its
+    ``text_chain``, validated at the end), where LangServe's routes stream objects."""
+
+    def __init__(self, name: str, chain: Runnable[Any, Any]) -> None:
+        self.name = name
+        self.chain: Runnable[Any, str] = getattr(chain, "text_chain", None) or chain
         self.input_type = cast(type[BaseModel], chain.get_input_schema())
         self.config_type = chain.config_schema(include=["configurable"])
-        spec = CHAINS.get(name)
-        self.main_field = spec.main_field if spec and spec.main_field else next(
+        # a chain file's input model names its main field; else the first required one
+        self.main_field = getattr(self.input_type, "main_field", "") or next(
             n for n, f in self.input_type.model_fields.items() if f.is_required())
 
     def request_schema(self) -> dict[str, Any]:

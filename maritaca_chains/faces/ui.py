@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from langchain_core.runnables import Runnable
 
-from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
+from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, ChainSpec
 
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
@@ -30,7 +30,6 @@ __all__ = ["chat_fn", "mount_ui"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
-HIDDEN_FIELDS = frozenset({"language"})  # "auto": the answer follows the input's language
 UPLOAD_TYPES = [".txt", ".md"]
 EXCERPT = 160  # characters of a long field shown in the history
 NOTHING = "_(nenhum texto chegou)_"  # a run's answer when it ended before its first word
@@ -47,9 +46,8 @@ def _excerpt(text: str) -> str:
     return f"{text[:EXCERPT].rstrip()}… ({len(text):,} caracteres)".replace(",", ".")
 
 
-def _request_line(name: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
+def _request_line(title: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
     """The history's line for what was asked: the chain's title and the filled fields."""
-    title = CHAINS[name].title if name in CHAINS else name
     shown = [f"{labels[k]}: {_excerpt(str(v))}" for k, v in fields.items()
              if isinstance(v, str) and v.strip()]
     return f"**{title}** · " + " · ".join(shown)
@@ -70,8 +68,8 @@ def _read_upload(path: str | None) -> tuple[str | None, str]:
     return text, f"Arquivo carregado: {len(text):,} caracteres.".replace(",", ".")
 
 
-def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
-           served_line: str, max_tokens_top: int) -> Any:
+def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
+           model_choices: list[str], served_line: str, max_tokens_top: int) -> Any:
     import gradio as gr
 
     respond = chat_fn(chains)
@@ -87,9 +85,8 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
             with gr.Column(scale=2, min_width=360):
                 with gr.Tabs():
                     for name, chain in chains.items():
-                        with gr.Tab(CHAINS[name].title if name in CHAINS else name, id=name,
-                                    elem_id=f"tab-{name}"):
-                            names, widgets = _form(gr, Face(name, chain))
+                        with gr.Tab(_title(specs, name), id=name, elem_id=f"tab-{name}"):
+                            names, widgets = _form(gr, Face(name, chain), specs.get(name))
                             send = gr.Button("Enviar", variant="primary",
                                              elem_id=f"send-{name}")
                         forms.append((name, names, widgets, send))
@@ -123,7 +120,8 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
         runs = []
         for name, names, widgets, send in forms:
             runs.append(send.click(
-                _handler(respond, name, names, dict(zip(names, (w.label for w in widgets),
+                _handler(respond, _title(specs, name), name, names,
+                         dict(zip(names, (w.label for w in widgets),
                                                         strict=True)), len(sends)),
                 inputs=[history, model, temperature, max_tokens, *widgets],
                 outputs=outputs, api_name=name, concurrency_limit=None,
@@ -136,36 +134,62 @@ def _build(chains: dict[str, Runnable[Any, str]], model_choices: list[str],
     return demo
 
 
-def _form(gr: Any, face: Face) -> tuple[list[str], list[Any]]:
-    """The widgets of a chain's own fields: a choice is a radio, a text a text box; the
-    summariser's text also takes an uploaded file."""
+def _title(specs: dict[str, ChainSpec], name: str) -> str:
+    return specs[name].title if name in specs else name
+
+
+def _long_field(spec: ChainSpec | None) -> str | None:
+    """The field a chain map-reduces (a long text): its form also takes a file."""
+    strategy = spec.file.strategy if spec is not None and spec.file is not None else None
+    return strategy.map_reduce.field if strategy is not None else None
+
+
+def _form(gr: Any, face: Face, spec: ChainSpec | None = None) -> tuple[list[str], list[Any]]:
+    """The widgets of a chain's own fields, generated from its input model: a choice is a
+    radio, a boolean a checkbox, a number a number box, a text a text box (labels,
+    placeholders and heights from the chain file); a field the chain map-reduces also
+    takes an uploaded file. Fields the file marks ``hidden`` keep their defaults."""
     names, widgets = [], []
     for field, info in face.input_type.model_fields.items():
-        if field in HIDDEN_FIELDS:
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("x-hidden"):
             continue
-        text = field_text(face.name, field)
+        text = field_text(face.name, field, face.input_type)
         options = typing.get_args(info.annotation) if typing.get_origin(
             info.annotation) is typing.Literal else ()
+        element = f"{face.name}-{field}"
+        default = None if info.is_required() else info.default
         if options:
-            widget = gr.Radio(list(options), value=info.default, label=text.label,
-                              elem_id=f"{face.name}-{field}")
+            widget = gr.Radio(list(options), value=default, label=text.label, elem_id=element)
+        elif info.annotation is bool:
+            widget = gr.Checkbox(value=bool(default), label=text.label, elem_id=element)
+        elif info.annotation is not str and _is_number(info.annotation):
+            widget = gr.Number(value=default, label=text.label, elem_id=element,
+                               precision=0 if _is_number(info.annotation) is int else None)
         else:
-            default = info.default if isinstance(info.default, str) else ""
+            value = default if isinstance(default, str) else ""
             widget = gr.Textbox(label=text.label, placeholder=text.placeholder,
-                                value="" if default in ("livre", "auto") else default,
+                                value="" if value in ("livre", "auto") else value,
                                 lines=text.lines, max_lines=max(text.lines, 20),
-                                elem_id=f"{face.name}-{field}")
-            if face.name == "summarize" and field == face.main_field:
-                _upload(gr, widget)
+                                elem_id=element)
+            if field == _long_field(spec):
+                _upload(gr, widget, face.name)
         names.append(field)
         widgets.append(widget)
     return names, widgets
 
 
-def _upload(gr: Any, target: Any) -> None:
+def _is_number(annotation: Any) -> type | None:
+    """int or float for a number field (also behind ``Annotated`` limits), else None."""
+    base = typing.get_args(annotation)[0] if typing.get_origin(
+        annotation) is typing.Annotated else annotation
+    return base if base in (int, float) else None
+
+
+def _upload(gr: Any, target: Any, name: str) -> None:
     upload = gr.File(label="Ou envie um arquivo .txt ou .md", file_types=UPLOAD_TYPES,
-                     type="filepath", height=110, elem_id="summarize-file")
-    note = gr.Markdown("", elem_id="summarize-file-note")
+                     type="filepath", height=110, elem_id=f"{name}-file")
+    note = gr.Markdown("", elem_id=f"{name}-file-note")
 
     def load(path: str | None) -> tuple[Any, str]:
         text, line = _read_upload(path)
@@ -179,8 +203,8 @@ def _buttons(gr: Any, running: bool, sends: int) -> list[Any]:
     return [gr.update(interactive=running)] + [gr.update(interactive=not running)] * sends
 
 
-def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, str],
-             sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
+def _handler(respond: Respond, title: str, name: str, names: list[str],
+             labels: dict[str, str], sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
     async def run(history: list[Any] | None, model: str | None, temperature: float,
                   max_tokens: float, *values: Any) -> AsyncIterator[list[Any]]:
         import gradio as gr
@@ -196,7 +220,7 @@ def _handler(respond: Respond, name: str, names: list[str], labels: dict[str, st
             if not update.done:
                 if not added:  # the run went out: it joins the history
                     added = True
-                    history += [{"role": "user", "content": _request_line(name, labels, fields)},
+                    history += [{"role": "user", "content": _request_line(title, labels, fields)},
                                 {"role": "assistant", "content": ""}]
                 history[-1] = {"role": "assistant", "content": update.answer}
                 yield [history, update.status, True, *_buttons(gr, True, sends)]
@@ -244,7 +268,8 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
     if served is not None and served.local_backend is not None:
         line += f" {TINY_MODEL_NOTE}"
     top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
-    demo = _build(chains, choices or [model_name], line, top)
+    specs = getattr(app.state, "chain_specs", None) or CHAINS
+    demo = _build(chains, specs, choices or [model_name], line, top)
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         app_kwargs={"dependencies": [Depends(check)]})
     slow_idle_poll(demo)

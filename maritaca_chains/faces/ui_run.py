@@ -62,7 +62,7 @@ def _fields(face: Face, fields: dict[str, Any]) -> tuple[dict[str, Any], str]:
         if isinstance(item, str) and not item.strip():
             field = face.input_type.model_fields.get(name)
             if field is not None and field.is_required():
-                return {}, blank_field(face.name, name)
+                return {}, blank_field(face.name, name, face.input_type)
             continue
         value[name] = item
     return value, ""

@@ -21,19 +21,6 @@ class FieldText:
         self.label, self.placeholder, self.lines = label, placeholder, lines
 
 
-_FIELDS: dict[tuple[str, str], FieldText] = {
-    ("story", "topic"): FieldText("Tema", "ex.: um sabiá que aprendeu a programar"),
-    ("story", "style"): FieldText("Estilo", "ex.: cordel, fábula, ficção científica "
-                                            "(vazio: livre)"),
-    ("story", "length"): FieldText("Tamanho"),
-    ("qa", "question"): FieldText("Pergunta", "ex.: Qual é a capital do Brasil?"),
-    ("qa", "context"): FieldText("Contexto (opcional)", "Cole aqui o texto de onde a resposta "
-                                 "deve sair; vazio: o modelo responde com o que sabe", 6),
-    ("summarize", "text"): FieldText("Texto", "Cole aqui o texto a resumir, ou envie um "
-                                     "arquivo .txt ou .md logo abaixo", 12),
-    ("summarize", "length"): FieldText("Tamanho do resumo"),
-    ("summarize", "format"): FieldText("Formato"),
-}
 _COMMON = {"language": "Idioma", "length": "Tamanho", "format": "Formato",
            "text": "Texto", "question": "Pergunta", "topic": "Tema"}
 
@@ -44,13 +31,22 @@ TINY_MODEL_NOTE = ("O modelo embutido (SmolLM2-135M) é minúsculo: mostra que o
                    "servidor para usar a Maritaca.")
 
 
-def field_text(chain: str, field: str) -> FieldText:
-    """The field's label and placeholder (its name, capitalised, if none is written)."""
-    return _FIELDS.get((chain, field)) or FieldText(_COMMON.get(field, field.capitalize()))
+def field_text(chain: str, field: str, input_type: type[BaseModel] | None = None) -> FieldText:
+    """The field's label, placeholder and height, as its chain file writes them
+    (``label``, ``placeholder``, ``lines``: the input model's title and schema extras);
+    else its name, capitalised."""
+    info = input_type.model_fields.get(field) if input_type is not None else None
+    if info is None:
+        return FieldText(_COMMON.get(field, field.capitalize()))
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    lines = extra.get("x-lines", 1)
+    return FieldText(info.title or _COMMON.get(field, field.capitalize()),
+                     str(extra.get("x-placeholder", "")),
+                     lines if isinstance(lines, int) else 1)
 
 
-def blank_field(chain: str, field: str) -> str:
-    return f"Preencha o campo «{field_text(chain, field).label}» antes de enviar."
+def blank_field(chain: str, field: str, input_type: type[BaseModel] | None = None) -> str:
+    return f"Preencha o campo «{field_text(chain, field, input_type).label}» antes de enviar."
 
 
 def _max_length(input_type: type[BaseModel] | None, field: str) -> int | None:
@@ -65,7 +61,7 @@ def _invalid_field(chain: str, item: dict[str, Any], input_type: type[BaseModel]
     names = [part for part in item.get("loc", []) if isinstance(part, str)
              and part not in ("input", "body")]
     field = names[-1] if names else ""
-    label = field_text(chain, field).label if field else "entrada"
+    label = field_text(chain, field, input_type).label if field else "entrada"
     kind = item.get("type", "")
     if kind in ("missing", "string_too_short") or (kind == "value_error"
                                                     and "whitespace" in item.get("msg", "")):

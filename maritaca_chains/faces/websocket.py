@@ -48,7 +48,7 @@ from ..request_guards import cross_site_refusal
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, RunOutcome
 
-__all__ = ["END", "STOPPED", "TRUNCATED", "socket_endpoint"]
+__all__ = ["END", "STOPPED", "TRUNCATED", "is_stop", "socket_endpoint"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
@@ -103,7 +103,8 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
             await ws.send_text(chunk)
 
 
-def _is_stop(text: str) -> bool:
+def is_stop(text: str) -> bool:
+    """Whether a client frame asks to stop the run (``stop`` or ``{"action": "stop"}``)."""
     stripped = text.strip()
     if stripped.lower() == "stop":
         return True
@@ -165,7 +166,7 @@ async def _session(ws: WebSocket, face: Face) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-            if _is_stop(text):
+            if is_stop(text):
                 if running:  # (no local name: it would keep the cancelled task alive)
                     running[0].cancel()
             elif (waiting := inputs.qsize()) >= limits.ws_max_queued and (running or waiting):

@@ -8,7 +8,8 @@ Per run, with ``prefix`` ``maritaca_chains:``:
   (field ``b``; ``t`` on the last one), capped with ``MAXLEN`` ``max_events``;
 - ``runs:active`` a sorted set of the runs in progress (the ``max_runs`` cap), and
   ``runs:active:<owner>`` each owner's (the ``max_per_owner`` cap);
-- channel ``runs:cancel``: a ``DELETE`` served by one replica reaches the one running it.
+- channel ``runs:cancel``: a ``DELETE`` served by one replica reaches the one running it;
+- ``name:<name>`` a string, the run a face named (``name_run``), expiring with the run.
 
 While a run is in progress its keys are kept ``ttl`` + one hour from the last write (a
 replica that dies mid-run leaves nothing forever); when it ends, ``ttl``.
@@ -33,6 +34,8 @@ logger = logging.getLogger("maritaca_chains.runs")
 
 _RUNNING_EXTRA = 3600.0  # seconds a run in progress outlives its last write
 _BACKLOG = 2000          # appends waiting for Redis before the runner waits too
+# DEL the name only if it still points at this run (a later run may have taken it)
+_UNNAME = "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
 
 
 class RedisRunStore(RunStore):
@@ -245,3 +248,17 @@ class RedisRunStore(RunStore):
 
     def on_cancel(self, callback: CancelCallback) -> None:
         self._callbacks.append(callback)
+
+    # ----------------------------------------------------------------- names
+
+    async def name_run(self, name: str, run_id: str) -> str | None:
+        previous = await self.redis.set(self._key(f"name:{name}"), run_id, get=True,
+                                        px=int((self.ttl + _RUNNING_EXTRA) * 1000))
+        return previous.decode() if previous else None
+
+    async def named_run(self, name: str) -> str | None:
+        run_id = await self.redis.get(self._key(f"name:{name}"))
+        return run_id.decode() if run_id else None
+
+    async def unname_run(self, name: str, run_id: str) -> None:
+        await self.redis.eval(_UNNAME, 1, self._key(f"name:{name}"), run_id)

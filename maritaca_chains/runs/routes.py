@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..error_responses import sse_error_data
 from ..langserve_fixes import check_configurable
+from ..quotas import request_meter
 from ..redis_outage import REDIS_DOWN
 from ..run_recorder import run_callbacks
 from ..security import caller_label
@@ -143,7 +144,8 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
             raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
                                            "msg": "The request body is not JSON"}]) from exc
         value, config = _validated(chain, config_model, body)
-        config["callbacks"] = run_callbacks(request, name)  # the run log and metrics
+        # the run log and metrics, and the key's token budget (the run has its own context)
+        config["callbacks"] = [*run_callbacks(request, name), *request_meter()]
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
         try:
             await manager.start(info, chain, value, config)

@@ -12,26 +12,23 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langserve.serialization import WellKnownLCSerializer
 
 from maritaca import closing_upstreams
 
-from ..error_responses import sse_error_data
-from .events import RunInfo, RunStatus, run_error_data, sse_block
+from .events import RunInfo, RunStatus
 from .store import RunStore
+from .wire import SHUTTING_DOWN, LangServeWire, RunWire
 
 __all__ = ["RunManager"]
 
 logger = logging.getLogger("maritaca_chains.runs")
-
-_serializer = WellKnownLCSerializer()  # LangServe's, so data events match /stream's
 
 
 class _Usage(AsyncCallbackHandler):
@@ -74,25 +71,39 @@ class RunManager:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel this process's runs (their readers get a ``cancelled`` error event)."""
-        tasks = list(self._tasks.values())
-        for run_id in self._tasks:
-            self._why[run_id] = "the server is shutting down"
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop this process's runs (``stop_runs``) and close the store."""
+        await self.stop_runs()
         if self._opened is not None:
             await self.store.aclose()
 
+    @property
+    def running(self) -> int:
+        """Runs in progress in this process."""
+        return len(self._tasks)
+
+    async def stop_runs(self) -> None:
+        """Cancel this process's runs because the server is shutting down: each ends
+        with a ``server_shutting_down`` error event, in the store, so a reader on any
+        replica gets it (and can start the run again elsewhere)."""
+        tasks = list(self._tasks.values())
+        for run_id in self._tasks:
+            self._why[run_id] = SHUTTING_DOWN
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def start(self, info: RunInfo, chain: Runnable[Any, Any], value: Any,
-                    config: RunnableConfig) -> None:
-        """Record the run (``RunsFull`` if there is no room) and start it."""
+                    config: RunnableConfig, *, wire: RunWire | None = None) -> None:
+        """Record the run (``RunsFull`` if there is no room) and start it; its events are
+        written by ``wire`` (default: LangServe's ``/stream`` SSE). The callbacks in
+        ``config`` (run log, metrics, a quota's token meter) follow the run."""
         await self.ensure_open()
         await self.store.create(info)
         # a fresh context: the run must not inherit the request's upstream scope, which
         # closes what it opened when the POST that started the run ends
-        task = asyncio.create_task(self._run(info.run_id, chain, value, config),
-                                   context=contextvars.Context())
+        task = asyncio.create_task(
+            self._run(info.run_id, chain, value, config, wire or LangServeWire()),
+            context=contextvars.Context())
         self._tasks[info.run_id] = task
         task.add_done_callback(lambda _: self._forget(info.run_id))
 
@@ -123,25 +134,28 @@ class RunManager:
                 return
 
     async def _run(self, run_id: str, chain: Runnable[Any, Any], value: Any,
-                   config: RunnableConfig) -> None:
-        store, event_id = self.store, 0
+                   config: RunnableConfig, wire: RunWire) -> None:
+        store, last = self.store, [0]  # last: the id of the last event written
         usage = _Usage()
         watcher = asyncio.create_task(self._watch_readers(run_id))
         status = RunStatus.DONE
+
+        async def emit(render: Callable[[int], bytes]) -> None:
+            last[0] += 1
+            await store.append(run_id, last[0], render(last[0]))
+
         try:
             with closing_upstreams():  # whatever the run opened upstream closes with it
-                event_id += 1
-                await store.append(run_id, event_id, sse_block(
-                    event_id, "metadata", f'{{"run_id": "{run_id}"}}'))
-                config = {**config, "run_id": uuid.UUID(run_id), "callbacks": [usage]}
+                await emit(lambda event_id: wire.opening(event_id, run_id))
+                given = config.get("callbacks") or []
+                config = {**config, "run_id": uuid.UUID(run_id), "callbacks": [
+                    usage, *wire.callbacks(emit), *(given if isinstance(given, list) else [])]}
                 stream = cast(AsyncGenerator[Any, None], chain.astream(value, config))
                 async with aclosing(stream):
                     async for chunk in stream:
-                        event_id += 1
-                        await store.append(run_id, event_id, sse_block(
-                            event_id, "data", _serializer.dumps(chunk).decode()))
-            # an empty data line: browsers never dispatch an event without data
-            tail = sse_block(event_id + 1, "end", "")
+                        last[0] += 1
+                        await store.append(run_id, last[0], wire.chunk(last[0], chunk))
+            tail = wire.ended(last[0] + 1)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None:
@@ -149,16 +163,15 @@ class RunManager:
             status = RunStatus.CANCELLED
             why = self._why.get(run_id, "cancelled")
             logger.info("run %s cancelled: %s", run_id, why)
-            tail = sse_block(event_id + 1, "error",
-                             run_error_data(409, "cancelled", f"The run was cancelled: {why}."))
+            tail = wire.cancelled(last[0] + 1, why)
         except Exception as exc:
             status = RunStatus.FAILED
             logger.error("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
-            tail = sse_block(event_id + 1, "error", sse_error_data(exc).decode())
+            tail = wire.failed(last[0] + 1, exc)
         finally:
             watcher.cancel()
         try:
-            await store.finish(run_id, status, usage.totals or None, event_id + 1, tail)
+            await store.finish(run_id, status, usage.totals or None, last[0] + 1, tail)
         except Exception as exc:
             logger.error("run %s: could not record its end: %s: %s", run_id,
                          type(exc).__name__, exc)

@@ -70,6 +70,22 @@ class RunStore(ABC):
     def on_cancel(self, callback: CancelCallback) -> None:
         """Call ``callback(run_id)`` for every cancellation published."""
 
+    # A face may give a run a name of its own (the AI SDK face: the chat's id), so that a
+    # client that knows only the name finds the run again. A name lives as long as its run
+    # is kept, at most; naming another run replaces it.
+
+    @abstractmethod
+    async def name_run(self, name: str, run_id: str) -> str | None:
+        """Point ``name`` at ``run_id``; returns the run it pointed at before, if any."""
+
+    @abstractmethod
+    async def named_run(self, name: str) -> str | None:
+        """The run ``name`` points at (None: never named, unnamed, or its run expired)."""
+
+    @abstractmethod
+    async def unname_run(self, name: str, run_id: str) -> None:
+        """Forget ``name``, if it still points at ``run_id`` (a later run keeps it)."""
+
 
 class _Run:
     """One run in memory: its encoded events from id ``first_id`` on, and its readers."""
@@ -110,6 +126,8 @@ class MemoryRunStore(RunStore):
         self._runs: dict[str, _Run] = {}
         self._ended: OrderedDict[str, _Run] = OrderedDict()  # in the order they ended
         self._callbacks: list[CancelCallback] = []
+        self._names: dict[str, str] = {}        # name -> run id
+        self._name_of: dict[str, str] = {}      # run id -> its name (gone with the run)
 
     def _expire(self) -> None:
         deadline = time.monotonic() - self.ttl
@@ -122,6 +140,9 @@ class MemoryRunStore(RunStore):
     def _drop(self, run_id: str) -> None:
         self._ended.pop(run_id, None)
         self._runs.pop(run_id, None)
+        name = self._name_of.pop(run_id, None)
+        if name is not None and self._names.get(name) == run_id:
+            del self._names[name]
 
     async def create(self, info: RunInfo) -> None:
         self._expire()
@@ -207,3 +228,20 @@ class MemoryRunStore(RunStore):
 
     def on_cancel(self, callback: CancelCallback) -> None:
         self._callbacks.append(callback)
+
+    async def name_run(self, name: str, run_id: str) -> str | None:
+        previous = self._names.get(name)
+        if previous is not None:
+            self._name_of.pop(previous, None)
+        self._names[name] = run_id
+        self._name_of[run_id] = name
+        return previous if previous in self._runs else None
+
+    async def named_run(self, name: str) -> str | None:
+        self._expire()
+        return self._names.get(name)
+
+    async def unname_run(self, name: str, run_id: str) -> None:
+        if self._names.get(name) == run_id:
+            del self._names[name]
+            self._name_of.pop(run_id, None)

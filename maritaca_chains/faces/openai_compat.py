@@ -1,0 +1,252 @@
+"""The OpenAI-compatible face under ``/v1``: what the ``openai`` SDKs, LangChain's
+``ChatOpenAI``, Open WebUI, LibreChat and continue.dev speak.
+
+- ``GET /v1/models`` (and ``/v1/models/<id>``): every chain served, by its name, then the
+  backend's own models (Maritaca's catalogue; SmolLM2 on the embedded backend).
+- ``POST /v1/chat/completions``: with ``model`` a chain, the last user message's text
+  fills the chain's main field and ``input`` (``extra_body={"input": {...}}``) the others;
+  with ``model`` a backend model, a plain chat over the whole message list.
+  ``temperature`` and ``max_tokens``/``max_completion_tokens`` become the run's
+  ``configurable`` limits. ``stream: true``: ``chat.completion.chunk`` SSE events, one per
+  chunk, ``finish_reason`` ``length`` when the token limit cut the answer, with
+  ``stream_options.include_usage`` a last chunk with ``usage`` and ``cost_brl`` beside
+  it, then ``data: [DONE]``; ``stream: false``: a ``chat.completion`` (``usage`` and
+  ``cost_brl`` included).
+
+Errors are OpenAI's shape (``openai_request.OpenAIError``): 401 wrong access key (the SDKs
+send it as ``Authorization: Bearer``), 404 unknown model, 422 a bad parameter or chain
+field (``param`` names it), 429 with ``Retry-After`` from the quotas or the upstream,
+upstream failures with the statuses of every face. A failure after the answer began is a
+last ``data: {"error": {...}}`` event, on which the SDKs raise. Hanging up stops the run
+and its upstream request; the run log, metrics and quotas count it as on every face.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
+from typing import Any, cast
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import ValidationError
+
+from chains import configurable_model
+from maritaca import closing_upstreams
+
+from ..run_recorder import run_callbacks
+from ._face import Face, RunOutcome
+from ._sse import ClosingEventStream
+from .openai_request import (
+    CompletionRequest,
+    OpenAIError,
+    chain_input,
+    chat_messages,
+    invalid,
+    parse_completion_request,
+    request_schema,
+)
+from .openai_wire import DONE, CompletionWire, describe_openai
+
+__all__ = ["CHAT_RUN_NAME", "add_openai_routes"]
+
+logger = logging.getLogger("maritaca_chains.faces")
+
+CHAT_RUN_NAME = "chat"  # how the run log and metrics name a plain chat with a model
+_CODES = {401: "invalid_api_key", 403: "forbidden", 429: "rate_limit_exceeded"}
+
+Chunks = AsyncGenerator[str, None]
+
+
+class _ChainTarget:
+    """``model`` names a chain: its main field from the last user message."""
+
+    def __init__(self, face: Face) -> None:
+        self.face, self.label = face, face.name
+
+    def chunks(self, request: CompletionRequest, outcome: RunOutcome,
+               callbacks: Sequence[BaseCallbackHandler]) -> Chunks:
+        envelope: dict[str, Any] = {"input": chain_input(request, self.face.main_field)}
+        if request.configurable:
+            envelope["config"] = {"configurable": request.configurable}
+        try:
+            parsed = self.face.request_from(envelope)
+        except ValidationError as exc:
+            raise _invalid_input(exc, self.face.main_field) from exc
+        except ValueError as exc:
+            raise invalid(None, str(exc)) from exc
+        return self.face.chunks(parsed, outcome, callbacks)
+
+
+def _invalid_input(exc: ValidationError, main_field: str) -> OpenAIError:
+    """A chain's 422: ``param`` is ``input.<field>``, or ``messages`` for the main field."""
+    named = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"][1:]) or "input"  # loc: ("input", ...)
+        named.append((where, f"{where} (the last user message)" if where == main_field
+                      else f"input.{where}", error["msg"]))
+    param = "messages" if named[0][0] == main_field else named[0][1]
+    return invalid(param, "Invalid input: " + "; ".join(f"{what}: {msg}"
+                                                        for _, what, msg in named))
+
+
+class _ModelTarget:
+    """``model`` names one of the backend's models: a plain chat over the messages."""
+
+    label = CHAT_RUN_NAME
+
+    def __init__(self, model: Runnable[Any, Any], name: str) -> None:
+        self.model, self.name = model, name
+
+    def chunks(self, request: CompletionRequest, outcome: RunOutcome,
+               callbacks: Sequence[BaseCallbackHandler]) -> Chunks:
+        messages = chat_messages(request)
+        config: RunnableConfig = {"configurable": {**request.configurable, "model": self.name},
+                                  "callbacks": [outcome, *callbacks],
+                                  "run_name": CHAT_RUN_NAME}
+        return _model_text(self.model, messages, config)
+
+
+async def _model_text(model: Runnable[Any, Any], messages: list[BaseMessage],
+                      config: RunnableConfig) -> Chunks:
+    """The model's streamed text; what the run opened upstream closes however it ends."""
+    stream = cast(AsyncGenerator[Any, None], model.astream(messages, config))
+    with closing_upstreams():
+        async with aclosing(stream):
+            async for chunk in stream:
+                text = chunk.content if isinstance(chunk.content, str) else chunk.text
+                if text:
+                    yield text
+
+
+def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
+                      model_names: Sequence[str], check: Callable[..., Any]) -> None:
+    """``/v1/models`` and ``/v1/chat/completions`` for ``faces`` and the backend's
+    ``model_names`` (served by ``model``), behind ``check`` (access keys and quotas),
+    errors in OpenAI's shape."""
+    chat_model = configurable_model(model)
+    targets: dict[str, _ChainTarget | _ModelTarget] = {
+        name: _ModelTarget(chat_model, name) for name in model_names}
+    targets.update({face.name: _ChainTarget(face) for face in faces})  # a chain wins a name
+    listing = [{"id": face.name, "object": "model", "created": 0,
+                "owned_by": "maritaca-chains"} for face in faces]
+    listing += [{"id": name, "object": "model", "created": 0, "owned_by": "maritaca"}
+                for name in model_names if name not in {face.name for face in faces}]
+    guard = Depends(_openai_guard(check))
+    app.add_exception_handler(OpenAIError, _openai_error_json)
+
+    @app.get("/v1/models", dependencies=[guard], tags=["openai"],
+             summary="The chains and models /v1/chat/completions answers")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": listing}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[guard], tags=["openai"],
+             summary="One chain or model")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        for entry in listing:
+            if entry["id"] == model_id:
+                return entry
+        raise _unknown_model(model_id)
+
+    @app.post("/v1/chat/completions", dependencies=[guard], tags=["openai"],
+              response_model=None, summary="OpenAI's Chat Completions, on a chain or a model",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": request_schema(
+                      [str(entry["id"]) for entry in listing])}}}},
+              responses={200: {"content": {"text/event-stream": {}}}})
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise invalid(None, "The body is not JSON", "invalid_json") from exc
+        completion = parse_completion_request(body)
+        target = targets.get(completion.model)
+        if target is None:
+            raise _unknown_model(completion.model)
+        outcome = RunOutcome()
+        chunks = target.chunks(completion, outcome, run_callbacks(request, target.label))
+        wire = CompletionWire(completion.model)
+        if completion.stream:
+            return await _streamed(target.label, wire, chunks, outcome, completion)
+        return await _whole(target.label, wire, chunks, outcome)
+
+
+def _unknown_model(name: str) -> OpenAIError:
+    return OpenAIError(404, f"The model {name[:100]!r} does not exist here: GET /v1/models "
+                            f"lists the chains and models served", "model_not_found", "model")
+
+
+async def _failed(label: str, chunks: Chunks, exc: Exception) -> JSONResponse:
+    await chunks.aclose()
+    logger.error("/v1/chat/completions (%s) failed: %s: %s", label, type(exc).__name__, exc)
+    status, body, headers = describe_openai(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _whole(label: str, wire: CompletionWire, chunks: Chunks,
+                 outcome: RunOutcome) -> Response:
+    try:
+        async with aclosing(chunks):
+            text = "".join([chunk async for chunk in chunks])
+    except Exception as exc:
+        return await _failed(label, chunks, exc)
+    return JSONResponse(wire.completion(text, "length" if outcome.cut else "stop",
+                                        outcome.usage))
+
+
+async def _streamed(label: str, wire: CompletionWire, chunks: Chunks, outcome: RunOutcome,
+                    completion: CompletionRequest) -> Response:
+    try:
+        first = await anext(chunks, None)  # a failure before any text: an HTTP error
+    except Exception as exc:
+        return await _failed(label, chunks, exc)
+    return ClosingEventStream(_events(label, wire, first, chunks, outcome,
+                                      completion.include_usage))
+
+
+async def _events(label: str, wire: CompletionWire, first: str | None, chunks: Chunks,
+                  outcome: RunOutcome, include_usage: bool) -> AsyncGenerator[bytes, None]:
+    try:
+        yield wire.role_chunk() + (wire.text_chunk(first) if first is not None else b"")
+        text_chunk = wire.text_chunk
+        async for chunk in chunks:
+            yield text_chunk(chunk)
+    except Exception as exc:
+        logger.error("/v1/chat/completions (%s) failed mid-stream: %s: %s", label,
+                     type(exc).__name__, exc)
+        yield wire.error_chunk(exc)
+        return
+    finally:
+        await chunks.aclose()
+    yield wire.finish_chunk("length" if outcome.cut else "stop")
+    if include_usage:
+        yield wire.usage_chunk(outcome.usage)
+    yield DONE
+
+
+def _openai_guard(check: Callable[..., Any]) -> Callable[[Request], Any]:
+    """``check`` (access keys, quotas), its refusals in OpenAI's error shape."""
+
+    async def guard(request: Request) -> None:
+        try:
+            result = check(request)
+            if inspect.isawaitable(result):
+                await result
+        except OpenAIError:
+            raise
+        except HTTPException as exc:
+            raise OpenAIError(exc.status_code, str(exc.detail), _CODES.get(exc.status_code),
+                              headers=dict(exc.headers or {})) from None
+
+    return guard
+
+
+async def _openai_error_json(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OpenAIError)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
