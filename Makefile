@@ -59,9 +59,10 @@ install-system: $(VENV)/.stamp-system
 install-js: $(JS)/node_modules/.stamp
 
 # The embedded model is built only when it will serve (no MARITACA_API_KEY, or
-# MARITACA_BACKEND=local); host and port come from MARITACA_CHAINS_HOST/_PORT or .env.
+# MARITACA_BACKEND=local: `backend` says local, or none while it is not installed);
+# host and port come from MARITACA_CHAINS_HOST/_PORT or .env.
 serve: install
-	@if [ "$$($(PY) -m maritaca_chains backend)" = local ]; then \
+	@if [ "$$($(PY) -m maritaca_chains backend 2>/dev/null)" != maritaca ]; then \
 	  $(MAKE) --no-print-directory install-local; fi
 	$(PY) server.py
 

@@ -10,8 +10,16 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
-__all__ = ["LOCAL_INSTALL_COMMAND", "MODEL_INSTALL_COMMAND", "find_model_file",
-           "install_hint", "is_installed"]
+__all__ = ["EMBEDDED_DEFAULT_MAX_TOKENS", "EMBEDDED_MODEL_NAME", "LOCAL_INSTALL_COMMAND",
+           "MODEL_INSTALL_COMMAND", "find_model_file", "install_hint", "is_installed"]
+
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+"""The name the embedded model answers to (its llama.cpp server's ``--model_alias``)."""
+
+EMBEDDED_DEFAULT_MAX_TOKENS = 512
+"""The ``max_tokens`` a call to the embedded model gets when it sets none: llama.cpp's
+server otherwise generates until the context is full (50 s and more on 2 cores for a
+model that rarely stops by itself)."""
 
 # Portable flags: the default native build of llama.cpp crashes on some x86 CPUs.
 LOCAL_INSTALL_COMMAND = (
@@ -45,15 +53,14 @@ def is_installed() -> bool:
 
 
 def install_hint() -> str:
-    """The shell commands that install what is missing, as a sentence."""
-    steps = []
+    """The shell command that installs what is missing, as a sentence: the ``[local]``
+    extra (it brings the model file too), or only the model file when llama.cpp's server
+    is already here."""
     if not _has_server():
-        steps.append(f"`{LOCAL_INSTALL_COMMAND}` (llama-cpp-python compiles from source, a "
-                     "few minutes once; these portable CMAKE_ARGS avoid a native build that "
-                     "crashes on some CPUs)")
-    if not steps or not _has_module(MODEL_PACKAGE):
-        steps.append(f"`{MODEL_INSTALL_COMMAND}` (the model file)")
-    return "Install it with " + ", then ".join(steps)
+        return (f"Install it with `{LOCAL_INSTALL_COMMAND}` (llama-cpp-python compiles from "
+                "source, a few minutes once; these portable CMAKE_ARGS avoid a native build "
+                "that crashes on some CPUs)")
+    return f"Install it with `{MODEL_INSTALL_COMMAND}` (the model file)"
 
 
 def find_model_file() -> tuple[pathlib.Path | None, list[str]]:

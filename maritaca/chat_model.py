@@ -38,6 +38,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from . import _fallback, _model_run, errors
+from ._local_install import EMBEDDED_DEFAULT_MAX_TOKENS, EMBEDDED_MODEL_NAME
 from ._transport import Transport
 from ._wire import (
     StreamAssembler,
@@ -74,6 +75,10 @@ class ChatMaritaca(BaseChatModel):
     temperature: float | None = None
     """Sampling temperature; None leaves the API default (0.7). 0 is sent as 0."""
     max_tokens: int | None = None
+    """Longest answer in tokens; None leaves it to the server, except on the embedded
+    model (``smollm2-135m-instruct``, or no key and the default base URL), which then
+    gets ``maritaca.local.DEFAULT_MAX_TOKENS`` (512) instead of writing until its
+    context is full."""
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
@@ -161,6 +166,9 @@ class ChatMaritaca(BaseChatModel):
         if stop is not None:
             payload["stop"] = stop
         payload.update(kwargs)
+        if payload.get("max_tokens") is None and self._goes_to_embedded_model():
+            # llama.cpp's server would otherwise write until its context is full
+            payload["max_tokens"] = EMBEDDED_DEFAULT_MAX_TOKENS
         if stream:
             if (payload.get("n") or 1) > 1:
                 raise errors.BadRequestError(
@@ -171,6 +179,12 @@ class ChatMaritaca(BaseChatModel):
             if stream_usage:
                 payload["stream_options"] = {"include_usage": True}
         return payload
+
+    def _goes_to_embedded_model(self) -> bool:
+        """Whether calls go to the embedded model: it is named, or no key and the default
+        base URL (the embedded backend ``maritaca.local.start()`` announced, if any)."""
+        return self.model_name == EMBEDDED_MODEL_NAME or (
+            self.api_key is None and self.base_url == DEFAULT_BASE_URL)
 
     def _transport(self) -> Transport:
         """Where this call goes: the base URL (or, with no key and the default base URL,
@@ -183,8 +197,8 @@ class ChatMaritaca(BaseChatModel):
         elif base == DEFAULT_BASE_URL:
             local_base = _fallback.endpoint()
             if local_base is None:
-                raise errors.AuthenticationError("No Maritaca API key is configured",
-                                                 hint=_fallback.NO_KEY_HINT)
+                raise errors.NotConfiguredError("No Maritaca API key is configured",
+                                                hint=_fallback.NO_KEY_HINT)
             base = local_base
         return Transport(base, headers, model=self.model_name, timeout=self.timeout,
                          max_retries=self.max_retries)

@@ -4,7 +4,8 @@ Every class also inherits langchain-core's provider-neutral error, so code that 
 ``langchain_core.exceptions.ModelRateLimitError`` (say) works with Maritaca too::
 
     MaritacaError                      (langchain_core ModelError)
-    ├── AuthenticationError            401, or no key configured
+    ├── AuthenticationError            401
+    │   └── NotConfiguredError         no key, and no embedded model running
     ├── PermissionDeniedError          403
     ├── BadRequestError                400 / 404 / 422
     │   └── ContextTooLongError        the prompt does not fit the model's context
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectionError",
     "ContextTooLongError",
     "MaritacaError",
+    "NotConfiguredError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -62,6 +64,10 @@ class MaritacaError(lc.ModelError):
 class AuthenticationError(MaritacaError, lc.ModelAuthenticationError):
     hint = ("Set MARITACA_API_KEY (or pass api_key=...) to a valid key from "
             "https://plataforma.maritaca.ai")
+
+
+class NotConfiguredError(AuthenticationError):
+    """No API key and no embedded model to answer instead: nothing was sent anywhere."""
 
 
 class PermissionDeniedError(MaritacaError, lc.ModelPermissionDeniedError):

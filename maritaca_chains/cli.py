@@ -1,7 +1,10 @@
 """The ``maritaca-chains`` command.
 
-- ``serve [--host H] [--port P] [--workers N] [--chains-dir DIR]... [--reload]``
-- ``backend``: which model ``serve`` would use
+- ``serve [--host H] [--port P] [--workers N] [--chains-dir DIR]... [--reload]
+  [--forwarded-allow-ips IPS]``
+- ``backend``: which model ``serve`` would use: one word on stdout (``maritaca``,
+  ``local``, or ``none``: no key and nothing installed to answer) for scripts, and why
+  (and what is installed) on stderr for people
 - ``new NAME [--dir DIR]``, ``check FILE... [--render]``, ``run CHAIN [field=value]...``,
   ``eval CASES.yaml``: for chain authors (``authoring``, ``evaluate``)
 
@@ -46,14 +49,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes (each starts its own embedded model if used)")
     serve.add_argument("--allow-public", action="store_true",
                        help="serve a non-loopback host without access keys")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS",
+                       help="proxies whose X-Forwarded-For/-Proto are trusted, comma-"
+                            "separated ('*': any); default FORWARDED_ALLOW_IPS or "
+                            "127.0.0.1 (uvicorn's setting)")
     serve.add_argument("--chains-dir", action="append", default=[], metavar="DIR",
                        help="serve every DIR/*.yaml as a chain named after its file "
                             "(repeatable; added to MARITACA_CHAINS_DIR)")
     serve.add_argument("--reload", action="store_true",
                        help="restart when a chain file (or the code) changes: for "
                             "development")
-    commands.add_parser("backend", help="print which backend serve would use (local or "
-                                        "maritaca), from the same settings")
+    commands.add_parser("backend", help="print which backend serve would use (maritaca, "
+                                        "local, or none), from the same settings, and why")
     new = commands.add_parser("new", help="write a working, commented chain file to edit",
                               description="Write DIR/NAME.yaml (a working, commented chain) "
                                           "and DIR/NAME.cases.yaml (cases for eval).")
@@ -95,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def serve(host: str | None = None, port: int | None = None, workers: int = 1,
           allow_public: bool = False, chains_dirs: list[str] | None = None,
-          reload: bool = False) -> None:
+          reload: bool = False, forwarded_allow_ips: str | None = None) -> None:
     """Run the server in this process (and ``workers`` - 1 more) until interrupted."""
     overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items()
                                  if v is not None}
@@ -111,6 +118,8 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         sys.exit(f"error: {exc}")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    proxies: dict[str, Any] = {} if forwarded_allow_ips is None else {
+        "forwarded_allow_ips": forwarded_allow_ips}
     try:  # a broken chain file stops the start, naming the file: never half a chain
         chain_specs(settings.chains_dirs)
     except ChainFileError as exc:
@@ -125,7 +134,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
                     reload_dirs=[*settings.chains_dirs, *_code_dirs()],
                     reload_includes=["*.yaml", "*.py"],
                     http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
-                    **uvicorn_limits(settings))
+                    **uvicorn_limits(settings), **proxies)
     elif workers > 1:
         # each worker builds its app from the environment; pass the flag on through it
         os.environ.update({"MARITACA_CHAINS_ALLOW_PUBLIC": "true"} if allow_public else {})
@@ -138,16 +147,21 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
                     port=settings.port, workers=workers, log_level=settings.log_level,
                     http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
-                    **uvicorn_limits(settings))
+                    **uvicorn_limits(settings), **proxies)
     else:
-        from .app import create_app
+        from .app import create_app, quiet_http_client_log
         from .lifecycle.uvicorn_drain import serve as serve_draining  # drains at SIGTERM
 
-        serve_draining(create_app(settings), host=settings.host, port=settings.port,
+        quiet_http_client_log(settings.log_level)
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # e.g. MARITACA_BACKEND=maritaca without a key
+            sys.exit(f"error: {exc}")
+        serve_draining(app, host=settings.host, port=settings.port,
                        log_level=settings.log_level,
                        http=bounded_http_protocol(settings.max_header_bytes,
                                                   settings.header_timeout_seconds),
-                       **uvicorn_limits(settings))
+                       **uvicorn_limits(settings), **proxies)
 
 
 def uvicorn_limits(settings: ServerSettings) -> dict[str, Any]:
@@ -177,9 +191,13 @@ def main(argv: list[str] | None = None) -> None:
         args.fields = [*args.fields, *extra]
     if args.command == "serve":
         serve(args.host, args.port, args.workers, args.allow_public, args.chains_dir,
-              args.reload)
+              args.reload, args.forwarded_allow_ips)
     elif args.command == "backend":
-        print(ServerSettings().backend_in_use.value)
+        from .backend import backend_report
+
+        word, why = backend_report(ServerSettings())
+        print(word)
+        print(why, file=sys.stderr)
     elif args.command == "new":
         from .authoring import new_chain
 

@@ -3,7 +3,9 @@
 Every face tells a failed run the same way. ``describe_error`` decides the status, the
 named cause (``type``) and the message (never a key, never a traceback); the renderers
 shape that for JSON responses, LangServe's SSE ``error`` event, the plain-text face's
-last line and the WebSocket's ``[ERROR]`` frame.
+last line and the WebSocket's ``[ERROR]`` frame. The ``type`` is a stable English code
+for programs; the message is for people, in pt-BR unless the request asked for English
+(``lang``, from ``messages.language``; the words are in ``messages``).
 
 ==============================  ======  ==========================
 exception                       status  type
@@ -11,6 +13,8 @@ exception                       status  type
 maritaca RateLimitError          429    rate_limit (+ retry_after)
 AuthenticationError              502    upstream_authentication
 PermissionDeniedError            502    upstream_permission
+NotConfiguredError               503    not_configured (no key, no
+                                        embedded model installed)
 ContextTooLongError              400    context_too_long
 BadRequestError                  400    bad_request
 TimeoutError                     504    upstream_timeout
@@ -29,19 +33,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from maritaca import errors
+from maritaca.local import INSTALL_COMMAND
 
+from .messages import DEFAULT_LANGUAGE, Language, say
 from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS, UNAVAILABLE
 
-__all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
-           "sse_error_data", "validation_details"]
+__all__ = ["ERROR_MARK", "Refusal", "describe_error", "error_frame", "error_json", "error_line",
+           "refusal_json", "sse_error_data", "validation_details"]
 
 ERROR_MARK = "[ERROR]"
 
 _UPSTREAM: list[tuple[type[BaseException], int, str]] = [
+    (errors.NotConfiguredError, 503, "not_configured"),
     (errors.RateLimitError, 429, "rate_limit"),
     (errors.AuthenticationError, 502, "upstream_authentication"),
     (errors.PermissionDeniedError, 502, "upstream_permission"),
@@ -57,6 +65,23 @@ _OURS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
 ]
 
 
+class Refusal(HTTPException):
+    """A request refused before any model runs: ``code`` is the stable ``type`` programs
+    read, the detail its message (``messages``) in the request's language."""
+
+    def __init__(self, status: int, code: str, lang: Language = DEFAULT_LANGUAGE, *,
+                 headers: dict[str, str] | None = None, **values: object) -> None:
+        super().__init__(status, say(code, lang, **values), headers=headers)
+        self.code = code
+
+
+async def refusal_json(request: Request, exc: Exception) -> JSONResponse:
+    """The exception handler for ``Refusal``: ``{"detail", "type"}``."""
+    assert isinstance(exc, Refusal)
+    return JSONResponse({"detail": exc.detail, "type": exc.code}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
 def validation_details(exc: ValidationError, *, prefix: tuple[str, ...] = ()
                        ) -> list[dict[str, Any]]:
     """FastAPI's 422 ``detail`` items for a pydantic error (no documentation URLs)."""
@@ -64,12 +89,18 @@ def validation_details(exc: ValidationError, *, prefix: tuple[str, ...] = ()
             for e in exc.errors(include_url=False, include_context=False)]
 
 
-def describe_error(exc: BaseException) -> dict[str, Any]:
-    """``{"status_code", "type", "message"[, "retry_after"][, "errors"]}`` for ``exc``."""
+def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dict[str, Any]:
+    """``{"status_code", "type", "message"[, "retry_after"][, "errors"]}`` for ``exc``,
+    the message in ``lang``."""
     for kind, status, name in _UPSTREAM:
         if isinstance(exc, kind):
+            if name == "not_configured":
+                message = say(name, lang, command=INSTALL_COMMAND)
+            else:
+                message = say("upstream", lang, type=name, detail=exc,
+                              reason=say(f"upstream.{name}", lang))
             payload: dict[str, Any] = {"status_code": status, "type": name,
-                                       "message": f"Upstream model failed ({name}): {exc}"}
+                                       "message": message}
             if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
                 payload["retry_after"] = exc.retry_after
             return payload
@@ -82,10 +113,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}"
                           for e in details)
         return {"status_code": 422, "type": "invalid_input",
-                "message": f"Invalid input: {where}", "errors": details}
+                "message": say("invalid_input", lang, where=where), "errors": details}
     if isinstance(exc, ValueError | TypeError):  # e.g. JSON that is not an object
         return {"status_code": 422, "type": "invalid_input", "message": str(exc)}
-    return {"status_code": 500, "type": "internal", "message": "Internal Server Error"}
+    return {"status_code": 500, "type": "internal", "message": say("internal", lang)}
 
 
 def _retry_headers(error: dict[str, Any]) -> dict[str, str] | None:
@@ -94,9 +125,9 @@ def _retry_headers(error: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def error_json(exc: BaseException) -> JSONResponse:
+def error_json(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> JSONResponse:
     """A JSON error response: ``{"detail", "type"[, "retry_after"]}`` with its status."""
-    error = describe_error(exc)
+    error = describe_error(exc, lang)
     if "errors" in error:  # FastAPI's own 422 shape, so clients parse one format
         return JSONResponse({"detail": error["errors"]}, status_code=422)
     body = {"detail": error["message"], "type": error["type"]}
@@ -105,17 +136,18 @@ def error_json(exc: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=error["status_code"], headers=_retry_headers(error))
 
 
-def error_line(exc: BaseException) -> str:
+def error_line(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> str:
     """The plain-text face's last line after text already went out."""
-    return f"\n{ERROR_MARK} {describe_error(exc)['message']}\n"
+    return f"\n{ERROR_MARK} {describe_error(exc, lang)['message']}\n"
 
 
-def error_frame(exc: BaseException) -> str:
+def error_frame(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> str:
     """The WebSocket face's ``[ERROR] {json}`` frame."""
-    return f"{ERROR_MARK} {json.dumps(describe_error(exc), ensure_ascii=False, default=str)}"
+    error = describe_error(exc, lang)
+    return f"{ERROR_MARK} {json.dumps(error, ensure_ascii=False, default=str)}"
 
 
-def sse_error_data(exc: BaseException) -> bytes:
+def sse_error_data(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> bytes:
     """The JSON of LangServe's SSE ``error`` event, naming the cause."""
-    return json.dumps(describe_error(exc), ensure_ascii=False).encode()
+    return json.dumps(describe_error(exc, lang), ensure_ascii=False, default=str).encode()
 

@@ -13,6 +13,12 @@ fix here says which:
 - ``check_config``: the per-request hook that refuses ``configurable`` keys clients
   must not set (``api_key``, ``base_url``...), in the body and in ``/c/<hash>/`` paths.
 - ``validation_error_json``: ``/batch`` validates inputs without catching the error.
+- ``feedback_routes``: ``add_routes`` always adds ``/token_feedback``, which answers 400
+  unless LangSmith is on *and* a ``token_feedback_config`` is given (we give none): it
+  is left out. With LangSmith tracing on, the ``/feedback`` and ``/public_trace_link``
+  routes (which work then) are added instead, so the playground can send feedback.
+- ``PlaygroundInPortuguese``: the playground's page is ``<html lang="en">`` titled
+  "Playground" whatever it serves; it says pt-BR and names the chain instead.
 - ``served_chain``: ``/stream`` attaches an event aggregator to every run and never
   reads it; it is not awaited in place, so langchain-core makes an asyncio task for it
   at every token (a quarter of the server's CPU relaying paced streams). The chain
@@ -25,7 +31,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
@@ -42,10 +48,11 @@ from maritaca import closing_upstreams
 
 from .error_responses import sse_error_data, validation_details
 from .input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
+from .messages import scope_language
 from .run_recorder import run_callbacks
 
-__all__ = ["JSONBodyGuard", "UpstreamErrorMiddleware", "check_config",
-           "check_configurable", "served_chain", "validation_error_json"]
+__all__ = ["JSONBodyGuard", "PlaygroundInPortuguese", "UpstreamErrorMiddleware", "check_config",
+           "check_configurable", "feedback_routes", "served_chain", "validation_error_json"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -54,6 +61,56 @@ Message = MutableMapping[str, Any]
 
 # LangServe's one error event for every mid-stream failure, as it serialises it
 _GENERIC_ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"}).encode()
+
+
+class PlaygroundInPortuguese:
+    """Pure ASGI: a playground page (``/<chain>/playground/``) says ``lang="pt-BR"`` and is
+    titled after its chain (``titles``: chain name -> title). Other responses, and a
+    page that does not carry LangServe's markers, pass untouched."""
+
+    _LANG, _TITLE = b'<html lang="en">', b"<title>Playground</title>"
+
+    def __init__(self, app: Any, titles: dict[str, str]) -> None:
+        self.app, self.titles = app, titles
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        parts = scope.get("path", "").strip("/").split("/") if scope["type"] == "http" else []
+        if len(parts) != 2 or parts[1] != "playground" or parts[0] not in self.titles:
+            await self.app(scope, receive, send)
+            return
+        title = f"<title>Playground · {self.titles[parts[0]]} · maritaca-chains</title>"
+        held: Message | None = None
+
+        async def send_in_portuguese(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                held = message
+                return
+            if held is not None:
+                start, held = held, None
+                body = message.get("body", b"")
+                if not message.get("more_body") and self._TITLE in body:
+                    body = body.replace(self._LANG, b'<html lang="pt-BR">', 1).replace(
+                        self._TITLE, title.encode(), 1)
+                    message["body"] = body
+                    start["headers"] = [(k, v) for k, v in start["headers"]
+                                        if k.lower() != b"content-length"] + [
+                        (b"content-length", str(len(body)).encode())]
+                await send(start)
+            await send(message)
+
+        await self.app(scope, receive, send_in_portuguese)
+
+
+def feedback_routes() -> dict[str, Any]:
+    """``add_routes`` keyword arguments for LangServe's feedback routes: none unless
+    LangSmith tracing is on (``LANGSMITH_TRACING=true``), as they only answer 400 then."""
+    from langsmith.utils import tracing_is_enabled
+
+    on = bool(tracing_is_enabled())
+    # "token_feedback" is a real endpoint name LangServe accepts, missing from its Literal
+    return {"enable_feedback_endpoint": on, "enable_public_trace_link_endpoint": on,
+            "disabled_endpoints": cast(Any, ["token_feedback"])}
 
 
 def _only(exc: BaseException, error: BaseException) -> bool:
@@ -128,7 +185,7 @@ class UpstreamErrorMiddleware:
             elif message["type"] == "http.response.body":
                 ended = not message.get("more_body", False)
                 if box.error is not None and _GENERIC_ERROR in message.get("body", b""):
-                    cause = sse_error_data(box.error)
+                    cause = sse_error_data(box.error, scope_language(scope))
                     message["body"] = message["body"].replace(_GENERIC_ERROR, cause)
             await send(message)
 

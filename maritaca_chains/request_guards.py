@@ -14,6 +14,9 @@ of every request, and never per body chunk, it refuses:
 - an access key in the URL (400), its value replaced by ``REDACTED`` in the scope before
   uvicorn's access log reads it.
 
+A refusal is ``{"detail": <message>, "type": <code>}``, the message in pt-BR or, with
+``Accept-Language: en``, English (``messages``).
+
 GET responses that may be documents (not event streams) get ``X-Frame-Options``,
 ``nosniff`` and a ``Content-Security-Policy`` per page kind (``csp``).
 """
@@ -30,6 +33,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from .csp import page_headers
+from .messages import DEFAULT_LANGUAGE, Language, say, scope_language
 from .settings import ServerSettings, is_loopback
 
 __all__ = ["ALLOWED_ORIGINS", "LOGIN_PATH", "LOGOUT_PATH", "RequestGuards", "add_request_guards",
@@ -68,7 +72,8 @@ def _origin_key(origin: str) -> str:
 
 
 def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = None,
-                       headers: dict[str, str] | None = None) -> str | None:
+                       headers: dict[str, str] | None = None,
+                       lang: Language = DEFAULT_LANGUAGE) -> str | None:
     """Why this request or handshake comes from another site, or None if it does not.
 
     Same origin means the ``Origin``'s host and port are the ``Host`` the browser sent
@@ -88,10 +93,9 @@ def cross_site_refusal(scope: Scope, allowed_origins: Iterable[str] | None = Non
         netloc = urlsplit(origin.strip().lower()).netloc if origin != "null" else ""
         if netloc and netloc == headers.get("host", "").lower():
             return None
-        return (f"Cross-site request refused: Origin {origin[:100]!r} is not this server "
-                f"(allow it with MARITACA_CHAINS_CORS_ORIGINS)")
+        return say("cross_site_origin", lang, origin=repr(origin[:100]))
     if headers.get("sec-fetch-site", "") in ("cross-site", "same-site"):
-        return "Cross-site request refused (Sec-Fetch-Site)"
+        return say("cross_site_fetch", lang)
     return None
 
 
@@ -122,7 +126,9 @@ class RequestGuards:
         headers = _headers(scope)
         refused = self._refusal(scope, headers)
         if refused is not None:
-            await _refuse(scope, send, *refused)
+            status, code, values = refused
+            await _refuse(scope, send, status, code,
+                          say(code, scope_language(scope), **values))
             return
         # page headers for what may be a document; an event stream (Gradio's queue, a
         # run's events) is not one, and its chunks then pass through untouched
@@ -131,17 +137,20 @@ class RequestGuards:
             send = page_headers(scope["path"], send)
         await self.app(scope, receive, send)
 
-    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
-        if scope.get("query_string") and (why := _secret_in_query(scope)):
-            return 400, why
+    def _refusal(self, scope: Scope, headers: dict[str, str]
+                 ) -> tuple[int, str, dict[str, str]] | None:
+        """Why a request is refused: its status, message code and the message's values."""
+        if scope.get("query_string") and _secret_in_query(scope):
+            return 400, "key_in_url", {}
         host = headers.get("host")
         if host is not None and not self._host_allowed(host, scope):
-            return 400, (f"Host {host[:100]!r} is not one this server answers to (set "
-                         f"MARITACA_CHAINS_ALLOWED_HOSTS)")
+            return 400, "host_not_allowed", {"host": repr(host[:100])}
         method = scope.get("method", "GET")
         if scope["type"] == "websocket" or method not in _SAFE_METHODS:
-            if why := cross_site_refusal(scope, self.cors_origins, headers):
-                return 403, why
+            if cross_site_refusal(scope, self.cors_origins, headers):
+                origin = headers.get("origin")
+                return (403, "cross_site_origin", {"origin": repr(origin[:100])}) \
+                    if origin is not None else (403, "cross_site_fetch", {})
         if method in _BODY_METHODS:
             return _content_type_refusal(scope["path"], headers.get("content-type", ""))
         return None
@@ -160,36 +169,36 @@ class RequestGuards:
         return server is not None and name == str(server[0]).lower()
 
 
-def _content_type_refusal(path: str, content_type: str) -> tuple[int, str] | None:
+def _content_type_refusal(path: str, content_type: str
+                          ) -> tuple[int, str, dict[str, str]] | None:
     kind = content_type.split(";")[0].strip().lower()
     if path == LOGIN_PATH:
         if kind == "application/x-www-form-urlencoded":
             return None
-        return 415, "Send the login form as application/x-www-form-urlencoded"
+        return 415, "login_form_required", {}
     if path == LOGOUT_PATH and kind in ("application/x-www-form-urlencoded", ""):
         return None  # a logout form, or a POST with no body
     if path.startswith("/ui/") and path.endswith("/upload") and kind == "multipart/form-data":
         return None  # Gradio's file uploads (the chat itself speaks JSON)
     if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
         return None
-    return 415, "Send the body as JSON with content-type: application/json"
+    return 415, "json_body_required", {}
 
 
-def _secret_in_query(scope: Scope) -> str | None:
+def _secret_in_query(scope: Scope) -> bool:
     """Blank a key-carrying query string in the scope (uvicorn's access log prints the
-    scope's) and say why the request is refused."""
+    scope's); whether there was one."""
     raw = scope["query_string"].decode("latin-1")
     pairs = parse_qsl(raw, keep_blank_values=True)
     if not any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
-        return None
+        return False
     scope["query_string"] = urlencode(
         [(n, "REDACTED" if n.lower() in _SECRET_PARAMS else v) for n, v in pairs]).encode()
-    return ("Keys never go in URLs (they end up in logs and browser history): send "
-            "X-API-Key or Authorization: Bearer, or log in with the form at /login")
+    return True
 
 
-async def _refuse(scope: Scope, send: Any, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _refuse(scope: Scope, send: Any, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"detail": detail, "type": code}, ensure_ascii=False).encode()
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode()),
                (b"x-content-type-options", b"nosniff")]
@@ -201,7 +210,7 @@ async def _refuse(scope: Scope, send: Any, status: int, detail: str) -> None:
                     "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+        await send({"type": "websocket.close", "code": 1008, "reason": detail.encode()[:120].decode(errors="ignore")})
 
 
 def add_request_guards(app: FastAPI, settings: ServerSettings) -> None:

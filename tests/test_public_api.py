@@ -19,8 +19,8 @@ def test_maritaca_public_names():
 def test_error_names():
     assert sorted(errors.__all__) == sorted([
         "AuthenticationError", "BadRequestError", "ConnectionError", "ContextTooLongError",
-        "MaritacaError", "PermissionDeniedError", "RateLimitError", "ServerError",
-        "StreamError", "TimeoutError"])
+        "MaritacaError", "NotConfiguredError", "PermissionDeniedError", "RateLimitError",
+        "ServerError", "StreamError", "TimeoutError"])
 
 
 def test_catalogue_prices_and_aliases():

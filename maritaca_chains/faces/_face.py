@@ -26,6 +26,7 @@ from maritaca import closing_upstreams
 
 from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..langserve_fixes import check_configurable
+from ..messages import DEFAULT_LANGUAGE, Language, say
 from ..usage import RunUsage
 
 __all__ = ["TRUNCATED", "Face", "FaceRequest", "RunOutcome"]
@@ -61,11 +62,10 @@ class RunOutcome(AsyncCallbackHandler):
     def cut(self) -> bool:
         return self.finish_reason == "length"
 
-    def note(self) -> str:
+    def note(self, lang: Language = DEFAULT_LANGUAGE) -> str:
         """What the faces say after a cut answer (no marker): the limit, and how to raise it."""
         limit = f"max_tokens={self.max_tokens}" if self.max_tokens else "max_tokens"
-        return (f"the answer reached {limit} and was cut; ask for more with "
-                f'{{"config": {{"configurable": {{"max_tokens": ...}}}}}}')
+        return say("truncated", lang, limit=limit)
 
     async def on_chat_model_start(self, serialized: dict[str, Any], messages: Any, *,
                                   run_id: UUID, **kwargs: Any) -> None:

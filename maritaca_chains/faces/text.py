@@ -8,8 +8,9 @@ the model writes it. Bad input or config is a 422 naming the field (415 without 
 content type). An upstream failure before the first byte is a JSON error with its
 status, like the other routes; after it, the text ends with the line
 ``\\n[ERROR] <message>``. An answer the token limit cut ends with the line
-``\\n[TRUNCATED] the answer reached max_tokens=N and was cut; ...``. Hanging up stops
-the run and its upstream request.
+``\\n[TRUNCATED] a resposta chegou a max_tokens=N e foi cortada; ...`` (the messages in
+pt-BR, or English with ``Accept-Language: en``). Hanging up stops the run and its
+upstream request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
 from ..input_limits import limits_of
+from ..messages import DEFAULT_LANGUAGE, Language, language, say
 from ..run_recorder import run_callbacks
 from ._face import TRUNCATED, Face, FaceRequest, RunOutcome
 
@@ -60,7 +62,8 @@ class _ClosingStreamingResponse(StreamingResponse):
 
 
 async def _text_with_end_lines(face: Face, request: FaceRequest,
-                               callbacks: list[Any] | None = None) -> AsyncGenerator[str, None]:
+                               callbacks: list[Any] | None = None,
+                               lang: Language = DEFAULT_LANGUAGE) -> AsyncGenerator[str, None]:
     """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line;
     an answer cut by the token limit ends with a [TRUNCATED] line."""
     started = False
@@ -74,18 +77,17 @@ async def _text_with_end_lines(face: Face, request: FaceRequest,
         if not started:
             raise
         logger.error("/%s/text failed mid-stream: %s: %s", face.name, type(exc).__name__, exc)
-        yield error_line(exc)
+        yield error_line(exc, lang)
         return
     if outcome.cut:
-        yield f"\n{TRUNCATED} {outcome.note()}\n"
+        yield f"\n{TRUNCATED} {outcome.note(lang)}\n"
 
 
 def text_endpoint(face: Face) -> Callable[[Request], Any]:
     async def text(request: Request) -> StreamingResponse | JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json" and not content_type.endswith("+json"):
-            raise HTTPException(415, "Send the chain input as JSON with "
-                                     "content-type: application/json")
+            raise HTTPException(415, say("json_body_required", language(request.headers)))
         try:
             parsed = face.parse_request(await request.body(),
                                         limits_of(request.app).max_json_depth)
@@ -94,12 +96,13 @@ def text_endpoint(face: Face) -> Callable[[Request], Any]:
                                           for e in exc.errors(include_url=False)]) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        chunks = _text_with_end_lines(face, parsed, run_callbacks(request, face.name))
+        lang = language(request.headers)
+        chunks = _text_with_end_lines(face, parsed, run_callbacks(request, face.name), lang)
         try:
             first = await anext(chunks, "")
         except Exception as exc:
             logger.error("/%s/text failed: %s: %s", face.name, type(exc).__name__, exc)
-            return error_json(exc)
+            return error_json(exc, lang)
         return _ClosingStreamingResponse(first, chunks)
 
     text.__doc__ = (f"The {face.name} chain's answer as plain text, streamed "

@@ -1,7 +1,7 @@
 """``/ui/``: the chains in a browser, one form per chain (when gradio is installed: the
 ``[ui]`` extra).
 
-Each chain has a tab with its own fields; the model (the backend's real choices),
+Each chain has a tab with its own fields (``/ui/?cadeia=<name>`` opens that chain's); the model (the backend's real choices),
 temperature and token limit are shared. Answers stream into the session's history,
 **Parar** stops a run (and its upstream request), errors are one pt-BR line under the
 history. The runs themselves are :func:`~.ui_run.chat_fn`'s; this module only lays out
@@ -21,6 +21,8 @@ from langchain_core.runnables import Runnable
 
 from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, ChainSpec
 
+from ..error_responses import Refusal, refusal_json
+from ..login_pages import LoginRequired, login_required_html
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, RunUpdate, chat_fn
@@ -43,14 +45,21 @@ def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= EXCERPT:
         return text
-    return f"{text[:EXCERPT].rstrip()}… ({len(text):,} caracteres)".replace(",", ".")
+    size = f"{len(text):,}".replace(",", ".")  # the thousands separator, pt-BR style
+    return f"{text[:EXCERPT].rstrip()}… ({size} caracteres)"
 
 
 def _request_line(title: str, labels: dict[str, str], fields: dict[str, Any]) -> str:
     """The history's line for what was asked: the chain's title and the filled fields."""
-    shown = [f"{labels[k]}: {_excerpt(str(v))}" for k, v in fields.items()
+    shown = [f"{_short_label(labels[k])}: {_excerpt(str(v))}" for k, v in fields.items()
              if isinstance(v, str) and v.strip()]
     return f"**{title}** · " + " · ".join(shown)
+
+
+def _short_label(label: str) -> str:
+    """A field's label without its form note: "Contexto (opcional)" is "Contexto" once
+    it was filled."""
+    return label.removesuffix(" (opcional)")
 
 
 def _read_upload(path: str | None) -> tuple[str | None, str]:
@@ -83,7 +92,7 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
         forms: list[tuple[str, list[str], list[Any], Any]] = []
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
-                with gr.Tabs():
+                with gr.Tabs() as tabs:
                     for name, chain in chains.items():
                         with gr.Tab(_title(specs, name), id=name, elem_id=f"tab-{name}"):
                             names, widgets = _form(gr, Face(name, chain), specs.get(name))
@@ -131,7 +140,19 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
             _stopped(len(sends)), inputs=[history, running], outputs=outputs,
             api_visibility="private", queue=False)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
+        demo.load(_tab_from_url(gr, list(chains)), outputs=[tabs], api_visibility="private",
+                  queue=False)
     return demo
+
+
+def _tab_from_url(gr: Any, names: list[str]) -> Callable[[Any], Any]:
+    """On page load: the tab of the chain the URL names (``?cadeia=qa``), if any."""
+    def pick(request: Any) -> Any:
+        wanted = request.query_params.get("cadeia") if request is not None else None
+        return gr.Tabs(selected=wanted) if wanted in names else gr.update()
+
+    pick.__annotations__["request"] = gr.Request  # how Gradio knows to pass the request
+    return pick
 
 
 def _title(specs: dict[str, ChainSpec], name: str) -> str:
@@ -225,7 +246,7 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
                 history[-1] = {"role": "assistant", "content": update.answer}
                 yield [history, update.status, True, *_buttons(gr, True, sends)]
         history[-1] = {"role": "assistant", "content": update.answer or NOTHING}
-        footer = (f"não concluída: {update.error}" if update.error else
+        footer = (f"Não concluída: {update.error}" if update.error else
                   run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
         history.append({"role": "assistant", "content": f"_{footer}_"})
         line = f"**Atenção:** {update.error}" if update.error else update.status
@@ -271,5 +292,18 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
     specs = getattr(app.state, "chain_specs", None) or CHAINS
     demo = _build(chains, specs, choices or [model_name], line, top)
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
-                        app_kwargs={"dependencies": [Depends(check)]})
+                        theme=_theme(gr),
+                        app_kwargs={"dependencies": [Depends(check)],
+                                    # a browser without the key: the "entre primeiro" page
+                                    "exception_handlers": {
+                                        LoginRequired: login_required_html,
+                                        Refusal: refusal_json}})
     slow_idle_poll(demo)
+
+
+def _theme(gr: Any) -> Any:
+    """Gradio's default theme with whole bold letters: its Source Sans Pro 600 file holds
+    a few dozen glyphs ("A" and "B" of the Latin ones), so bold text mixed its "A" with
+    a fallback font's letters. The complete 700 file serves every bold weight instead."""
+    return gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)),
+                                   "ui-sans-serif", "system-ui", "sans-serif"])

@@ -25,7 +25,7 @@ _COMMON = {"language": "Idioma", "length": "Tamanho", "format": "Formato",
            "text": "Texto", "question": "Pergunta", "topic": "Tema"}
 
 BACKENDS = {"maritaca": "API da Maritaca", "local": "modelo embutido (offline)",
-            "custom": "modelo configurado no servidor"}
+            "custom": "modelo configurado no servidor", "none": "nenhum modelo instalado"}
 TINY_MODEL_NOTE = ("O modelo embutido (SmolLM2-135M) é minúsculo: mostra que o streaming "
                    "funciona, não o que o Sabiá sabe fazer. Defina `MARITACA_API_KEY` no "
                    "servidor para usar a Maritaca.")
@@ -78,6 +78,8 @@ def _invalid_field(chain: str, item: dict[str, Any], input_type: type[BaseModel]
 
 
 _UPSTREAM = {
+    "not_configured": "O servidor não tem modelo para responder: defina `MARITACA_API_KEY` "
+                      "ou instale o modelo embutido (`maritaca-chains[local]`) e reinicie-o.",
     "upstream_authentication": "A Maritaca recusou a chave de API: confira "
                                "`MARITACA_API_KEY` no servidor.",
     "upstream_permission": "A chave de API não tem acesso a este modelo: escolha outro modelo.",

@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse
 
 from ..error_responses import ERROR_MARK, error_frame
 from ..input_limits import limits_of, parse_json
+from ..messages import language
 from ..metrics import request_refused
 from ..request_guards import cross_site_refusal
 from ..run_recorder import run_callbacks
@@ -62,7 +63,8 @@ async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
     must not drive this server with the user's loopback address or cookie.
     """
     try:
-        if why := cross_site_refusal(ws.scope):  # the same rule as the HTTP routes
+        # the same rule as the HTTP routes
+        if why := cross_site_refusal(ws.scope, lang=language(ws.headers)):
             raise HTTPException(403, why)
         result = check(Request({**ws.scope, "type": "http", "method": "GET"}))
         if inspect.isawaitable(result):
@@ -83,7 +85,7 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     try:
         request = face.parse_request(text, max_depth)
     except ValueError as exc:  # pydantic's ValidationError included
-        await ws.send_text(error_frame(exc))
+        await ws.send_text(error_frame(exc, language(ws.headers)))
         return
     outcome = RunOutcome()
     async with aclosing(face.chunks(request, outcome, run_callbacks(ws, face.name))) as chunks:
@@ -94,11 +96,11 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
                 if outcome.cut:
                     await ws.send_text(f"{TRUNCATED} " + json.dumps(
                         {"finish_reason": "length", "max_tokens": outcome.max_tokens,
-                         "message": outcome.note()}, ensure_ascii=False))
+                         "message": outcome.note(language(ws.headers))}, ensure_ascii=False))
                 return
             except Exception as exc:
                 logger.error("/%s/ws run failed: %s: %s", face.name, type(exc).__name__, exc)
-                await ws.send_text(error_frame(exc))
+                await ws.send_text(error_frame(exc, language(ws.headers)))
                 return
             await ws.send_text(chunk)
 
