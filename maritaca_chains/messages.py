@@ -58,6 +58,12 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "login_form_required": {
         "pt": "Envie o formulário de login como application/x-www-form-urlencoded",
         "en": "Send the login form as application/x-www-form-urlencoded"},
+    "redis_unavailable": {
+        "pt": "O Redis está fora de alcance: o servidor não consegue falar com "
+              "MARITACA_CHAINS_REDIS_URL agora, e este pedido precisa dele. Tente de novo em "
+              "alguns segundos.",
+        "en": "Redis is unavailable: the server cannot reach MARITACA_CHAINS_REDIS_URL right "
+              "now, and this request needs it. Try again in a few seconds."},
     # -- resumable runs (runs.routes)
     "key_runs_full": {
         "pt": "Esta chave de acesso já tem execuções (runs) demais em andamento ({why}: cada "

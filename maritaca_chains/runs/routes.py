@@ -34,11 +34,12 @@ from langserve.validation import InvokeRequestShallowValidator
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from ..error_responses import Refusal, sse_error_data
+from ..error_responses import sse_error_data
 from ..langserve_fixes import check_configurable
 from ..messages import language
 from ..quotas import request_meter
 from ..redis_outage import REDIS_DOWN
+from ..refusals import Refusal
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
