@@ -26,7 +26,7 @@ from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
 from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
-from .error_responses import Refusal, error_json, refusal_json
+from .error_responses import error_json
 from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
@@ -46,6 +46,7 @@ from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
 from .quotas import Quotas, guarded, quota_guard
 from .redis_outage import REDIS_DOWN, redis_unavailable_json
+from .refusals import Refusal, refusal_json
 from .request_guards import add_request_guards
 from .run_recorder import RunRecording
 from .runs import add_run_routes

@@ -40,6 +40,7 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from .messages import language
 from .metrics import redis_unavailable
 from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .security import caller_label, key_label
@@ -273,7 +274,7 @@ def quota_guard(quotas: Quotas | None, *, fail_open: bool = False
             if not fail_open:
                 logger.warning("quota check for %s refused: Redis is unavailable (%s)",
                                label, type(exc).__name__)
-                raise redis_unavailable_http() from None
+                raise redis_unavailable_http(language(request.headers)) from None
             logger.warning("quota check for %s skipped: Redis is unavailable (%s); served "
                            "(MARITACA_CHAINS_REDIS_FAIL_OPEN)", label, type(exc).__name__)
             redis_unavailable("served")

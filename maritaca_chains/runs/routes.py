@@ -25,7 +25,7 @@ from contextlib import aclosing
 from typing import Any, cast
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -36,8 +36,10 @@ from starlette.types import Receive, Scope, Send
 
 from ..error_responses import sse_error_data
 from ..langserve_fixes import check_configurable
+from ..messages import language
 from ..quotas import request_meter
 from ..redis_outage import REDIS_DOWN
+from ..refusals import Refusal
 from ..run_recorder import run_callbacks
 from ..security import caller_label
 from ..settings import ServerSettings
@@ -150,13 +152,11 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         try:
             await manager.start(info, chain, value, config)
         except KeyRunsFull as exc:
-            raise HTTPException(429, f"Too many runs for this access key ({exc}: each key "
-                                     f"may hold MARITACA_CHAINS_RUN_KEY_SHARE of the "
-                                     f"server's runs); wait for one to end, or cancel one",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
-            raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(503, "runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         public = info.public()
         status_url = f"/{name}/runs/{info.run_id}"
         return JSONResponse({"run_id": info.run_id, "stream_url": public["stream_url"],
@@ -175,7 +175,7 @@ async def _own_run(manager: RunManager, name: str, run_id: str, request: Request
     await manager.ensure_open()
     info = await manager.store.get(run_id)
     if info is None or info.chain != name or info.owner != caller_label(request):
-        raise HTTPException(404, "No such run: unknown, expired, or started with another key")
+        raise Refusal(404, "run_not_found", language(request.headers))
     return info
 
 
@@ -209,8 +209,7 @@ def _last_event_id(request: Request) -> int:
     except ValueError:
         after = -1
     if after < 0:
-        raise HTTPException(422, "Last-Event-ID (or last_event_id) must be an event id "
-                                 "this stream sent: a whole number, 0 or more")
+        raise Refusal(422, "bad_last_event_id", language(request.headers))
     return after
 
 
