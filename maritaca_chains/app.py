@@ -18,13 +18,14 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from langchain_core.language_models import BaseChatModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
 from . import langserve_compat, metrics
 from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
-from .error_responses import Refusal, error_json, refusal_json
+from .error_responses import error_json
 from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
@@ -35,9 +36,11 @@ from .messages import language
 from .pages import add_pages
 from .quotas import Quotas
 from .redis_outage import REDIS_DOWN, redis_unavailable_json
+from .refusals import Refusal, refusal_json
 from .request_guards import add_request_guards
 from .request_rules import RequestRules, admitted_caller
 from .runs import add_run_routes
+from .schema_truth import document_the_truth, validation_detail_json
 from .security import CallerLabels, access_guard, add_login_route
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
@@ -113,6 +116,7 @@ def create_app(settings: ServerSettings | None = None, *,
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(Refusal, refusal_json)
     app.add_exception_handler(LoginRequired, login_required_html)
+    app.add_exception_handler(StarletteHTTPException, validation_detail_json)  # 422: a list
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
 
@@ -135,6 +139,8 @@ def create_app(settings: ServerSettings | None = None, *,
         metrics.add_metrics_route(app, settings, access)
     # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
     add_lifecycle(app, settings, served, app.state.runs)
+    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
+    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
     return app
 
 

@@ -93,7 +93,7 @@ class RequestRules:
         except QuotaExceeded as exc:
             raise exc.http() from None
         except REDIS_DOWN:
-            raise redis_unavailable_http() from None
+            raise redis_unavailable_http(language(connection.headers)) from None
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """``app``, with these rules in every request's scope (see ``rules_of``)."""
@@ -189,6 +189,9 @@ def check_configurable(configurable: dict[str, Any]) -> None:
         raise ValueError(f"config.configurable.temperature must be {low:g} to {high:g}")
     low_t, high_t = MAX_TOKENS_RANGE
     max_tokens = configurable.get("max_tokens")
+    if isinstance(max_tokens, float) and max_tokens.is_integer():
+        # JSON has one number type: 300.0 is the integer 300 (as the schema says)
+        max_tokens = configurable["max_tokens"] = int(max_tokens)
     if max_tokens is not None and not (isinstance(max_tokens, int)
                                        and not isinstance(max_tokens, bool)
                                        and (low_t <= max_tokens <= high_t or max_tokens == 0)):

@@ -26,10 +26,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .error_responses import Refusal
 from .login_pages import LoginRequired, login_page, safe_next, wants_page
 from .messages import language
 from .redis_outage import REDIS_DOWN, redis_unavailable_http
+from .refusals import Refusal
 from .request_guards import LOGIN_PATH, LOGOUT_PATH
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
@@ -136,7 +136,7 @@ def access_guard(settings: ServerSettings, sessions: Sessions
                 if await sessions.label_of(cookie) is not None:
                     return
             except REDIS_DOWN:
-                raise redis_unavailable_http() from None
+                raise redis_unavailable_http(language(request.headers)) from None
         if wants_page(request):
             raise LoginRequired(_asked_for(request), _site_root(request))
         raise Refusal(401, "access_key_required", language(request.headers),

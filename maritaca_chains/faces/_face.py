@@ -46,17 +46,20 @@ class Face:
             n for n, f in self.input_type.model_fields.items() if f.is_required())
 
     def request_schema(self) -> dict[str, Any]:
-        """The JSON schema of a text/WebSocket JSON request: the bare input, or the
-        ``{"input", "config": {"configurable"}}`` envelope (for the OpenAPI docs)."""
+        """The JSON schema of a text/WebSocket JSON request: the bare input, the
+        ``{"input", "config": {"configurable"}}`` envelope, or a JSON string for the main
+        field (for the OpenAPI docs)."""
         bare = self.input_type.model_json_schema()
         config = self.config_type.model_json_schema()
         configurable = config.get("$defs", {}).get("Configurable", {"type": "object"})
         envelope = {"title": f"{self.name} input and config", "type": "object",
                     "required": ["input"], "additionalProperties": False,
-                    "properties": {"input": bare, "config": {
+                    "properties": {"input": bare, "config": {"anyOf": [{
                         "type": "object", "additionalProperties": False,
-                        "properties": {"configurable": configurable}}}}
-        return {"anyOf": [bare, envelope]}
+                        "properties": {"configurable": configurable}}, {"type": "null"}]}}}
+        main = dict(bare.get("properties", {}).get(self.main_field, {"type": "string"}))
+        main["title"] = f"{self.name}: the {self.main_field} alone"
+        return {"anyOf": [bare, envelope, main]}
 
     def parse_request(self, text: str | bytes,
                       max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> RunRequest:
@@ -75,6 +78,19 @@ class Face:
             # the input type's own JSON error names the position, like FastAPI's 422
             self.input_type.model_validate_json(raw)
             raise
+        return self.request_from(data)
+
+    def parse_json_body(self, body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+                        ) -> RunRequest:
+        """A JSON body (``/text``): an object as in :meth:`request_from`, or a string for
+        the main field; anything else is a ValueError saying what to send."""
+        data = parse_json(body, max_depth)
+        if isinstance(data, str):
+            return RunRequest(self.input_type.model_validate({self.main_field: data}), {})
+        if not isinstance(data, dict):
+            raise ValueError(f"Send a JSON object (the {self.name} input, or "
+                             f'{{"input", "config"}}) or a JSON string (the '
+                             f"{self.main_field}), not {type(data).__name__}")
         return self.request_from(data)
 
     def request_from(self, data: Any) -> RunRequest:

@@ -86,8 +86,8 @@ async def _text_with_end_lines(face: Face, request: RunRequest, ledger: Ledger,
 def text_endpoint(face: Face) -> Callable[..., Any]:
     async def text(request: Request, caller: AdmittedCaller) -> StreamingResponse | JSONResponse:
         try:
-            parsed = face.parse_request(await request.body(),
-                                        limits_of(request.app).max_json_depth)
+            parsed = face.parse_json_body(await request.body(),
+                                          limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc

@@ -21,9 +21,9 @@ from langchain_core.runnables import Runnable
 
 from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, ChainSpec
 
-from ..error_responses import Refusal, refusal_json
 from ..ledger import RunAccounts
 from ..login_pages import LoginRequired, login_required_html
+from ..refusals import Refusal, refusal_json
 from ..request_rules import admitted_caller
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll

@@ -33,7 +33,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import sse_error_data
+from ..messages import language
 from ..redis_outage import REDIS_DOWN
+from ..refusals import Refusal
 from ..request_rules import AdmittedCaller, Caller, CallerDep, parse_run_request, rules_of
 from ..settings import ServerSettings
 from .events import (
@@ -116,13 +118,11 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         try:
             await manager.start(info, chain, parsed.value, parsed.config, ledger)
         except KeyRunsFull as exc:
-            raise HTTPException(429, f"Too many runs for this access key ({exc}: each key "
-                                     f"may hold MARITACA_CHAINS_RUN_KEY_SHARE of the "
-                                     f"server's runs); wait for one to end, or cancel one",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
-            raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(503, "runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         public = info.public()
         status_url = f"/{name}/runs/{info.run_id}"
         return JSONResponse({"run_id": info.run_id, "stream_url": public["stream_url"],
@@ -136,25 +136,26 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
 
 # ------------------------------------------------------------------------ the run
 
-async def _own_run(manager: RunManager, name: str, run_id: str, caller: Caller) -> RunInfo:
+async def _own_run(manager: RunManager, name: str, run_id: str, caller: Caller,
+                   request: Request) -> RunInfo:
     """The run, if it exists, is this chain's and belongs to the caller's key; else 404."""
     await manager.ensure_open()
     info = await manager.store.get(run_id)
     if info is None or info.chain != name or info.owner != caller.label:
-        raise HTTPException(404, "No such run: unknown, expired, or started with another key")
+        raise Refusal(404, "run_not_found", language(request.headers))
     return info
 
 
 def _status_endpoint(name: str, manager: RunManager) -> Any:
-    async def run_status(run_id: str, caller: CallerDep) -> dict[str, Any]:
-        return (await _own_run(manager, name, run_id, caller)).public()
+    async def run_status(run_id: str, request: Request, caller: CallerDep) -> dict[str, Any]:
+        return (await _own_run(manager, name, run_id, caller, request)).public()
 
     return run_status
 
 
 def _cancel_endpoint(name: str, manager: RunManager) -> Any:
-    async def cancel_run(run_id: str, caller: CallerDep) -> dict[str, Any]:
-        info = await _own_run(manager, name, run_id, caller)
+    async def cancel_run(run_id: str, request: Request, caller: CallerDep) -> dict[str, Any]:
+        info = await _own_run(manager, name, run_id, caller, request)
         if info.status is RunStatus.RUNNING:
             await manager.cancel(run_id)
             deadline = time.monotonic() + 2  # another replica's run ends a moment later
@@ -175,14 +176,13 @@ def _last_event_id(request: Request) -> int:
     except ValueError:
         after = -1
     if after < 0:
-        raise HTTPException(422, "Last-Event-ID (or last_event_id) must be an event id "
-                                 "this stream sent: a whole number, 0 or more")
+        raise Refusal(422, "bad_last_event_id", language(request.headers))
     return after
 
 
 def _stream_endpoint(name: str, manager: RunManager) -> Any:
     async def stream_run(run_id: str, request: Request, caller: CallerDep) -> Response:
-        info = await _own_run(manager, name, run_id, caller)
+        info = await _own_run(manager, name, run_id, caller, request)
         after = _last_event_id(request)
         if info.status is not RunStatus.RUNNING and after >= info.events:
             return Response(status_code=204)  # all read: tells EventSource to stop
