@@ -152,3 +152,16 @@ async def test_langserve_batch_drops_the_callbacks_of_the_per_request_hook():
         calls.clear()
         assert (await http.post("/hooked/batch", json={"inputs": ["x", "y"]})).status_code == 200
     assert calls == ["hook /hooked/batch"]  # no run saw the hook's callback
+
+
+def test_langserve_adds_a_token_feedback_route_that_we_leave_out():
+    """feedback_routes: LangServe adds /token_feedback unless told not to (it answers 400
+    without LangSmith and a token_feedback_config); ours leaves it out."""
+    from maritaca_chains.langserve_compat.feedback_routes import feedback_routes
+
+    app = FastAPI()
+    add_routes(app, echo(), path="/plain_fb")
+    add_routes(app, echo(), path="/ours_fb", **feedback_routes())
+    paths = {getattr(route, "path", "") for route in app.routes}
+    assert "/plain_fb/token_feedback" in paths
+    assert not any(p.startswith("/ours_fb/") and "feedback" in p for p in paths)
