@@ -140,7 +140,6 @@ def create_app(settings: ServerSettings | None = None, *,
     # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
     add_lifecycle(app, settings, served, app.state.runs)
     document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
-    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
     return app
 
 
