@@ -3,11 +3,11 @@
 Run: ``.venv/bin/python bench/bench_overhead.py [--quick] [--chunks 20000] [--repeat 3]``
 
 Two copies of our server (uvicorn, one worker, each in its own child process on
-127.0.0.1, the emulator upstream), the same in all but the run recorder:
+127.0.0.1, the emulator upstream), the same in all but what the run ledger records:
 
-- off: ``MARITACA_CHAINS_METRICS=false`` and ``MARITACA_CHAINS_RUN_LOG=false`` (no
-  recorder on the runs at all);
-- on: the defaults (the recorder on every run and the metrics counted; the run's log
+- off: ``MARITACA_CHAINS_METRICS=false`` and ``MARITACA_CHAINS_RUN_LOG=false`` (the
+  ledger still follows every run, which the faces and quotas read, but records nothing);
+- on: the defaults (the metrics counted at every run's end; the run's log
   line is built only when the ``maritaca_chains.runs`` logger is enabled for INFO, which
   plain uvicorn does not configure: a per-run cost anyway, not a per-chunk one).
 
@@ -17,8 +17,8 @@ the two servers and the two faces, best of ``--repeat``. Target (issue 12): "on"
 under 5% more CPU per chunk than "off" on ``/stream`` and ``/stream_events``.
 
 On a busy machine the two servers differ by more than that from noise alone, so the
-bench also times the recorder's only per-chunk work in isolation: langchain-core
-dispatching ``on_llm_new_token`` to a run's handlers, with and without the recorder
+bench also times the ledger's only per-chunk work in isolation: langchain-core
+dispatching ``on_llm_new_token`` to a run's handlers, with and without the ledger
 (best of 5 x 100,000 events, this process's CPU time).
 """
 
@@ -29,14 +29,12 @@ import time
 import uuid
 
 from bench_server_relay import FACES, relay_once
-from fastapi import FastAPI, Request
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun
 from report import print_table, run_bench
 from servers import ServerProcess, emulator
 
-from maritaca_chains.run_recorder import RunRecording, run_callbacks
-from maritaca_chains.settings import ServerSettings
+from maritaca_chains.ledger import RunAccounts
 
 VARIANTS = {
     "off": {"MARITACA_CHAINS_METRICS": "false", "MARITACA_CHAINS_RUN_LOG": "false"},
@@ -88,13 +86,10 @@ class _AlwaysThere(AsyncCallbackHandler):
 
 
 async def per_chunk_dispatch(events: int = 100_000) -> None:
-    app = FastAPI()
-    app.state.run_recording = RunRecording(ServerSettings(_env_file=None),  # type: ignore[call-arg]
-                                           backend="bench", model="sabia-4")
-    request = Request({"type": "http", "app": app, "headers": []})
+    accounts = RunAccounts(backend="bench", model="sabia-4", quotas=None)
     best: dict[str, float] = {}
     for _ in range(5):
-        for name, extra in (("off", []), ("on", run_callbacks(request, "story"))):
+        for name, extra in (("off", []), ("on", [accounts.open(None, "story")])):
             handlers = [_AlwaysThere(), *extra]
             manager = AsyncCallbackManagerForLLMRun(run_id=uuid.uuid4(), handlers=handlers,
                                                     inheritable_handlers=handlers)
@@ -104,8 +99,8 @@ async def per_chunk_dispatch(events: int = 100_000) -> None:
             spent = (time.process_time() - started) / events * 1e6
             best[name] = min(best.get(name, float("inf")), spent)
     print(f"\nPer-chunk event dispatch (on_llm_new_token, best of 5 x {events}): off "
-          f"{best['off']:.2f} µs, on {best['on']:.2f} µs: the recorder adds "
-          f"{best['on'] - best['off']:.2f} µs per chunk")
+          f"{best['off']:.2f} µs, on {best['on']:.2f} µs: the ledger adds "
+          f"{best['on'] - best['off']:.2f} µs per chunk (the run ledger)")
 
 
 def main() -> None:

@@ -7,8 +7,7 @@ wins; so the chain is a streaming lambda around the ``prompt | model | parser`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from contextlib import aclosing, closing
+from collections.abc import Callable
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -16,8 +15,11 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
-from ._direct import DirectChain
+from ._direct import DirectChain, astream_closed, stream_closed
 from ._model import AUTO_MAX_TOKENS, with_budget
+
+__all__ = ["AutoBudgetChain", "astream_closed", "auto_budget", "budgeted_chain",
+           "stream_closed"]
 
 
 class AutoBudgetChain(RunnableBinding):  # type: ignore[type-arg]
@@ -47,24 +49,6 @@ def auto_budget(chain: Runnable[Any, Any], input_type: type[BaseModel],
                            custom_output_type=output_type)
 
 
-def stream_closed(runnable: Runnable[Any, str], value: Any,
-                  config: RunnableConfig) -> Iterator[str]:
-    """``runnable.stream``, closed (upstream request included) when the caller stops."""
-    stream = cast(Generator[str, None, None], runnable.stream(value, config))
-    with closing(stream) as chunks:
-        yield from chunks
-
-
-async def astream_closed(runnable: Runnable[Any, str], value: Any,
-                         config: RunnableConfig) -> AsyncIterator[str]:
-    """``runnable.astream``, closed (upstream request included) when the caller stops:
-    otherwise the inner generator is left to the garbage collector, its stream open."""
-    stream = cast(AsyncGenerator[str, None], runnable.astream(value, config))
-    async with aclosing(stream) as chunks:
-        async for chunk in chunks:
-            yield chunk
-
-
 def budgeted_chain(inner: Runnable[dict[str, str], str],
                    prepare: Callable[[Any], tuple[dict[str, str], int]],
                    model: BaseChatModel | None, *, name: str,
@@ -80,14 +64,5 @@ def budgeted_chain(inner: Runnable[dict[str, str], str],
         values, budget = prepare(value)
         return values, with_budget(config, budget, model)
 
-    def run(value: Any, config: RunnableConfig) -> Iterator[str]:
-        yield from stream_closed(inner, *run_config(value, config))
-
-    async def arun(value: Any, config: RunnableConfig) -> AsyncIterator[str]:
-        async for chunk in astream_closed(inner, *run_config(value, config)):
-            yield chunk
-
-    # RunnableLambda streams what generator functions yield; its type hints say otherwise
-    chain = cast(Runnable[Any, str], DirectChain(run, arun, name=name, inner=inner,  # type: ignore[arg-type]
-                                                 prepare=run_config))
+    chain = cast(Runnable[Any, str], DirectChain(name=name, inner=inner, prepare=run_config))
     return auto_budget(chain, input_type)

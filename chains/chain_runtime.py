@@ -279,6 +279,7 @@ def _json_chain(name: str, file: ChainFile, text_chain: Runnable[Any, str],
             yield chunk
         validate_json(file, "".join(parts))
 
+    # aobjects and objects are deliberate sync/async twins: change both together.
     async def aobjects(value: Any, config: RunnableConfig) -> AsyncIterator[Any]:
         parts: list[str] = []
         last: Any = None

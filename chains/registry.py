@@ -43,6 +43,9 @@ logger = logging.getLogger("chains")
 BUILTIN_NAMES = ("story", "qa", "summarize", "chat")
 CHAINS_DIR_VARIABLE = "MARITACA_CHAINS_DIR"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# the server's own top-level paths: a chain of that name would shadow or be shadowed
+RESERVED_NAMES = frozenset({"docs", "docs-assets", "healthz", "livez", "readyz", "login",
+                            "logout", "metrics", "ui", "v1", "openapi", "static"})
 
 
 class ChainBuilder(Protocol):
@@ -85,6 +88,10 @@ def spec_of(name: str, file: ChainFile) -> ChainSpec:
             key="", message=f"{name!r} cannot name a chain (it becomes the route /{name}): "
                             f"rename the file to lower-case letters, digits, - and _, "
                             f"starting with a letter")])
+    if name in RESERVED_NAMES:
+        raise ChainFileError(file.source, [Problem(
+            key="", message=f"/{name} is one of the server's own routes: rename the file "
+                            f"(e.g. {name}-chain.yaml)")])
     input_type = input_model(name, file)
     try:
         input_type.model_validate(file.example)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-__all__ = ["child_env", "free_port", "log_tail", "parent_death_hook", "spawn"]
+__all__ = ["child_env", "free_port", "log_tail", "parent_death_hook", "spawn", "stop_process"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -125,6 +125,21 @@ def spawn(args: Sequence[str], *, log: IO[bytes], name: str) -> subprocess.Popen
     if "error" in box:
         raise box["error"]
     return box["proc"]  # type: ignore[no-any-return]
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Stop a child process: SIGTERM, up to ``timeout`` seconds, then SIGKILL; a child
+    that is gone already is fine."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    except ProcessLookupError:  # pragma: no cover - already reaped
+        pass
 
 
 def log_tail(path: pathlib.Path | None, offset: int = 0, lines: int = 15) -> str:

@@ -119,6 +119,8 @@ class Transport:
                 await asyncio.sleep(self._wait_or_raise(exc, attempt, 0))
 
     # ---------------------------------------------------------------------- streams
+    # stream and astream are deliberate sync/async twins (as post and apost are): the
+    # same retry loop and per-chunk loop; a change to one is a change to both.
     def stream(self, body: bytes, new_assembler: Callable[[], StreamAssembler],
                on_token: OnToken | None = None) -> Iterator[ChatGenerationChunk]:
         """POST ``body`` (a streaming request) and yield its chunks, the assembler's

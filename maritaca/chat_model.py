@@ -247,11 +247,17 @@ class ChatMaritaca(BaseChatModel):
         return transport.astream(self._body(messages, stop, True, kwargs), self._new_assembler,
                                  run_manager.on_llm_new_token if run_manager else None)
 
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
+               *, stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        """langchain-core's ``stream``: the same run, callbacks and chunks, with less
+        work per chunk (see ``maritaca._model_run``)."""
+        return _model_run.stream_run(self, input, config, stop, kwargs, super().stream)
+
     def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
                 *, stop: list[str] | None = None,
                 **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        """langchain-core's ``astream``: the same run, callbacks and chunks, with the
-        token event sent only to handlers that take it (see ``maritaca._model_run``)."""
+        """langchain-core's ``astream``: the same run, callbacks and chunks, with less
+        work per chunk (see ``maritaca._model_run``)."""
         return _model_run.astream_run(self, input, config, stop, kwargs, super().astream)
 
     # ----------------------------------------------------------- tools & structured output

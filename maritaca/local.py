@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -318,15 +317,7 @@ class LocalBackend:
             if proc is None:
                 return
             try:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-            except ProcessLookupError:  # pragma: no cover - already reaped
-                pass
+                _local_process.stop_process(proc, timeout)
             finally:
                 self._forget_process()
                 _running.discard(self)

@@ -18,36 +18,29 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from langchain_core.language_models import BaseChatModel
-from langserve import add_routes
-from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chains import ChainSpec, build_chains, chain_specs
 from maritaca import errors
 
+from . import langserve_compat, metrics
 from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
-from .error_responses import Refusal, error_json, refusal_json
+from .error_responses import error_json
 from .faces import mount_client_faces, mount_faces
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
-from .langserve_fixes import (
-    JSONBodyGuard,
-    PlaygroundInPortuguese,
-    UpstreamErrorMiddleware,
-    check_config,
-    feedback_routes,
-    served_chain,
-    validation_error_json,
-)
+from .ledger import RunAccounts
 from .lifecycle import add_lifecycle, lifespan_state
 from .login_pages import LoginRequired, login_required_html
 from .messages import language
-from .metrics import add_metrics_route, mark_process_dead
 from .pages import add_pages
-from .quotas import Quotas, guarded, quota_guard
+from .quotas import Quotas
 from .redis_outage import REDIS_DOWN, redis_unavailable_json
+from .refusals import Refusal, refusal_json
 from .request_guards import add_request_guards
-from .run_recorder import RunRecording
+from .request_rules import RequestRules, admitted_caller
 from .runs import add_run_routes
+from .schema_truth import document_the_truth, validation_detail_json
 from .security import CallerLabels, access_guard, add_login_route
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
@@ -94,7 +87,7 @@ def create_app(settings: ServerSettings | None = None, *,
                     app.state.runs, lifespan_state(app) as state:
                 yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
-            mark_process_dead()  # this worker's in-flight gauge stops counting
+            metrics.mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
             await app.state.thread_store.aclose()
             if served.local_backend is not None:
@@ -104,27 +97,6 @@ def create_app(settings: ServerSettings | None = None, *,
                   description=API_DESCRIPTION,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
-    app.add_middleware(UpstreamErrorMiddleware)
-    app.add_middleware(PlaygroundInPortuguese,
-                       titles={name: spec.title for name, spec in specs.items()})
-    app.add_middleware(JSONBodyGuard, max_depth=settings.max_json_depth)
-    sessions = Sessions.from_settings(settings)  # the browser logins
-    app.state.sessions = sessions
-    app.add_middleware(CallerLabels(settings, sessions).middleware)  # security.caller_label
-    # body sizes, before anything reads a body
-    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    add_request_guards(app, settings)  # outermost: hosts, origins, content types
-    app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
-    app.add_exception_handler(Refusal, refusal_json)
-    app.add_exception_handler(LoginRequired, login_required_html)
-    app.add_exception_handler(ValidationError, validation_error_json)
-    for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
-        app.add_exception_handler(down, redis_unavailable_json)
-
-    access = access_guard(settings, sessions)
-    guard = Depends(access)
-    quotas = Quotas.from_settings(settings)  # None: no quota configured
-    quota = Depends(quota_guard(quotas, fail_open=settings.redis_fail_open))
     chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
     # conversations: the chat chain's threads (threads), in MARITACA_CHAINS_DATABASE_URL
     thread_store = ThreadStore(settings.database_url.get_secret_value(),
@@ -133,34 +105,52 @@ def create_app(settings: ServerSettings | None = None, *,
     chains = with_threads(chains, specs, thread_store, history_tokens=settings.history_tokens,
                           model_name=served.model_name, context_tokens=served.context_tokens)
     app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
+    quotas = Quotas.from_settings(settings)  # None: no quota configured
+    # every face's runs are kept in ledgers: log line, metrics, token quota (ledger)
+    accounts = RunAccounts.from_settings(settings, backend=served.backend,
+                                         model=served.model_name, quotas=quotas,
+                                         versions=_versions(specs))
+    sessions = Sessions.from_settings(settings)  # the browser logins
+    app.state.sessions = sessions
+    access = access_guard(settings, sessions)
+    rules = RequestRules(access, accounts, batch_max_inputs=settings.batch_max_inputs,
+                         redis_fail_open=settings.redis_fail_open)
+    # innermost: LangServe's error events and bodies
+    langserve_compat.install(app, max_json_depth=settings.max_json_depth,
+                             titles={name: spec.title for name, spec in specs.items()})
+    app.add_middleware(CallerLabels(settings, sessions).middleware)  # security.caller_label
+    app.add_middleware(rules.middleware)  # for request_rules' dependencies
+    # body sizes, before anything reads a body
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    add_request_guards(app, settings)  # outermost: hosts, origins, content types
+    app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
+    app.add_exception_handler(Refusal, refusal_json)
+    app.add_exception_handler(LoginRequired, login_required_html)
+    app.add_exception_handler(StarletteHTTPException, validation_detail_json)  # 422: a list
+    for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
+        app.add_exception_handler(down, redis_unavailable_json)
+
+    admitted = Depends(admitted_caller)  # the key, then the quotas (request_rules)
     for name, chain in chains.items():
-        add_routes(app, served_chain(chain), path=f"/{name}", dependencies=[guard, quota],
-                   per_req_config_modifier=check_config, config_keys=("configurable",),
-                   **feedback_routes())
+        langserve_compat.add_chain_routes(app, name, chain, dependencies=[admitted])
     app.state.chains = chains
     app.state.served = served
-    # every face's run is logged and counted (run_recorder.run_callbacks)
-    app.state.run_recording = RunRecording(settings, backend=served.backend,
-                                           model=served.model_name,
-                                           versions=_versions(specs))
+    app.state.accounts = accounts
     app.state.quotas = quotas
-    mount_faces(app, chains, Depends(guarded(access, quotas, fail_open=settings.redis_fail_open)),
-                ui=settings.ui)
-    # resumable runs; per-key quotas go in start_dependencies (only starting a run spends)
-    app.state.runs = add_run_routes(app, chains, settings, dependencies=[guard],
-                                    start_dependencies=[quota])
+    mount_faces(app, chains, ui=settings.ui)
+    app.state.runs = add_run_routes(app, chains, settings)  # resumable runs
     # the OpenAI-compatible /v1 and the AI SDK's /<name>/ai-sdk (answers are resumable runs)
-    mount_client_faces(app, chains, Depends(guarded(access, quotas,
-                                                    fail_open=settings.redis_fail_open)),
-                       model=served.model,
-                       model_names=served.model_choices, runs=app.state.runs)
+    mount_client_faces(app, chains, model=served.model, model_names=served.model_choices,
+                       runs=app.state.runs)
     add_pages(app, served, ui=settings.ui, specs=specs, keys=bool(settings.access_keys))
-    add_thread_routes(app, thread_store, guard)
+    add_thread_routes(app, thread_store, Depends(access))  # the key; no model runs
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
-        add_metrics_route(app, settings, access)
+        metrics.serving(chains, served.model_name)
+        metrics.add_metrics_route(app, settings, access)
     # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
     add_lifecycle(app, settings, served, app.state.runs)
+    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
     return app
 
 

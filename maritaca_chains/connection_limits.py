@@ -37,7 +37,6 @@ logger = logging.getLogger("maritaca_chains.server")
 
 _431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
         b"content-type: application/json\r\nconnection: close\r\n")
-_HEADER_OVERHEAD = 4  # ": " and CRLF of every header line
 
 
 @cache
@@ -65,60 +64,68 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.max_head_bytes, self.head_timeout = _limits_from_settings()
         self._in_head = True      # the next bytes belong to a request head
         self._read_bytes = 0      # bytes read while in a head (bounds what is buffered)
-        self._parsed_bytes = 0    # the head's parsed size (request line and headers)
+        self._last_read = 0       # size of the read being parsed
         self._message_done = False
         self._too_large = False
-        self._head_deadline: asyncio.TimerHandle | None = None
+        # when the head now awaited was due to start (None: none awaited); one timer per
+        # connection checks it, re-armed only when it fires (not a timer per request)
+        self._head_since: float | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ the time limit
 
-    def _arm_head_deadline(self) -> None:
-        self._disarm_head_deadline()
+    def _await_head(self) -> None:
+        self._head_since = self.loop.time()
+        if self._head_timer is None:
+            assert self.head_timeout is not None
+            self._head_timer = self.loop.call_later(self.head_timeout, self._check_head)
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        if self._head_since is None or self.transport.is_closing():
+            return
         assert self.head_timeout is not None
-        self._head_deadline = self.loop.call_later(self.head_timeout, self._head_timed_out)
-
-    def _disarm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_timed_out(self) -> None:
-        self._head_deadline = None
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if self._in_head and not busy and not self.transport.is_closing():
-            logger.info("closed a connection from %s: no complete request head within %g s",
-                        self.client[0] if self.client else "?", self.head_timeout)
-            request_refused("head_timeout")
-            self.transport.close()
+        late = self.loop.time() - self._head_since
+        if late < self.head_timeout:  # a later head: check again when it is due
+            self._head_timer = self.loop.call_later(self.head_timeout - late, self._check_head)
+            return
+        logger.info("closed a connection from %s: no complete request head within %g s",
+                    self.client[0] if self.client else "?", self.head_timeout)
+        request_refused("head_timeout")
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_deadline()
+        self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_deadline()
+        self._head_since = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
-    def _await_next_head(self) -> None:
+    def _request_done(self) -> None:
         """The request was read and answered: the client owes the next head in time."""
         if not self.transport.is_closing() and not self.pipeline:
-            self._arm_head_deadline()
+            self._await_head()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._read_bytes, self._message_done = True, 0, True
         if self.cycle is not None and self.cycle.response_complete:
-            self._await_next_head()
+            self._request_done()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if self._message_done:
-            self._await_next_head()
+            self._request_done()
 
     # ------------------------------------------------------------ the size limit
 
     def data_received(self, data: bytes) -> None:
         counting = self._in_head
+        self._last_read = len(data)
         super().data_received(data)
         if self._too_large or self.transport.is_closing():
             return
@@ -130,27 +137,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._parsed_bytes, self._message_done = True, 0, False
-
-    def on_url(self, url: bytes) -> None:
-        self._count_parsed(len(url) + 16)  # + method, version, spaces and CRLF
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_parsed(len(name) + len(value) + _HEADER_OVERHEAD)
-        super().on_header(name, value)
-
-    def _count_parsed(self, size: int) -> None:
-        """The head's exact size (a read may also carry the previous request's body)."""
-        self._parsed_bytes += size
-        assert self.max_head_bytes is not None
-        if self._parsed_bytes > self.max_head_bytes:
-            self._too_large = True
-            raise _HeadTooLarge  # httptools stops; uvicorn calls send_400_response
+        self._in_head, self._message_done = True, False
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._read_bytes = False, 0
-        self._disarm_head_deadline()
+        assert self.max_head_bytes is not None
+        # the reads may also carry a body: count the head itself only when they were
+        # big enough for it to be over the limit (a normal request never pays for it)
+        if self._read_bytes + self._last_read > self.max_head_bytes and \
+                len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) \
+                + 16 > self.max_head_bytes:
+            self._too_large = True
+            raise _HeadTooLarge  # httptools stops; uvicorn calls send_400_response
+        self._in_head, self._read_bytes, self._head_since = False, 0, None
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -160,8 +158,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().send_400_response(msg)
 
     def _refuse_head(self) -> None:
-        self._too_large = True
-        self._disarm_head_deadline()
+        self._too_large, self._head_since = True, None
         request_refused("head_too_large")
         body = (b'{"detail": "The request head (request line and headers) is over '
                 + str(self.max_head_bytes).encode() + b' bytes.", "type": "head_too_large"}')

@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from .media_types import media_type
+
 __all__ = ["page_headers", "policy_for"]
 
 Policy = dict[str, tuple[str, ...]]
@@ -113,7 +115,7 @@ def page_headers(path: str, send: Callable[[MutableMapping[str, Any]], Any]
             await send(start)
         elif message["type"] == "http.response.start":
             content_type = dict(message.get("headers", [])).get(b"content-type", b"")
-            if content_type.startswith(b"text/html"):
+            if media_type(content_type) == "text/html":
                 held = message
                 return
             message["headers"] = [*message.get("headers", []), *_FIXED_HEADERS,

@@ -21,6 +21,7 @@ TimeoutError                     504    upstream_timeout
 ConnectionError                  503    upstream_unavailable
 ServerError                      502    upstream_error
 StreamError                      502    upstream_stream_broken
+quotas QuotaExceeded             429    quota_exceeded (+ retry_after)
 Redis unreachable (redis_outage) 503    redis_unavailable
 pydantic ValidationError         422    invalid_input (+ errors)
 ValueError / TypeError           422    invalid_input
@@ -33,7 +34,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -41,10 +41,12 @@ from maritaca import errors
 from maritaca.local import INSTALL_COMMAND
 
 from .messages import DEFAULT_LANGUAGE, Language, say
-from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS, UNAVAILABLE
+from .quota_exceeded import QuotaExceeded
+from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS
+from .refusals import Refusal
 
-__all__ = ["ERROR_MARK", "Refusal", "describe_error", "error_frame", "error_json", "error_line",
-           "refusal_json", "sse_error_data", "validation_details"]
+__all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
+           "sse_error_data", "validation_details"]
 
 ERROR_MARK = "[ERROR]"
 
@@ -60,26 +62,9 @@ _UPSTREAM: list[tuple[type[BaseException], int, str]] = [
     (errors.ServerError, 502, "upstream_error"),
     (errors.StreamError, 502, "upstream_stream_broken"),
 ]
-_OURS: list[tuple[tuple[type[BaseException], ...], int, str, str]] = [
-    (REDIS_DOWN, 503, "redis_unavailable", UNAVAILABLE),
+_OURS: list[tuple[tuple[type[BaseException], ...], int, str]] = [
+    (REDIS_DOWN, 503, "redis_unavailable"),
 ]
-
-
-class Refusal(HTTPException):
-    """A request refused before any model runs: ``code`` is the stable ``type`` programs
-    read, the detail its message (``messages``) in the request's language."""
-
-    def __init__(self, status: int, code: str, lang: Language = DEFAULT_LANGUAGE, *,
-                 headers: dict[str, str] | None = None, **values: object) -> None:
-        super().__init__(status, say(code, lang, **values), headers=headers)
-        self.code = code
-
-
-async def refusal_json(request: Request, exc: Exception) -> JSONResponse:
-    """The exception handler for ``Refusal``: ``{"detail", "type"}``."""
-    assert isinstance(exc, Refusal)
-    return JSONResponse({"detail": exc.detail, "type": exc.code}, status_code=exc.status_code,
-                        headers=exc.headers)
 
 
 def validation_details(exc: ValidationError, *, prefix: tuple[str, ...] = ()
@@ -106,9 +91,12 @@ def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dic
             return payload
     if isinstance(exc, Refusal):  # e.g. a busy conversation thread, refused in a run
         return {"status_code": exc.status_code, "type": exc.code, "message": exc.detail}
-    for kinds, status, name, message in _OURS:
+    if isinstance(exc, QuotaExceeded):  # this server's limit for the caller's key
+        return {"status_code": 429, "type": "quota_exceeded", "message": str(exc),
+                "retry_after": exc.retry_after}
+    for kinds, status, name in _OURS:
         if isinstance(exc, kinds):
-            return {"status_code": status, "type": name, "message": message,
+            return {"status_code": status, "type": name, "message": say(name, lang),
                     "retry_after": RETRY_AFTER_SECONDS}
     if isinstance(exc, ValidationError):
         details = validation_details(exc)

@@ -33,19 +33,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from uuid import UUID
 
 import yaml
-from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chains import ChainFileError, ChainSpec, chain_specs
 
 from .authoring import served_model
+from .ledger import RunAccounts, RunLedger, format_brl
 from .settings import ServerSettings
-from .usage import RunUsage, format_cost
 
 __all__ = ["CasesFile", "CaseResult", "eval_command", "load_cases", "run_cases"]
 
@@ -141,17 +138,11 @@ class CaseResult:
     answer: str = ""
 
 
-class _Usage(AsyncCallbackHandler):
-    """Every model call's tokens and cost in a run."""
-
-    def __init__(self) -> None:
-        self.usage = RunUsage()
-
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        self.usage.add_result(response)
+# a case's run is kept in a ledger like a served run's (nothing logged, counted or charged)
+_ACCOUNTS = RunAccounts(backend="eval", model="", quotas=None, log=False, metrics=False)
 
 
-def _checks(case: Case, answer: str, seconds: float, usage: RunUsage) -> list[str]:
+def _checks(case: Case, answer: str, seconds: float, usage: RunLedger) -> list[str]:
     expect, failures = case.expect, []
     for text in expect.contains:
         if text not in answer:
@@ -187,8 +178,8 @@ def _checks(case: Case, answer: str, seconds: float, usage: RunUsage) -> list[st
 
 
 async def _run_case(case: Case, spec: ChainSpec, chain: Runnable[Any, Any]) -> CaseResult:
-    usage = _Usage()
-    config: RunnableConfig = {"callbacks": [usage]}
+    ledger = _ACCOUNTS.open(None, case.chain)
+    config: RunnableConfig = ledger.config()
     configurable = case.config.model_dump(exclude_none=True)
     if configurable:
         config["configurable"] = configurable
@@ -201,14 +192,18 @@ async def _run_case(case: Case, spec: ChainSpec, chain: Runnable[Any, Any]) -> C
             parts.append(chunk)
     except (ValidationError, ValueError, Exception) as exc:  # a failed run fails the case
         seconds = time.perf_counter() - started
-        return CaseResult(case.name, case.chain, False, seconds, usage.usage.output_tokens,
-                          usage.usage.input_tokens, usage.usage.cost_brl,
+        run = ledger.last
+        return CaseResult(case.name, case.chain, False, seconds,
+                          run.output_tokens if run else 0, run.input_tokens if run else 0,
+                          run.cost_brl if run else None,
                           [f"run failed: {type(exc).__name__}: {exc}"], "".join(parts))
     seconds = time.perf_counter() - started
     answer = "".join(parts)
-    failures = _checks(case, answer, seconds, usage.usage)
-    return CaseResult(case.name, case.chain, not failures, seconds, usage.usage.output_tokens,
-                      usage.usage.input_tokens, usage.usage.cost_brl, failures, answer)
+    run = ledger.last
+    assert run is not None  # the run ended: its ledger is closed
+    failures = _checks(case, answer, seconds, run)
+    return CaseResult(case.name, case.chain, not failures, seconds, run.output_tokens,
+                      run.input_tokens, run.cost_brl, failures, answer)
 
 
 class _Bar:
@@ -261,7 +256,7 @@ def table(results: Sequence[CaseResult]) -> str:
     for r in results:
         tokens = "-" if r.output_tokens is None else f"{(r.input_tokens or 0)}+{r.output_tokens}"
         rows.append((r.name, "pass" if r.passed else "FAIL", f"{r.seconds:.2f}", tokens,
-                     format_cost(r.cost_brl) if r.cost_brl is not None else "-"))
+                     format_brl(r.cost_brl) if r.cost_brl is not None else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
              for row in rows]

@@ -58,6 +58,32 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "login_form_required": {
         "pt": "Envie o formulário de login como application/x-www-form-urlencoded",
         "en": "Send the login form as application/x-www-form-urlencoded"},
+    "redis_unavailable": {
+        "pt": "O Redis está fora de alcance: o servidor não consegue falar com "
+              "MARITACA_CHAINS_REDIS_URL agora, e este pedido precisa dele. Tente de novo em "
+              "alguns segundos.",
+        "en": "Redis is unavailable: the server cannot reach MARITACA_CHAINS_REDIS_URL right "
+              "now, and this request needs it. Try again in a few seconds."},
+    # -- resumable runs (runs.routes)
+    "key_runs_full": {
+        "pt": "Esta chave de acesso já tem execuções (runs) demais em andamento ({why}: cada "
+              "chave ocupa no máximo MARITACA_CHAINS_RUN_KEY_SHARE das do servidor); espere "
+              "uma terminar, ou cancele uma",
+        "en": "Too many runs for this access key ({why}: each key may hold "
+              "MARITACA_CHAINS_RUN_KEY_SHARE of the server's runs); wait for one to end, or "
+              "cancel one"},
+    "runs_full": {
+        "pt": "Execuções (runs) demais em andamento agora ({why}); tente de novo em instantes",
+        "en": "Too many runs right now ({why}); try again shortly"},
+    "run_not_found": {
+        "pt": "Execução (run) não encontrada: id desconhecido, expirado, ou iniciado com "
+              "outra chave",
+        "en": "No such run: unknown, expired, or started with another key"},
+    "bad_last_event_id": {
+        "pt": "Last-Event-ID (ou last_event_id) deve ser o id de um evento que este stream "
+              "enviou: um número inteiro, 0 ou mais",
+        "en": "Last-Event-ID (or last_event_id) must be an event id this stream sent: a "
+              "whole number, 0 or more"},
     # -- a run that failed (error_responses)
     "not_configured": {
         "pt": "Este servidor não tem modelo para responder: defina MARITACA_API_KEY (a API "

@@ -18,7 +18,10 @@ The names, for dashboards to rely on::
                                                             it was down: refused (503) or
                                                             served (REDIS_FAIL_OPEN)
 
-The run recorder (``run_recorder``) updates them once per run, never per chunk. Under
+At start (``serving``) every chain shows ``streams_active`` 0 and ``runs_total`` 0 for
+``outcome="ok"`` on the served model; a single process also exports prometheus-client's
+standard ``process_*`` metrics (resident memory, CPU seconds, open descriptors...). The
+run ledger (``ledger``) updates them once per run, never per chunk. Under
 ``maritaca-chains serve --workers N`` prometheus-client's multiprocess mode adds up every
 worker: the CLI makes a temporary directory and sets ``PROMETHEUS_MULTIPROC_DIR`` to it
 before the workers start (set it yourself when you run ``uvicorn --workers N``; the
@@ -33,7 +36,7 @@ import ipaddress
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -44,6 +47,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
     values,
@@ -53,7 +57,7 @@ from .settings import ServerSettings
 
 __all__ = ["METRICS_PATH", "MULTIPROC_ENV", "add_metrics_route", "mark_process_dead",
            "multiprocess_dir_for_workers", "record_run", "redis_unavailable", "registry",
-           "request_refused", "run_ended", "run_started", "upstream_error"]
+           "request_refused", "run_ended", "run_started", "serving", "upstream_error"]
 
 METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -87,6 +91,20 @@ _REFUSED = Counter("maritaca_chains_refused", "Requests and connections cut at a
 _REDIS_DOWN = Counter("maritaca_chains_redis_unavailable",
                       "Requests that needed Redis while it could not be reached",
                       ["outcome"], registry=_REGISTRY)
+
+
+if not _MULTIPROCESS:
+    # memory, CPU, open descriptors... of this process (process_*); in multiprocess mode
+    # there is no one process to describe
+    ProcessCollector(registry=_REGISTRY)
+
+
+def serving(chains: Iterable[str], model: str) -> None:
+    """At start: every chain's in-flight gauge at 0 and its ``ok`` runs at 0 for the
+    served model, so dashboards and alerts see 0 rather than no data."""
+    for chain in chains:
+        _ACTIVE.labels(chain)
+        _RUNS.labels(chain, model, "ok")
 
 
 def run_started(chain: str) -> None:

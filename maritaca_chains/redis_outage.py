@@ -29,7 +29,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .messages import DEFAULT_LANGUAGE, Language, language, say
 from .metrics import redis_unavailable
+from .refusals import Refusal
 
 __all__ = ["REDIS_DOWN", "RETRY_AFTER_SECONDS", "UNAVAILABLE", "redis_client",
            "redis_unavailable_http", "redis_unavailable_json"]
@@ -40,8 +42,7 @@ logger = logging.getLogger("maritaca_chains.server")
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
                                            StorageError)
 RETRY_AFTER_SECONDS = 5
-UNAVAILABLE = ("Redis is unavailable: the server cannot reach MARITACA_CHAINS_REDIS_URL "
-               "right now, and this request needs it. Try again in a few seconds.")
+UNAVAILABLE = say("redis_unavailable", "en")  # the words: messages.py
 
 
 def redis_client(url: str) -> Any:
@@ -52,11 +53,12 @@ def redis_client(url: str) -> Any:
                           retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError])
 
 
-def redis_unavailable_http() -> HTTPException:
+def redis_unavailable_http(lang: Language = DEFAULT_LANGUAGE) -> HTTPException:
     """The 503 to raise where an HTTPException is what the caller handles (dependencies,
-    WebSocket handshakes)."""
+    WebSocket handshakes), its message in ``lang``."""
     redis_unavailable("refused")
-    return HTTPException(503, UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return Refusal(503, "redis_unavailable", lang,
+                   headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def redis_unavailable_json(request: Request, exc: Exception) -> JSONResponse:
@@ -64,5 +66,6 @@ async def redis_unavailable_json(request: Request, exc: Exception) -> JSONRespon
     logger.warning("%s %s: Redis is unavailable (%s)", request.method, request.url.path,
                    type(exc).__name__)
     redis_unavailable("refused")
-    return JSONResponse({"detail": UNAVAILABLE, "type": "redis_unavailable"}, status_code=503,
+    return JSONResponse({"detail": say("redis_unavailable", language(request.headers)),
+                         "type": "redis_unavailable"}, status_code=503,
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

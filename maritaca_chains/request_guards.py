@@ -33,6 +33,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from .csp import page_headers
+from .media_types import is_json, media_type
 from .messages import DEFAULT_LANGUAGE, Language, say, scope_language
 from .settings import ServerSettings, is_loopback
 
@@ -171,7 +172,7 @@ class RequestGuards:
 
 def _content_type_refusal(path: str, content_type: str
                           ) -> tuple[int, str, dict[str, str]] | None:
-    kind = content_type.split(";")[0].strip().lower()
+    kind = media_type(content_type)
     if path == LOGIN_PATH:
         if kind == "application/x-www-form-urlencoded":
             return None
@@ -180,7 +181,7 @@ def _content_type_refusal(path: str, content_type: str
         return None  # a logout form, or a POST with no body
     if path.startswith("/ui/") and path.endswith("/upload") and kind == "multipart/form-data":
         return None  # Gradio's file uploads (the chat itself speaks JSON)
-    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+    if is_json(kind):
         return None
     return 415, "json_body_required", {}
 

@@ -1,11 +1,13 @@
 """Who may call the server: access keys, or loopback clients only; and the browser login.
 
-``access_guard(settings, sessions)`` is the one dependency every chain route, face and
-page that runs a model sits behind. With ``MARITACA_CHAINS_API_KEYS`` set, clients send a
-key (``X-API-Key``, ``Authorization: Bearer``), or the browser the session cookie set by
-``POST /login`` (a random token naming a session: ``sessions``; ``POST /logout`` ends it);
-without keys, only loopback clients are served unless the settings allow public access.
-A browser opening a page without the key gets the pt-BR "entre primeiro" page linking to
+``access_guard(settings, sessions)`` is the check every chain route, face and page that
+runs a model passes (through ``request_rules``' dependencies). With
+``MARITACA_CHAINS_API_KEYS`` set, clients send a key (``X-API-Key``, ``Authorization:
+Bearer``: ``supplied_key`` reads it, the one place that does), or the browser the session
+cookie set by ``POST /login`` (a random token naming a session: ``sessions``; ``POST
+/logout`` ends it); without keys, only loopback clients are served (``loopback_client``:
+by address, never by name) unless the settings allow public access. A browser opening a
+page without the key gets the pt-BR "entre primeiro" page linking to
 ``/login?next=<that page>`` (``login_pages``); programs get JSON with a ``type``.
 What may reach a route at all (hosts, origins, content types) is ``request_guards``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
@@ -23,16 +26,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .error_responses import Refusal
 from .login_pages import LoginRequired, login_page, safe_next, wants_page
 from .messages import language
 from .redis_outage import REDIS_DOWN, redis_unavailable_http
+from .refusals import Refusal
 from .request_guards import LOGIN_PATH, LOGOUT_PATH
 from .sessions import LoginThrottle, Sessions
-from .settings import ServerSettings, is_loopback
+from .settings import ServerSettings
 
 __all__ = ["ACCESS_COOKIE", "NO_KEY", "CallerLabels", "access_guard", "add_login_route",
-           "caller_label", "key_label"]
+           "caller_label", "key_label", "loopback_client", "supplied_key"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -41,6 +44,27 @@ _MAX_FORM_BYTES = 4096
 
 
 NO_KEY = "none"  # the caller's label when the server has no access keys
+
+
+def supplied_key(connection: HTTPConnection) -> str:
+    """The key the caller sent (``X-API-Key``, else ``Authorization: Bearer``; "" for
+    none). The one place that reads it."""
+    auth = connection.headers.get("authorization", "")
+    return connection.headers.get("x-api-key") or (
+        auth[7:] if auth[:7].lower() == "bearer " else "")
+
+
+def loopback_client(connection: HTTPConnection) -> bool:
+    """Whether the caller connected from a loopback address: the socket's peer address,
+    or the client address a trusted proxy forwarded (uvicorn's ``--proxy-headers``
+    rewrites it). An address, never a name: a forwarded ``localhost`` is not loopback.
+    A connection without a peer address (a Unix socket) is local."""
+    if connection.client is None:
+        return True
+    try:
+        return ipaddress.ip_address(connection.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 def key_label(key: str) -> str:
@@ -63,11 +87,8 @@ class CallerLabels:
     def __call__(self, connection: HTTPConnection) -> str:
         if not self._labels:
             return NO_KEY
-        auth = connection.headers.get("authorization", "")
-        for supplied in (connection.headers.get("x-api-key"),
-                         auth[7:] if auth.lower().startswith("bearer ") else None):
-            if supplied and (label := self._labels.get(supplied)):
-                return label
+        if (supplied := supplied_key(connection)) and (label := self._labels.get(supplied)):
+            return label
         # a session the access guard already checked (in this process)
         session = self.sessions.known_label(connection.cookies.get(ACCESS_COOKIE, ""))
         return session or "unknown"  # unknown: only before the access guard refused it
@@ -104,14 +125,10 @@ def access_guard(settings: ServerSettings, sessions: Sessions
 
     async def guard(request: Request) -> None:
         if not keys:
-            client = request.client.host if request.client else ""
-            if settings.allow_public or not client or is_loopback(client) \
-                    or client == "testclient":
+            if settings.allow_public or loopback_client(request):
                 return
             raise Refusal(403, "loopback_only", language(request.headers))
-        auth = request.headers.get("authorization", "")
-        supplied = (request.headers.get("x-api-key")
-                    or (auth[7:] if auth.lower().startswith("bearer ") else "")).encode()
+        supplied = supplied_key(request).encode()
         if any(hmac.compare_digest(supplied, key) for key in keys):
             return
         if cookie := request.cookies.get(ACCESS_COOKIE):
@@ -119,7 +136,7 @@ def access_guard(settings: ServerSettings, sessions: Sessions
                 if await sessions.label_of(cookie) is not None:
                     return
             except REDIS_DOWN:
-                raise redis_unavailable_http() from None
+                raise redis_unavailable_http(language(request.headers)) from None
         if wants_page(request):
             raise LoginRequired(_asked_for(request), _site_root(request))
         raise Refusal(401, "access_key_required", language(request.headers),

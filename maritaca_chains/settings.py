@@ -22,6 +22,7 @@
     MARITACA_CHAINS_RUN_LOG                  one log line per run, maritaca_chains.runs (true)
     MARITACA_CHAINS_RATE_LIMIT               requests per key, limits notation (60/minute; see quotas)
     MARITACA_CHAINS_TOKEN_BUDGET             input+output tokens per key (200000/day; see quotas)
+    MARITACA_CHAINS_BATCH_MAX_INPUTS         inputs one LangServe /batch may hold; beyond, 413 (16)
     MARITACA_CHAINS_DIR                      directories of your own chain files, ':'-separated
     MARITACA_CHAINS_MAX_BODY_BYTES           largest request body, and WebSocket frame (8 MiB)
     MARITACA_CHAINS_MAX_HEADER_BYTES         largest request head, line + headers (32 KiB; 431)
@@ -109,6 +110,8 @@ class ServerSettings(BaseSettings):
     rate_limit: str | None = Field(default=None, validation_alias="MARITACA_CHAINS_RATE_LIMIT")
     token_budget: str | None = Field(default=None,
                                      validation_alias="MARITACA_CHAINS_TOKEN_BUDGET")
+    batch_max_inputs: int = Field(default=16, ge=1,
+                                  validation_alias="MARITACA_CHAINS_BATCH_MAX_INPUTS")
     # every *.yaml there is a chain named after its file (serve --chains-dir adds more)
     chains_dirs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("MARITACA_CHAINS_DIR",

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import uvicorn
+from starlette.testclient import TestClient
 
 from maritaca import ChatMaritaca, close_clients
 from maritaca.testing import MaritacaEmulator, RecordedRequest
@@ -77,9 +78,25 @@ def app(emu: MaritacaEmulator):
     return create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
 
 
+# In-process clients connect from a loopback address, as a local user would: the access
+# guard admits loopback by the socket's address only (and Starlette's TestClient would
+# otherwise say "testclient")
+LOOPBACK = ("127.0.0.1", 50000)
+
+
+def loopback_client(app: object, **kwargs: object) -> TestClient:
+    """Starlette's TestClient for ``app``, connecting from 127.0.0.1."""
+    return TestClient(app, client=LOOPBACK, **kwargs)  # type: ignore[arg-type]
+
+
+def loopback_transport(app: object, **kwargs: object) -> httpx.ASGITransport:
+    """httpx's in-process transport for ``app``, connecting from 127.0.0.1."""
+    return httpx.ASGITransport(app=app, client=LOOPBACK, **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = loopback_transport(app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
                                  timeout=30) as http:
         yield http

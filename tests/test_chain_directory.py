@@ -198,3 +198,17 @@ def test_a_broken_file_stops_the_app_naming_it(tmp_path, emu):
     settings = ServerSettings(_env_file=None, MARITACA_CHAINS_DIR=str(tmp_path))  # type: ignore[call-arg]
     with pytest.raises(ChainFileError, match="quebrada.yaml: messages.1.content"):
         create_app(settings, model=emulator_model(emu))
+
+
+def test_the_openai_face_serves_it_too(served):
+    emu = served[0]
+    with http_of(served) as http:
+        models = [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert "traducao" in models and "ficha" in models
+        answer = http.post("/v1/chat/completions", json={
+            "model": "traducao", "messages": [{"role": "user", "content": "Boa tarde"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"] == emu.expected_text(
+            last(emu)["messages"])
+        assert last(emu)["messages"][-1]["content"] == "Boa tarde"
+        assert last(emu)["max_tokens"] == 120  # the file's budget

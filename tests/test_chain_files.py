@@ -112,6 +112,9 @@ def test_unreadable_yaml_and_bad_names_are_named(tmp_path):
     path.unlink()
     path = _write(tmp_path, GOOD, name="Tradução")
     assert "cannot name a chain" in _problems(path)[0]
+    path.unlink()
+    path = _write(tmp_path, GOOD, name="healthz")
+    assert "one of the server's own routes" in _problems(path)[0]
 
 
 def test_a_missing_directory_is_an_error(tmp_path):

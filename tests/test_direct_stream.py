@@ -1,10 +1,11 @@
 """The fast streaming paths report exactly what langchain-core's would.
 
-``ChatMaritaca.astream`` (``maritaca._model_run``) and a chain's ``astream``
-(``chains._direct``) skip langchain-core's per-token layers. Callback handlers, tracers
-and ``astream_events`` clients must not see the difference: each test runs the fast
-path and langchain-core's own code side by side on the emulator and compares every
-callback (names, run tree, tags, metadata, inputs, outputs, tokens) and every chunk.
+``ChatMaritaca.stream``/``astream`` (``maritaca._model_run``) and a chain's
+``stream``/``astream`` (``chains._direct``) skip langchain-core's per-token layers.
+Callback handlers, tracers and ``astream_events`` clients must not see the difference:
+each test runs the fast path and langchain-core's own code side by side on the emulator
+and compares every callback (names, run tree, tags, metadata, inputs, outputs, tokens)
+and every chunk, sync and async.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import pytest
 from conftest import emulator_model, wait_disconnected
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from chains import build_qa_chain, build_story_chain
+from chains._direct import DirectChain
 from maritaca.testing import MaritacaEmulator, Scenario
-
-pytestmark = pytest.mark.asyncio
 
 
 class Recorder(BaseCallbackHandler):
@@ -89,32 +91,45 @@ def normalised(value: Any) -> str:
     return re.sub(r"127\.0\.0\.1:\d+", "HOST", text)
 
 
-async def _model_run(fast: bool, scenario: Scenario | None) -> tuple[str, str, list[Any], str]:
-    with MaritacaEmulator(reply_tokens=8) as emulator:  # fresh: same ids, no cache hits
+def _model_run(fast: bool, sync: bool, scenario: Scenario | None,
+               reply_tokens: int = 8) -> tuple[str, str, list[Any], str]:
+    """One model stream, the fast way or langchain-core's, sync or async (on a loop of
+    its own): its chunks, callbacks, async handler's tokens and error."""
+    with MaritacaEmulator(reply_tokens=reply_tokens) as emulator:  # fresh: same ids
         if scenario is not None:
             emulator.enqueue(scenario)
         model = emulator_model(emulator)
         recorder, tokens = Recorder(), AsyncTokens()
         config = {"callbacks": [recorder, tokens], "tags": ["t"], "metadata": {"m": 1}}
-        stream = (model.astream("Olá", config) if fast
-                  else BaseChatModel.astream(model, "Olá", config))
-        chunks, error = [], ""
+        chunks: list[Any] = []
+        error = ""
         try:
-            async for chunk in stream:
-                chunks.append(chunk)
+            if sync:
+                stream = (model.stream("Olá", config) if fast
+                          else BaseChatModel.stream(model, "Olá", config))
+                chunks.extend(stream)
+            else:
+                astream = (model.astream("Olá", config) if fast
+                           else BaseChatModel.astream(model, "Olá", config))
+                chunks.extend(asyncio.run(_collect(astream)))
         except Exception as exc:  # noqa: BLE001 - the error is part of what is compared
             error = repr(exc)
         return normalised(chunks), normalised(recorder.events), tokens.tokens, normalised(error)
 
 
+async def _collect(stream: Any) -> list[Any]:
+    return [item async for item in stream]
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
 @pytest.mark.parametrize("scenario", [None, Scenario.drop(after_chunks=3),
                                       Scenario.unauthorized(),
                                       Scenario.error_event(after_chunks=2)],
                          ids=["ok", "broken-off", "401", "error-event"])
-async def test_model_astream_reports_what_langchain_core_reports(
-        scenario: Scenario | None) -> None:
-    fast = await _model_run(True, scenario)
-    reference = await _model_run(False, scenario)
+def test_model_stream_reports_what_langchain_core_reports(
+        scenario: Scenario | None, sync: bool) -> None:
+    fast = _model_run(True, sync, scenario)
+    reference = _model_run(False, sync, scenario)
     assert fast == reference
     chunks, events, tokens, error = fast
     assert ("llm_error" in events) == (error != normalised(""))
@@ -122,8 +137,17 @@ async def test_model_astream_reports_what_langchain_core_reports(
         assert len(tokens) == 9  # eight tokens and the closing chunk's empty one
 
 
-async def _chain_run(build: Any, value: dict[str, str], fast: bool,
-                     scenario: Scenario | None = None) -> tuple[str, str]:
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+def test_a_long_answer_adds_up_to_langchain_cores_result(sync: bool) -> None:
+    """The direct run adds its chunks up a batch at a time: the same ``on_llm_end``."""
+    fast = _model_run(True, sync, None, reply_tokens=300)
+    assert fast == _model_run(False, sync, None, reply_tokens=300)
+    assert fast[1].count("'llm_end'") == 1 and len(fast[2]) == 301
+
+
+def _chain_run(build: Any, value: dict[str, str], fast: bool, sync: bool,
+               scenario: Scenario | None = None) -> tuple[str, str]:
+    """One chain stream, the direct way or LCEL's, sync or async: chunks and callbacks."""
     with MaritacaEmulator(reply_tokens=8) as emulator:
         if scenario is not None:
             emulator.enqueue(scenario)
@@ -131,23 +155,30 @@ async def _chain_run(build: Any, value: dict[str, str], fast: bool,
         recorder = Recorder()
         config = {"callbacks": [recorder], "tags": ["t"], "metadata": {"m": 1},
                   "run_name": "named"}
-        stream = (chain.astream(value, config) if fast
-                  else RunnableLambda.astream(chain.bound, value, config))
-        chunks = []
+        chunks: list[Any] = []
         try:
-            async for chunk in stream:
-                chunks.append(chunk)
+            if sync:
+                chunks.extend(chain.stream(value, config) if fast
+                              else RunnableLambda.stream(chain.bound, value, config))
+            else:
+                chunks.extend(asyncio.run(_collect(
+                    chain.astream(value, config) if fast
+                    else RunnableLambda.astream(chain.bound, value, config))))
         except Exception as exc:  # noqa: BLE001 - the error is part of what is compared
             chunks.append(repr(exc))
         return normalised(chunks), normalised(recorder.events)
 
 
+both_ways = pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+
+
+@both_ways
 @pytest.mark.parametrize("scenario", [None, Scenario.drop(after_chunks=3),
                                       Scenario.server_error()],
                          ids=["ok", "broken-off", "500"])
-async def test_chain_astream_has_lcels_run_tree(scenario: Scenario | None) -> None:
-    fast = await _chain_run(build_story_chain, {"topic": "Brasil"}, True, scenario)
-    assert fast == await _chain_run(build_story_chain, {"topic": "Brasil"}, False, scenario)
+def test_chain_stream_has_lcels_run_tree(scenario: Scenario | None, sync: bool) -> None:
+    fast = _chain_run(build_story_chain, {"topic": "Brasil"}, True, sync, scenario)
+    assert fast == _chain_run(build_story_chain, {"topic": "Brasil"}, False, sync, scenario)
     chunks, events = fast
     if scenario is not None:  # the failure reaches the runs that had started
         assert events.count("'chain_error'") == (3 if "drop" in repr(scenario) else 2)
@@ -158,17 +189,34 @@ async def test_chain_astream_has_lcels_run_tree(scenario: Scenario | None) -> No
         assert name in events
 
 
-async def test_invalid_input_fails_the_run_as_lcel_does() -> None:
-    fast = await _chain_run(build_story_chain, {"topic": "   "}, True)
-    assert fast == await _chain_run(build_story_chain, {"topic": "   "}, False)
+@both_ways
+def test_invalid_input_fails_the_run_as_lcel_does(sync: bool) -> None:
+    fast = _chain_run(build_story_chain, {"topic": "   "}, True, sync)
+    assert fast == _chain_run(build_story_chain, {"topic": "   "}, False, sync)
     assert "chain_error" in fast[1] and "topic" in fast[0]
 
 
-async def test_chains_without_three_plain_steps_stream_through_lcel() -> None:
-    """Q&A picks its prompt in a branch: its stream is LCEL's own, and still right."""
+@both_ways
+def test_a_prompt_step_that_streams_has_lcels_run_tree(sync: bool) -> None:
+    """Q&A picks its prompt in a lambda, a streaming step of its own in LCEL (its run
+    starts before its input is known): the direct run reports it the same way."""
     value = {"question": "Quem escreveu Dom Casmurro?", "context": "Machado de Assis."}
-    fast = await _chain_run(build_qa_chain, value, True)
-    assert fast == await _chain_run(build_qa_chain, value, False)
+    fast = _chain_run(build_qa_chain, value, True, sync)
+    assert fast == _chain_run(build_qa_chain, value, False, sync)
+    assert "'defers_inputs': False" in fast[1] and "chain_error" not in fast[1]
+
+
+def test_other_shapes_stream_through_lcel() -> None:
+    """A chain that is not ``prompt | model | InlineStrOutputParser`` takes LCEL's path."""
+    with MaritacaEmulator(reply_tokens=4) as emulator:
+        inner = ChatPromptTemplate.from_messages([("human", "{topic}")]) | emulator_model(
+            emulator) | StrOutputParser()
+        chain = DirectChain(name="plain", inner=inner, prepare=lambda value, config: (
+            value, config))
+        assert chain._steps is None
+        assert chain.stream({"topic": "x"}).gi_code.co_qualname.startswith("RunnableLambda.")
+        text = "".join(chain.stream({"topic": "x"}))
+        assert text and text == "".join(RunnableLambda.stream(chain, {"topic": "x"}))
 
 
 async def test_astream_events_sees_every_step() -> None:
@@ -192,6 +240,23 @@ async def test_leaving_early_closes_the_upstream() -> None:
         await stream.aclose()
         await asyncio.to_thread(wait_disconnected, emulator.requests[-1], left)
     assert [e[0] for e in recorder.events].count("chain_error") == 3  # parser, sequence, chain
+
+
+def test_breaking_out_of_a_sync_chain_stream_closes_the_upstream() -> None:
+    """The sync direct path closes every step at once, the model's request included (LCEL's
+    sync stream leaves the model's stream to the garbage collector), and reports the
+    interruption as LCEL's async stream does: each open run ends in ``GeneratorExit``."""
+    with MaritacaEmulator(reply_tokens=400) as emulator:
+        emulator.enqueue(Scenario.token_delay(0.01))
+        chain = build_story_chain(emulator_model(emulator))
+        recorder = Recorder()
+        for _ in chain.stream({"topic": "Brasil"}, {"callbacks": [recorder]}):
+            break
+        wait_disconnected(emulator.requests[-1], time.monotonic())
+        assert emulator.requests[-1].chunks_sent < 50
+    ends = [(e[0], e[3].get("error")) for e in recorder.events if "error" in e[0]]
+    assert ends == [("chain_error", "GeneratorExit()"), ("llm_error", "GeneratorExit()"),
+                    ("chain_error", "GeneratorExit()"), ("chain_error", "GeneratorExit()")]
 
 
 def _lcel_twin(chain: Any) -> Any:
@@ -224,17 +289,38 @@ async def test_astream_events_are_lcels(filters: dict[str, Any]) -> None:
     assert "on_parser_stream" in direct
 
 
+async def _log(lcel: bool) -> list[str]:
+    """The chain's ``astream_log`` patches, without times and ids."""
+    with MaritacaEmulator(reply_tokens=5) as emulator:
+        chain = build_story_chain(emulator_model(emulator))
+        chain = _lcel_twin(chain) if lcel else chain
+        ops = [normalised(patch.ops) async for patch in chain.astream_log({"topic": "Brasil"})]
+    ops = [re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "TIME", op) for op in ops]
+    return [re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "ID", op)
+            for op in ops]
+
+
 async def test_astream_log_is_lcels() -> None:
-    async def patches(lcel: bool) -> list[str]:
-        with MaritacaEmulator(reply_tokens=5) as emulator:
+    assert await _log(False) == await _log(True)
+
+
+@both_ways
+def test_a_long_chain_answer_adds_up_to_lcels(sync: bool) -> None:
+    """The parser's run adds its input up a batch at a time: the same inputs reported."""
+    def run(fast: bool) -> tuple[int, str, str]:
+        with MaritacaEmulator(reply_tokens=300) as emulator:
             chain = build_story_chain(emulator_model(emulator))
-            chain = _lcel_twin(chain) if lcel else chain
-            return [normalised(patch.ops) async for patch in
-                    chain.astream_log({"topic": "Brasil"})]
+            recorder = Recorder()
+            config = {"callbacks": [recorder], "configurable": {"max_tokens": 400}}
+            if sync:
+                chunks = list(chain.stream({"topic": "Brasil"}, config) if fast
+                              else RunnableLambda.stream(chain.bound, {"topic": "Brasil"}, config))
+            else:
+                chunks = asyncio.run(_collect(
+                    chain.astream({"topic": "Brasil"}, config) if fast
+                    else RunnableLambda.astream(chain.bound, {"topic": "Brasil"}, config)))
+            return len(chunks), normalised(chunks), normalised(recorder.events)
 
-    def without_times(ops: list[str]) -> list[str]:
-        ops = [re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "TIME", op) for op in ops]
-        return [re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "ID", op)
-                for op in ops]
-
-    assert without_times(await patches(False)) == without_times(await patches(True))
+    fast = run(True)
+    assert fast == run(False)
+    assert fast[0] >= 300 and "'parser'" in fast[2]

@@ -83,7 +83,7 @@ def test_import_loads_neither_langchain_nor_the_chat_model() -> None:
             "print(sorted(m for m in loaded if not m.startswith('maritaca.testing')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "['maritaca.models']"
+    assert out.strip() == "['maritaca._local_process', 'maritaca.models']"  # no langchain
 
 
 def test_the_child_process_runs_without_langchain(tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """Bad input: schemathesis over the server's OpenAPI schema, and hypothesis-made chain
-inputs on /invoke and /stream of every chain. Nothing may answer 5xx, and nothing may hang.
+inputs on /invoke and /stream of every chain. Nothing may answer 5xx, and nothing may hang;
+and every answer is what the schema says (schemathesis' full check set, ``--checks all``:
+documented statuses, media types and bodies, schema-valid requests accepted and
+schema-violating ones refused).
 
 The app runs in-process (schemathesis' ASGI client) over the emulator. CI size: a few
 hundred requests; ``pytest --soak``: thousands.
@@ -18,13 +21,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS
 from starlette.testclient import TestClient
 
 from chains import CHAINS
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import emulator_model
+from tests.conftest import emulator_model, loopback_client
 
 CI_EXAMPLES, SOAK_EXAMPLES = 4, 40  # per API operation (55 operations)
 # make test replays the same examples every run (a red CI names a reproducible bug);
@@ -108,16 +112,41 @@ def _fuzz_operations(api_schema: Any, examples: int, explore: bool = False) -> N
             what = f"{case.method} {case.formatted_path} body={case.body!r:.200}"
             started = time.monotonic()
             try:
-                problems = _problems(case.call(), time.monotonic() - started)
+                response = case.call()
+                problems = _problems(response, time.monotonic() - started)
             except Exception as exc:  # the app raised: a 500 on a real server
                 STATS["5xx"] += 1
                 problems = [f"unhandled {type(exc).__name__}: {exc}"]
+            else:
+                problems += _schema_lies(case, response)
             for problem in problems:
                 bad.setdefault(problem[:120], what)
 
         run()
         STATS["operations"] += 1
     report(bad)
+
+
+# Faces added in the same wave, not yet held to the full check set (their schemas
+# do not say yet which valid-looking requests they refuse, nor their error shapes):
+# still fuzzed for 5xx and hangs above.
+NOT_YET_HELD = ("/v1/", "/ai-sdk")
+
+
+def _schema_lies(case: Any, response: Any) -> list[str]:
+    """Where the answer is not what the schema says (every schemathesis check)."""
+    if any(part in case.operation.path for part in NOT_YET_HELD):
+        return []
+    try:
+        case.validate_response(response, checks=CHECKS.get_all())
+    except BaseException as exc:  # a FailureGroup, or one Failure
+        failures = [f for f in getattr(exc, "exceptions", [exc])
+                    # a body over the size cap is refused before its shape is looked at
+                    if not (response.status_code == 413
+                            and type(f).__name__ == "AcceptedNegativeData")]
+        return [f"{type(f).__name__}: {str(f).strip().splitlines()[0]} "
+                f"(HTTP {response.status_code}: {response.text[:400]})" for f in failures]
+    return []
 
 
 def report(bad: dict[str, str]) -> None:
@@ -165,7 +194,7 @@ _configs = st.none() | st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def test_client(fuzz_app: Any) -> Iterator[TestClient]:
-    with TestClient(fuzz_app, raise_server_exceptions=True) as http:
+    with loopback_client(fuzz_app, raise_server_exceptions=True) as http:
         yield http
 
 

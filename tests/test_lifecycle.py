@@ -17,7 +17,7 @@ from maritaca_chains import create_app
 from maritaca_chains.lifecycle import DRAIN_STATE, Drain
 from maritaca_chains.lifecycle.uvicorn_drain import DrainingServer
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import emulator_model
+from tests.conftest import emulator_model, loopback_client
 
 
 def settings(**env: object) -> ServerSettings:
@@ -114,14 +114,13 @@ def test_the_drain_is_found_in_uvicorns_lifespan_state_and_a_second_signal_force
 def test_a_draining_websocket_answers_what_it_was_sent_then_closes_1012():
     """Inputs sent before the drain are answered (one refused as queue_full gets no
     [END] and is not waited for); then the session closes with 1012, service restart."""
-    from starlette.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
     from maritaca.testing import MaritacaEmulator
 
     with MaritacaEmulator(reply_tokens=20, token_delay=0.03) as slow:
         app = create_app(settings(), model=emulator_model(slow))
-        with TestClient(app) as client, client.websocket_connect("/story/ws") as ws:
+        with loopback_client(app) as client, client.websocket_connect("/story/ws") as ws:
             for topic in ("um", "dois", "três", "quatro"):  # 1 running, 2 queued, 1 refused
                 ws.send_text(topic)
             app.state.drain.request()

@@ -160,7 +160,7 @@ def test_feedback_routes_appear_with_langsmith_tracing():
 
 async def test_playground_and_docs_have_portuguese_titles(app):
     """LangServe's playground page is English and titled "Playground" whatever it serves
-    (langserve_fixes.PlaygroundInPortuguese); this fails if LangServe changes that page."""
+    (langserve_compat.playground_page); this fails if LangServe changes that page."""
     async with client_for(app) as http:
         playground = await http.get("/qa/playground/")
         docs = await http.get("/docs")
@@ -171,3 +171,13 @@ async def test_playground_and_docs_have_portuguese_titles(app):
     assert int(playground.headers["content-length"]) == len(playground.content)
     assert "<title>maritaca-chains · documentação da API</title>" in docs.text
     assert schema["info"]["description"].startswith("Cadeias LCEL em streaming")
+
+
+async def test_run_refusals_have_a_type_and_speak_the_callers_language(app):
+    async with client_for(app) as http:
+        pt = await http.get("/story/runs/no-such-run")
+        en = await http.get("/story/runs/no-such-run", headers=ENGLISH)
+    assert pt.status_code == en.status_code == 404
+    assert pt.json()["type"] == en.json()["type"] == "run_not_found"
+    assert pt.json()["detail"].startswith("Execução (run) não encontrada")
+    assert en.json()["detail"].startswith("No such run")

@@ -17,16 +17,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from chains import build_summarize_chain
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, Scenario, terminate
 from maritaca_chains import create_app
-from maritaca_chains.run_recorder import RunRecording, run_callbacks
+from maritaca_chains.ledger import RunAccounts, format_brl
 from maritaca_chains.settings import ServerSettings
-from maritaca_chains.usage import format_cost
 from tests.conftest import emulator_model
 
 STORY = {"input": {"topic": "Brasil"}}
@@ -220,14 +218,10 @@ LONG_TEXT = " ".join(f"Parágrafo {i}: o sabiá canta no alto da palmeira ao ama
 
 async def test_map_reduce_cost_adds_up_every_call(emu, caplog):
     caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
-    recording = RunRecording(ServerSettings(_env_file=None),  # type: ignore[call-arg]
-                             backend="maritaca", model="sabia-4")
+    accounts = RunAccounts(backend="maritaca", model="sabia-4", quotas=None)
     chain = build_summarize_chain(emulator_model(emu), context_tokens=3_000)
-    app = FastAPI()
-    app.state.run_recording = recording
-    callbacks = run_callbacks(Request({"type": "http", "app": app, "headers": []}), "summarize")
-    text = "".join([c async for c in chain.astream({"text": LONG_TEXT},
-                                                    {"callbacks": callbacks})])
+    ledger = accounts.open(None, "summarize")
+    text = "".join([c async for c in chain.astream({"text": LONG_TEXT}, ledger.config())])
     assert text
     calls = emu.requests
     assert len(calls) >= 4  # three parts or more, then the summary of their summaries
@@ -240,7 +234,9 @@ async def test_map_reduce_cost_adds_up_every_call(emu, caplog):
     assert line["output_tokens"] == 12 * len(calls)
     assert line["cost_brl"] == pytest.approx(
         brl(line["input_tokens"], line["output_tokens"], line["cached_input_tokens"]), abs=1e-8)
-    assert format_cost(line["cost_brl"]).startswith("R$ 0,")
+    assert format_brl(line["cost_brl"]).startswith("R$ 0,")
+    [run] = ledger.runs  # what the log line says is the ledger's
+    assert run.usage()["cost_brl"] == line["cost_brl"] and run.calls == len(calls)
 
 
 # ------------------------------------------------------- --workers 2, multiprocess mode
@@ -319,3 +315,28 @@ async def test_text_and_websocket_runs_are_recorded(emu, caplog):
     assert {line["key"] for line in lines} == {
         "key-" + hashlib.sha256(b"chave-face").hexdigest()[:8]}
     assert all(line["cost_brl"] and line["time_to_first_token_s"] for line in lines)
+
+
+# ------------------------------------------------------------------------- at start
+
+
+async def test_a_fresh_server_shows_zeros_and_process_metrics(emu):
+    """Dashboards see 0, not "no data": every chain's in-flight gauge and its ok runs
+    exist before any run; the process' own metrics (memory, CPU, descriptors) too."""
+    from tests.conftest import RunningServer
+
+    with RunningServer(app_with(emu)) as server:  # a real single-process server
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            scraped = await scrape(http)
+    for chain in ("story", "qa", "summarize"):
+        assert ("maritaca_chains_streams_active", frozenset({("chain", chain)})) in scraped
+        assert value(scraped, "maritaca_chains_streams_active", chain=chain) == 0
+        key = ("maritaca_chains_runs_total",
+               frozenset({("chain", chain), ("model", "sabia-4"), ("outcome", "ok")}))
+        assert key in scraped
+    assert not emu.requests
+    names = {name for name, _ in scraped}
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "process_start_time_seconds"):
+        assert name in names, name
+    assert scraped[("process_resident_memory_bytes", frozenset())] > 10 * 2**20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import httpx
@@ -187,6 +188,149 @@ async def test_no_quota_settings_no_quotas(emu):
                                     headers=as_key(ALPHA))).status_code == 200
 
 
+# ------------------------------------------------- every face, through the run ledger
+
+
+def run_log(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records
+            if r.name == "maritaca_chains.runs" and r.getMessage().startswith('{"event": "run"')]
+
+
+def runs_counted(metrics: str) -> float:
+    """``maritaca_chains_runs_total`` of story's ok runs (the registry is the process's)."""
+    mark = 'maritaca_chains_runs_total{chain="story",model="sabia-4",outcome="ok"} '
+    return float(next(line for line in metrics.splitlines() if line.startswith(mark))
+                 .removeprefix(mark))
+
+
+def chat_calls(emu: MaritacaEmulator) -> int:
+    return sum(r.path.endswith("/chat/completions") for r in emu.requests)
+
+
+async def test_resumable_runs_spend_the_budget_and_are_logged_and_counted(emu, caplog):
+    """The attack: with a 300-token budget, start runs with POST /story/runs and read
+    them to the end, again and again. Each is charged, logged and counted; once the
+    budget is spent the next start is a 429 before any upstream call."""
+    caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="300/hour")
+    label = label_of_key(ALPHA)
+    started = 0
+    with RunningServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     headers=as_key(ALPHA)) as http:
+            before = runs_counted((await http.get("/metrics")).text)
+            for _ in range(8):
+                response = await http.post("/story/runs", json=STORY)
+                if response.status_code == 429:
+                    break
+                assert response.status_code == 201, response.text
+                started += 1
+                status_url = response.json()["status_url"]
+                while (status := (await http.get(status_url)).json())["status"] == "running":  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)  # polling the server
+                assert status["status"] == "done"
+            assert_refused(response, "Token budget (input + output) of 300 per 1 hour", 3600)
+            after = runs_counted((await http.get("/metrics")).text)
+    one_run = status["usage"]["input_tokens"] + status["usage"]["output_tokens"]
+    assert status["usage"]["total_tokens"] == one_run and status["usage"]["cost_brl"] > 0
+    assert started == -(-300 // one_run)  # runs until the budget was spent, no more
+    assert chat_calls(emu) == started
+    assert await app.state.quotas.remaining_tokens(label) == 0
+    lines = run_log(caplog)
+    assert [(line["chain"], line["key"], line["outcome"]) for line in lines] == [
+        ("story", label, "ok")] * started
+    assert lines[-1]["input_tokens"] + lines[-1]["output_tokens"] == one_run
+    assert after - before == started
+
+
+async def test_every_websocket_run_is_a_request_checked_before_it_starts(emu):
+    """The attack: one handshake, then many runs on the socket. Each run counts against
+    the rate limit and is checked against the token budget before it starts."""
+    app = make_app(emu, MARITACA_CHAINS_RATE_LIMIT="2/minute")
+    with RunningServer(app) as server:
+        async with connect(server.url.replace("http", "ws") + "/story/ws",
+                           additional_headers=as_key(ALPHA)) as ws:
+            frames = []
+            for _ in range(4):
+                await ws.send("Brasil")
+                while (frame := await ws.recv()) != "[END]":
+                    frames.append(frame)
+    assert chat_calls(emu) == 2  # the handshake itself spends nothing
+    errors = [json.loads(f.removeprefix("[ERROR] ")) for f in frames if f.startswith("[ERROR]")]
+    assert len(errors) == 2
+    assert all(e["type"] == "quota_exceeded" and e["status_code"] == 429
+               and e["retry_after"] >= 1 and e["message"].startswith("Rate limit of 2 per 1 minute")
+               for e in errors)
+
+    emu.reset()
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="10/hour")
+    with RunningServer(app) as server:
+        async with connect(server.url.replace("http", "ws") + "/story/ws",
+                           additional_headers=as_key(ALPHA)) as ws:
+            replies = []
+            for _ in range(3):
+                await ws.send("Brasil")
+                reply = []
+                while (frame := await ws.recv()) != "[END]":
+                    reply.append(frame)
+                replies.append(reply)
+    assert chat_calls(emu) == 1  # the first run spent the budget; the others never started
+    assert not any(f.startswith("[ERROR]") for f in replies[0])
+    for reply in replies[1:]:
+        [frame] = reply
+        assert json.loads(frame.removeprefix("[ERROR] "))["type"] == "quota_exceeded"
+        assert "Token budget" in frame
+
+
+async def test_a_batch_is_a_request_per_input_and_has_a_size_cap(emu, caplog):
+    """The attack: one POST /story/batch with many inputs. Each input is a run (one
+    request each, each charged and logged); beyond the cap it is a 413, before any
+    upstream call."""
+    caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
+    app = make_app(emu, MARITACA_CHAINS_RATE_LIMIT="3/minute",
+                   MARITACA_CHAINS_TOKEN_BUDGET="100000/day", MARITACA_CHAINS_BATCH_MAX_INPUTS="5")
+    inputs = [STORY["input"]] * 6
+    async with client_for(app) as http:
+        too_many = await http.post("/story/batch", json={"inputs": inputs}, headers=as_key(ALPHA))
+        assert too_many.status_code == 413, too_many.text
+        assert "at most 5 inputs" in too_many.json()["detail"]
+        assert_refused(await http.post("/story/batch", json={"inputs": inputs[:4]},
+                                       headers=as_key(ALPHA)), "Rate limit of 3 per 1 minute")
+        assert chat_calls(emu) == 0
+        two = await http.post("/story/batch", json={"inputs": inputs[:2]}, headers=as_key(ALPHA))
+        assert two.status_code == 200 and len(two.json()["output"]) == 2
+        assert (await http.post("/story/invoke", json=STORY,
+                                headers=as_key(ALPHA))).status_code == 200
+        assert_refused(await http.post("/story/invoke", json=STORY, headers=as_key(ALPHA)),
+                       "Rate limit of 3 per 1 minute")
+    assert chat_calls(emu) == 3
+    lines = run_log(caplog)
+    assert len(lines) == 3 and len({line["run_id"] for line in lines}) == 3
+    spent = sum(line["input_tokens"] + line["output_tokens"] for line in lines)
+    assert await app.state.quotas.remaining_tokens(label_of_key(ALPHA)) == 100000 - spent
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # pandas deprecations
+async def test_ui_runs_charge_the_key_that_started_them(emu, caplog, monkeypatch):
+    """Gradio runs each chat in its own queue worker, outside the request that started
+    it: the run's ledger still charges (and logs) the key of that request."""
+    from gradio_client import Client
+
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    caplog.set_level(logging.INFO, logger="maritaca_chains.runs")
+    app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day")
+    with RunningServer(app) as server:
+        client = Client(f"{server.url}/ui/", verbose=False, analytics_enabled=False,
+                        headers=as_key(BETA))
+        try:
+            await asyncio.to_thread(client.predict, [], "sabia-4", 0.7, 0, "Brasil", "",
+                                    "curta", api_name="/story")
+        finally:
+            client.close()
+        left = await app.state.quotas.remaining_tokens(label_of_key(BETA))
+    [line] = run_log(caplog)
+    assert line["key"] == label_of_key(BETA) and line["outcome"] == "ok"
+    assert left == 100000 - line["input_tokens"] - line["output_tokens"]
 async def test_background_runs_charge_the_key_that_started_them(emu):
     """A resumable run (and so an AI SDK answer) runs outside the request's context: its
     tokens still go to the key's budget."""

@@ -27,13 +27,13 @@ import pytest
 from langchain_core.load import dumps
 from langserve.lzstring import LZString
 from pydantic import SecretStr
-from starlette.testclient import TestClient
 
 from chains import CHAINS
 from maritaca import ChatMaritaca, errors
 from maritaca.testing import MaritacaEmulator, Scenario, closed_port_url
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.conftest import loopback_client
 
 SECRET = "sk-maritaca-SECRET-Zq7Hq2xZ9wPv4Lr"
 DISTINCTIVE = "Zq7Hq2xZ9wPv4Lr"  # the part that appears nowhere else by chance
@@ -131,7 +131,7 @@ def _config_hash(config: dict[str, Any]) -> str:
 def test_every_endpoint_success_and_failure_never_shows_the_key(
         deployed: Any, secret_emulator: MaritacaEmulator, seen: Seen) -> None:
     seen.minimum = 300
-    with TestClient(deployed, raise_server_exceptions=False) as http:
+    with loopback_client(deployed, raise_server_exceptions=False) as http:
         for path in ("/", "/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
             seen.response(path, http.get(path))
         assert http.get("/healthz").json()["backend"] == "maritaca"
@@ -190,7 +190,7 @@ def _evil_body(route: str, key: str, *, with_config: bool = True) -> dict[str, A
 def test_overriding_key_or_url_through_configurable_is_refused(
         deployed: Any, secret_emulator: MaritacaEmulator, seen: Seen, route: str,
         key: str) -> None:
-    with TestClient(deployed, raise_server_exceptions=False) as http:
+    with loopback_client(deployed, raise_server_exceptions=False) as http:
         response = http.post(f"/story/{route}", json=_evil_body(route, key))
         seen.response(route, response)
         assert response.status_code == 422, response.text[:300]
@@ -207,7 +207,7 @@ def test_configurable_in_the_path_form_never_redirects_the_key(
     model has no such configurable field, so the request (and the key) can only go to
     the configured upstream."""
     evil = {"configurable": {key: "http://127.0.0.1:9/steal"}}
-    with TestClient(deployed, raise_server_exceptions=False) as http:
+    with loopback_client(deployed, raise_server_exceptions=False) as http:
         response = http.post(f"/story/c/{_config_hash(evil)}/{route}",
                              json=_evil_body(route, key, with_config=False))
         seen.response(f"c/{{hash}}/{route}", response)
@@ -218,7 +218,7 @@ def test_configurable_in_the_path_form_never_redirects_the_key(
 @pytest.mark.parametrize("route", ["invoke", "stream"])
 def test_configurable_in_the_path_form_is_refused(deployed: Any, route: str) -> None:
     evil = {"configurable": {"base_url": "http://127.0.0.1:9/steal"}}
-    with TestClient(deployed, raise_server_exceptions=False) as http:
+    with loopback_client(deployed, raise_server_exceptions=False) as http:
         response = http.post(f"/story/c/{_config_hash(evil)}/{route}",
                              json=_evil_body(route, "base_url", with_config=False))
     assert response.status_code == 422, response.text[:300]

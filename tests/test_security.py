@@ -369,3 +369,75 @@ def test_no_key_ever_reaches_the_server_output(server_process):
     assert "upstream_authentication" in output or "401" in output
     leaks = sorted({form for key in (ACCESS, SECRET) for form in key_forms(key) if form in output})
     assert not leaks, f"a key leaked into the server output: {leaks}\n{output[-3000:]}"
+
+
+# ---------------------------------------------------------- loopback is an address
+
+@pytest.mark.parametrize("client", ["testclient", "localhost", "203.0.113.9", "::ffff:8.8.8.8"])
+async def test_without_keys_only_a_loopback_address_is_served(emu, app, client):
+    """Loopback means the connection's address: a client named ``testclient`` or
+    ``localhost`` (what a proxy could forward) is not served without a key."""
+    transport = httpx.ASGITransport(app=app, client=(client, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
+        response = await http.post("/story/invoke", json=BODY)
+        assert response.status_code == 403, response.text
+        assert "loopback" in response.json()["detail"]
+    for loopback in ("127.0.0.1", "127.8.9.10", "::1"):
+        transport = httpx.ASGITransport(app=app, client=(loopback, 40000))
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url="http://127.0.0.1:8000") as http:
+            assert (await http.post("/story/invoke", json=BODY)).status_code == 200
+    assert len(emu.requests) == 3
+
+
+@pytest.mark.parametrize("forwarded", ["203.0.113.9, testclient", "203.0.113.9, localhost",
+                                       "203.0.113.9"])
+async def test_a_trusted_proxy_forwarding_a_name_is_not_loopback(emu, forwarded):
+    """The attack: a trusted proxy (uvicorn ``--proxy-headers``) forwards a client whose
+    last hop is the name ``testclient`` or ``localhost``. Not loopback: refused."""
+    app = app_with(emu, MARITACA_CHAINS_UI=False)
+    with RunningServer(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            response = await http.post("/story/invoke", json=BODY,
+                                       headers={"X-Forwarded-For": forwarded})
+            assert response.status_code == 403, response.text
+            served = await http.post("/story/invoke", json=BODY,
+                                     headers={"X-Forwarded-For": "127.0.0.1"})
+            assert served.status_code == 200
+    assert len(emu.requests) == 1
+
+
+# --------------------------------------------- media types compare case-insensitively
+
+MALFORMED = [b'{"input": {"topic": "Brasil"}', b'\xff\xfe{"input": 1}', b'{"input": NaN}',
+             b'{"input": {"topic": "\\ud800"}}', b'{"input": {"topic": "x"}, "config": null}',
+             b'{"inputs": 5}']
+
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; Charset=UTF-8",
+                                          "application/Problem+JSON"])
+@pytest.mark.parametrize("body", MALFORMED)
+async def test_any_case_of_json_gets_the_same_guard(emu, app, content_type, body):
+    """The attack: the JSON guard compared ``content-type`` case-sensitively, so
+    ``Application/JSON`` skipped it (500s, tracebacks, no body limit)."""
+    async with client_for(app) as http:
+        for path in ("/story/invoke", "/story/batch", "/story/stream", "/story/text",
+                     "/story/runs"):
+            response = await http.post(path, content=body,
+                                       headers={"content-type": content_type})
+            assert response.status_code < 500, (path, response.text[:300])
+            if body != b'{"input": {"topic": "x"}, "config": null}':
+                assert response.status_code in (413, 415, 422), (path, response.text[:300])
+    if b"null" not in body:
+        assert not emu.requests
+
+
+async def test_the_body_limit_holds_for_any_case_of_json(emu, app):
+    big = b'{"input": {"topic": "' + b"x" * (9 * 2**20) + b'"}}'
+    async with client_for(app) as http:
+        for content_type in ("application/json", "Application/JSON"):
+            response = await http.post("/story/invoke", content=big,
+                                       headers={"content-type": content_type})
+            assert response.status_code == 413, response.text[:200]
+            assert "MiB" in response.json()["detail"]
+    assert not emu.requests

@@ -17,7 +17,6 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
 from chains import build_chains
 from maritaca import ChatMaritaca, local
@@ -28,9 +27,10 @@ from maritaca_chains.backend import ServedModel
 from maritaca_chains.faces import chat_fn
 from maritaca_chains.faces.gradio_idle_poll import IDLE_PACE
 from maritaca_chains.faces.ui_run import RunUpdate
-from maritaca_chains.faces.ui_text import format_brl, run_footer
+from maritaca_chains.faces.ui_text import run_footer
+from maritaca_chains.ledger import format_brl
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import SLOW_TOKENS, emulator_model, wait_disconnected
+from tests.conftest import SLOW_TOKENS, emulator_model, loopback_client, wait_disconnected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -214,7 +214,7 @@ def test_ui_stop_cancels_the_run_and_closes_the_upstream(slow, monkeypatch):
 def test_ui_offers_the_models_that_answer(app):
     choices = app.state.served.model_choices
     assert choices[0] == "sabia-4" and set(choices) == set(catalogue_names())
-    with TestClient(app) as http:
+    with loopback_client(app) as http:
         config = http.get("/ui/config").json()
     dropdowns = [c["props"] for c in config["components"] if c.get("type") == "dropdown"]
     assert [[choice[1] for choice in d["choices"]] for d in dropdowns] == [choices]
@@ -231,14 +231,14 @@ def test_costs_read_as_reais():
     assert format_brl(0.0012) == "R$ 0,0012"
     assert format_brl(1234.5) == "R$ 1.234,50"
     assert run_footer("sabia-4", 120, 0.00036, False) == (
-        "respondido por sabia-4 · 120 tokens · custo estimado R$ 0,0004")
+        "respondido por sabia-4 · 120 tokens · custo estimado R$ 0,00036")
 
 
 def test_no_gradio_no_ui(emu, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
     assert "gradio is not installed" in caplog.text
-    with TestClient(app) as http:
+    with loopback_client(app) as http:
         assert http.get("/ui/").status_code == 404
         assert http.post("/story/text", json={"topic": "Brasil"}).text == expected(emu)
 

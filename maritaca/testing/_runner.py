@@ -13,7 +13,6 @@ import contextlib
 import importlib.util
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from .._local_process import stop_process
 from ._app import EmulatorApp
 
 __all__ = ["ServerThread", "closed_port_url", "spawn", "terminate"]
@@ -170,12 +170,6 @@ def spawn(argv: list[str], timeout: float = 20.0) -> tuple[subprocess.Popen[str]
 def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     """Stop a child process (an emulator, a server under test): SIGTERM, then SIGKILL if
     it has not exited within ``timeout``; closes its stdout pipe."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout)
     if proc.stdout is not None:
         proc.stdout.close()

@@ -10,11 +10,9 @@ Vercel AI SDK's ``/<name>/ai-sdk`` (``ai_sdk``, on the resumable runs).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI
-from fastapi.params import Depends as DependsParam
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
@@ -31,42 +29,29 @@ from .websocket import END, STOPPED, socket_endpoint
 __all__ = ["END", "ERROR", "STOPPED", "TEXT_MEDIA_TYPE", "TRUNCATED", "chat_fn",
            "mount_client_faces", "mount_faces"]
 
-Guard = DependsParam | Callable[..., Any]
-
-
-def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guard, *,
+def mount_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], *,
                 ui: bool = True) -> None:
-    """Add ``/<name>/text`` and ``/<name>/ws`` for every chain, and (``ui``) the Gradio ``/ui``.
-
-    ``guard`` is the access dependency (``Depends(...)`` or the callable itself) that
-    protects the LangServe routes; it protects these too, WebSocket handshakes included.
-    """
-    check = guard.dependency if isinstance(guard, DependsParam) else guard
-    if check is None:
-        raise ValueError("mount_faces needs a guard dependency")
+    """Add ``/<name>/text`` and ``/<name>/ws`` for every chain, and (``ui``) the Gradio ``/ui``,
+    all behind the request rules (``request_rules``: key, quotas) like LangServe's routes."""
     for name, chain in chains.items():
         face = Face(name, chain)
-        app.add_api_route(f"/{name}/text", text_endpoint(face), methods=["POST"],
-                          dependencies=[Depends(check)], tags=[name],
+        app.add_api_route(f"/{name}/text", text_endpoint(face), methods=["POST"], tags=[name],
                           summary=f"The {name} answer as streamed plain text",
                           response_class=StreamingResponse, response_model=None,
                           openapi_extra={"requestBody": {"required": True, "content": {
                               "application/json": {
                                   "schema": face.request_schema()}}}},
                           responses={200: {"content": {TEXT_MEDIA_TYPE: {}}}})
-        app.add_api_websocket_route(f"/{name}/ws", socket_endpoint(face, check))
+        app.add_api_websocket_route(f"/{name}/ws", socket_endpoint(face))
     if chains and ui:
-        mount_ui(app, chains, check)
+        mount_ui(app, chains)
 
 
-def mount_client_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], guard: Guard, *,
+def mount_client_faces(app: FastAPI, chains: dict[str, Runnable[Any, str]], *,
                        model: BaseChatModel, model_names: list[str], runs: RunManager) -> None:
     """Add ``/v1/models`` and ``/v1/chat/completions`` (the chains, and ``model_names``
     answered by ``model``) and ``/<name>/ai-sdk`` for every chain (answers kept in
-    ``runs``), behind ``guard`` (access keys and quotas, as ``mount_faces``)."""
-    check = guard.dependency if isinstance(guard, DependsParam) else guard
-    if check is None:
-        raise ValueError("mount_client_faces needs a guard dependency")
+    ``runs``), behind the request rules (key, quotas; as ``mount_faces``)."""
     faces = [Face(name, chain) for name, chain in chains.items()]
-    add_openai_routes(app, faces, model, model_names, check)
-    add_ai_sdk_routes(app, faces, runs, check)
+    add_openai_routes(app, faces, model, model_names)
+    add_ai_sdk_routes(app, faces, runs)

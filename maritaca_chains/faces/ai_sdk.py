@@ -30,16 +30,14 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
 from ..error_responses import describe_error
-from ..quotas import request_meter
 from ..redis_outage import REDIS_DOWN
-from ..run_recorder import run_callbacks
+from ..request_rules import RunRequest, admitted_caller, rules_of
 from ..runs import EventsDropped, RunInfo, RunManager, RunsFull, RunStatus
 from ..security import caller_label
-from ._face import Face, FaceRequest
+from ._face import Face
 from ._sse import ClosingEventStream
 from .ai_sdk_wire import UI_MESSAGE_STREAM_HEADERS, AiSdkWire, error_part
 
@@ -52,19 +50,19 @@ _PING = b": ping\n\n"
 MAX_CHAT_ID = 200
 
 
-def add_ai_sdk_routes(app: FastAPI, faces: list[Face], manager: RunManager,
-                      check: Callable[..., Any]) -> None:
-    """The two AI SDK routes of every chain, behind ``check`` (access keys and quotas)."""
+def add_ai_sdk_routes(app: FastAPI, faces: list[Face], manager: RunManager) -> None:
+    """The two AI SDK routes of every chain, behind the request rules (access keys; an
+    answer, which starts a run, also the quotas)."""
     for face in faces:
         name = face.name
         app.add_api_route(f"/{name}/ai-sdk", _answer_endpoint(face, manager), methods=["POST"],
-                          dependencies=[Depends(check)], tags=[name], response_model=None,
-                          summary=f"The {name} answer for the Vercel AI SDK (useChat)",
+                          dependencies=[Depends(admitted_caller)], tags=[name],
+                          response_model=None, summary=f"The {name} answer for the Vercel AI SDK (useChat)",
                           openapi_extra={"requestBody": {"required": True, "content": {
                               "application/json": {"schema": _request_schema(face)}}}},
                           responses={200: {"content": {"text/event-stream": {}}}})
         app.add_api_route(f"/{name}/ai-sdk/{{chat_id}}/stream", _resume_endpoint(face, manager),
-                          methods=["GET"], dependencies=[Depends(check)], tags=[name],
+                          methods=["GET"], dependencies=[Depends(admitted_caller)], tags=[name],
                           response_model=None,
                           summary="Replay the chat's current answer (the AI SDK's resumeStream)",
                           responses={200: {"content": {"text/event-stream": {}}},
@@ -124,7 +122,7 @@ def _user_text(messages: Any, main_field: str) -> str:
     raise _invalid(("messages",), f"no user message: its text fills the chain's {main_field}")
 
 
-def parse_chat_body(face: Face, body: Any) -> tuple[str, FaceRequest]:
+def parse_chat_body(face: Face, body: Any) -> tuple[str, RunRequest]:
     """(chat id, the chain's input and config) from ``DefaultChatTransport``'s body."""
     if not isinstance(body, dict):
         raise _invalid((), "the body must be a JSON object (what DefaultChatTransport sends)")
@@ -165,10 +163,11 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
             raise _invalid((), "The request body is not JSON", "json_invalid") from exc
         chat_id, parsed = parse_chat_body(face, body)
         info = RunInfo(run_id=str(uuid.uuid4()), chain=face.name, owner=caller_label(request))
-        config: RunnableConfig = {**parsed.config, "callbacks": [*run_callbacks(request, face.name),
-                                                 *request_meter()]}
+        # the run's ledger: its log line, metrics and token charge, and the usage part
+        ledger = rules_of(request).accounts.open(request, face.name)
         try:
-            await manager.start(info, face.chain, parsed.value, config, wire=AiSdkWire())
+            await manager.start(info, face.chain, parsed.value, parsed.config, ledger,
+                                wire=AiSdkWire(ledger))
         except RunsFull as exc:
             raise HTTPException(503, f"Too many answers under way ({exc}); try again shortly",
                                 headers={"Retry-After": "5"}) from exc

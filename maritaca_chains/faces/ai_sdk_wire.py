@@ -10,7 +10,8 @@ Each event is an SSE ``data:`` line with one JSON part, in this order::
     {"type": "text-delta", "id": "text", "delta": "..."}       # one per chain chunk
     {"type": "text-end", "id": "text"}
     {"type": "data-usage", "id": "usage", "data": {"input_tokens", "output_tokens",
-                                                  "cached_input_tokens", "calls", "cost_brl"}}
+                                                  "total_tokens", "cached_input_tokens",
+                                                  "calls", "cost_brl"}}  # the run's ledger
     {"type": "data-truncated", "id": "truncated", "data": {"max_tokens", "message"}}  # if cut
     {"type": "finish"}
     [DONE]
@@ -29,8 +30,8 @@ import orjson
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
 from ..error_responses import describe_error
+from ..ledger import Ledger
 from ..runs.wire import SHUTTING_DOWN, Emit
-from ._face import RunOutcome
 
 __all__ = ["DONE", "UI_MESSAGE_STREAM_HEADERS", "AiSdkWire", "error_part", "part"]
 
@@ -71,14 +72,15 @@ class _CustomEvents(AsyncCallbackHandler):
 
 
 class AiSdkWire:
-    """One answer's parts (see the module doc); ``outcome`` learns usage and the cut."""
+    """One answer's parts (see the module doc); usage and the cut come from the run's
+    ``ledger``."""
 
-    def __init__(self) -> None:
-        self.outcome = RunOutcome()
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
         self._text_open = False
 
     def callbacks(self, emit: Emit) -> list[BaseCallbackHandler]:
-        return [self.outcome, _CustomEvents(emit)]
+        return [_CustomEvents(emit)]
 
     def opening(self, event_id: int, run_id: str) -> bytes:
         return part({"type": "start", "messageId": f"msg-{run_id}"})
@@ -98,12 +100,13 @@ class AiSdkWire:
         return _TEXT_END
 
     def ended(self, event_id: int) -> bytes:
-        outcome = self.outcome
-        closing = self._close_text() + part(
-            {"type": "data-usage", "id": "usage", "data": outcome.usage.as_dict()})
-        if outcome.cut:
+        run = self.ledger.last
+        closing = self._close_text()
+        if run is not None:
+            closing += part({"type": "data-usage", "id": "usage", "data": run.usage()})
+        if run is not None and run.cut:
             closing += part({"type": "data-truncated", "id": "truncated", "data": {
-                "max_tokens": outcome.max_tokens, "message": outcome.note()}})
+                "max_tokens": run.max_tokens, "message": run.cut_note()}})
         return closing + b'data: {"type":"finish"}\n\n' + DONE
 
     def failed(self, event_id: int, exc: BaseException) -> bytes:

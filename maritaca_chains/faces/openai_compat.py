@@ -23,15 +23,13 @@ and its upstream request; the run log, metrics and quotas count it as on every f
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -40,8 +38,9 @@ from pydantic import ValidationError
 from chains import configurable_model
 from maritaca import closing_upstreams
 
-from ..run_recorder import run_callbacks
-from ._face import Face, RunOutcome
+from ..ledger import Ledger, RunLedger
+from ..request_rules import admitted_caller, current_caller, rules_of
+from ._face import Face
 from ._sse import ClosingEventStream
 from .openai_request import (
     CompletionRequest,
@@ -70,8 +69,7 @@ class _ChainTarget:
     def __init__(self, face: Face) -> None:
         self.face, self.label = face, face.name
 
-    def chunks(self, request: CompletionRequest, outcome: RunOutcome,
-               callbacks: Sequence[BaseCallbackHandler]) -> Chunks:
+    def chunks(self, request: CompletionRequest, ledger: Ledger) -> Chunks:
         envelope: dict[str, Any] = {"input": chain_input(request, self.face.main_field)}
         if request.configurable:
             envelope["config"] = {"configurable": request.configurable}
@@ -81,7 +79,7 @@ class _ChainTarget:
             raise _invalid_input(exc, self.face.main_field) from exc
         except ValueError as exc:
             raise invalid(None, str(exc)) from exc
-        return self.face.chunks(parsed, outcome, callbacks)
+        return self.face.chunks(parsed, ledger)
 
 
 def _invalid_input(exc: ValidationError, main_field: str) -> OpenAIError:
@@ -104,12 +102,11 @@ class _ModelTarget:
     def __init__(self, model: Runnable[Any, Any], name: str) -> None:
         self.model, self.name = model, name
 
-    def chunks(self, request: CompletionRequest, outcome: RunOutcome,
-               callbacks: Sequence[BaseCallbackHandler]) -> Chunks:
+    def chunks(self, request: CompletionRequest, ledger: Ledger) -> Chunks:
         messages = chat_messages(request)
-        config: RunnableConfig = {"configurable": {**request.configurable, "model": self.name},
-                                  "callbacks": [outcome, *callbacks],
-                                  "run_name": CHAT_RUN_NAME}
+        config: RunnableConfig = ledger.config({
+            "configurable": {**request.configurable, "model": self.name},
+            "run_name": CHAT_RUN_NAME})
         return _model_text(self.model, messages, config)
 
 
@@ -126,10 +123,10 @@ async def _model_text(model: Runnable[Any, Any], messages: list[BaseMessage],
 
 
 def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
-                      model_names: Sequence[str], check: Callable[..., Any]) -> None:
+                      model_names: Sequence[str]) -> None:
     """``/v1/models`` and ``/v1/chat/completions`` for ``faces`` and the backend's
-    ``model_names`` (served by ``model``), behind ``check`` (access keys and quotas),
-    errors in OpenAI's shape."""
+    ``model_names`` (served by ``model``), behind the request rules (access keys and
+    quotas), errors in OpenAI's shape; each run kept in a ledger (``ledger``)."""
     chat_model = configurable_model(model)
     targets: dict[str, _ChainTarget | _ModelTarget] = {
         name: _ModelTarget(chat_model, name) for name in model_names}
@@ -138,7 +135,7 @@ def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
                 "owned_by": "maritaca-chains"} for face in faces]
     listing += [{"id": name, "object": "model", "created": 0, "owned_by": "maritaca"}
                 for name in model_names if name not in {face.name for face in faces}]
-    guard = Depends(_openai_guard(check))
+    guard = Depends(_openai_guard)
     app.add_exception_handler(OpenAIError, _openai_error_json)
 
     @app.get("/v1/models", dependencies=[guard], tags=["openai"],
@@ -169,12 +166,12 @@ def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
         target = targets.get(completion.model)
         if target is None:
             raise _unknown_model(completion.model)
-        outcome = RunOutcome()
-        chunks = target.chunks(completion, outcome, run_callbacks(request, target.label))
+        ledger = rules_of(request).accounts.open(request, target.label)
+        chunks = target.chunks(completion, ledger)
         wire = CompletionWire(completion.model)
         if completion.stream:
-            return await _streamed(target.label, wire, chunks, outcome, completion)
-        return await _whole(target.label, wire, chunks, outcome)
+            return await _streamed(target.label, wire, chunks, ledger, completion)
+        return await _whole(target.label, wire, chunks, ledger)
 
 
 def _unknown_model(name: str) -> OpenAIError:
@@ -189,29 +186,35 @@ async def _failed(label: str, chunks: Chunks, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _whole(label: str, wire: CompletionWire, chunks: Chunks,
-                 outcome: RunOutcome) -> Response:
+def _run(ledger: Ledger) -> RunLedger:
+    """The run that just ended (its ledger is closed once its stream is read)."""
+    run = ledger.last
+    assert run is not None, "the run ended without its ledger closing"
+    return run
+
+
+async def _whole(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledger) -> Response:
     try:
         async with aclosing(chunks):
             text = "".join([chunk async for chunk in chunks])
     except Exception as exc:
         return await _failed(label, chunks, exc)
-    return JSONResponse(wire.completion(text, "length" if outcome.cut else "stop",
-                                        outcome.usage))
+    run = _run(ledger)
+    return JSONResponse(wire.completion(text, "length" if run.cut else "stop", run))
 
 
-async def _streamed(label: str, wire: CompletionWire, chunks: Chunks, outcome: RunOutcome,
+async def _streamed(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledger,
                     completion: CompletionRequest) -> Response:
     try:
         first = await anext(chunks, None)  # a failure before any text: an HTTP error
     except Exception as exc:
         return await _failed(label, chunks, exc)
-    return ClosingEventStream(_events(label, wire, first, chunks, outcome,
+    return ClosingEventStream(_events(label, wire, first, chunks, ledger,
                                       completion.include_usage))
 
 
 async def _events(label: str, wire: CompletionWire, first: str | None, chunks: Chunks,
-                  outcome: RunOutcome, include_usage: bool) -> AsyncGenerator[bytes, None]:
+                  ledger: Ledger, include_usage: bool) -> AsyncGenerator[bytes, None]:
     try:
         yield wire.role_chunk() + (wire.text_chunk(first) if first is not None else b"")
         text_chunk = wire.text_chunk
@@ -224,27 +227,21 @@ async def _events(label: str, wire: CompletionWire, first: str | None, chunks: C
         return
     finally:
         await chunks.aclose()
-    yield wire.finish_chunk("length" if outcome.cut else "stop")
+    run = _run(ledger)
+    yield wire.finish_chunk("length" if run.cut else "stop")
     if include_usage:
-        yield wire.usage_chunk(outcome.usage)
+        yield wire.usage_chunk(run)
     yield DONE
 
 
-def _openai_guard(check: Callable[..., Any]) -> Callable[[Request], Any]:
-    """``check`` (access keys, quotas), its refusals in OpenAI's error shape."""
-
-    async def guard(request: Request) -> None:
-        try:
-            result = check(request)
-            if inspect.isawaitable(result):
-                await result
-        except OpenAIError:
-            raise
-        except HTTPException as exc:
-            raise OpenAIError(exc.status_code, str(exc.detail), _CODES.get(exc.status_code),
-                              headers=dict(exc.headers or {})) from None
-
-    return guard
+async def _openai_guard(request: Request) -> None:
+    """The request rules (``admitted_caller``: access key, quotas), their refusals in
+    OpenAI's error shape."""
+    try:
+        await admitted_caller(request, await current_caller(request))
+    except HTTPException as exc:
+        raise OpenAIError(exc.status_code, str(exc.detail), _CODES.get(exc.status_code),
+                          headers=dict(exc.headers or {})) from None
 
 
 async def _openai_error_json(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..error_responses import describe_error
-from ..usage import RunUsage
+from ..ledger import RunLedger
 
 __all__ = ["DONE", "CompletionWire", "error_type", "openai_error", "openai_usage"]
 
@@ -53,7 +53,7 @@ def describe_openai(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
             openai_error(error["status_code"], error["message"], error["type"], param), headers)
 
 
-def openai_usage(usage: RunUsage) -> dict[str, Any]:
+def openai_usage(usage: RunLedger) -> dict[str, Any]:
     """A run's tokens as OpenAI's ``usage`` object (every model call of the run)."""
     return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
             "total_tokens": usage.input_tokens + usage.output_tokens,
@@ -92,7 +92,7 @@ class CompletionWire:
         return self._event({"choices": [{"index": 0, "delta": {}, "logprobs": None,
                                          "finish_reason": finish_reason}]})
 
-    def usage_chunk(self, usage: RunUsage) -> bytes:
+    def usage_chunk(self, usage: RunLedger) -> bytes:
         """The last event with ``stream_options.include_usage``: no choices, the usage,
         and beside it the run's cost in BRL (``cost_brl``, null when unknown)."""
         return self._event({"choices": [], "usage": openai_usage(usage),
@@ -104,7 +104,7 @@ class CompletionWire:
         _, body, _ = describe_openai(exc)
         return b"data: " + orjson.dumps(body) + b"\n\n"
 
-    def completion(self, text: str, finish_reason: str, usage: RunUsage) -> dict[str, Any]:
+    def completion(self, text: str, finish_reason: str, usage: RunLedger) -> dict[str, Any]:
         """The whole answer as a ``chat.completion`` (``stream: false``)."""
         return {"id": self.id, "object": "chat.completion", "created": self.created,
                 "model": self.model,

@@ -5,7 +5,8 @@ or LangServe's envelope with the run's choices, ``{"input": {"topic": "Brasil"},
 "config": {"configurable": {"model": ..., "temperature": 0.3, "max_tokens": 200}}}``
 (checked like on LangServe's routes). Answer: ``text/plain; charset=utf-8``, the text as
 the model writes it. Bad input or config is a 422 naming the field (415 without the JSON
-content type). An upstream failure before the first byte is a JSON error with its
+content type, checked before any route). The caller's key and quota are the
+request rules' (``AdmittedCaller``). An upstream failure before the first byte is a JSON error with its
 status, like the other routes; after it, the text ends with the line
 ``\\n[ERROR] <message>``. An answer the token limit cut ends with the line
 ``\\n[TRUNCATED] a resposta chegou a max_tokens=N e foi cortada; ...`` (the messages in
@@ -28,9 +29,10 @@ from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
 from ..input_limits import limits_of
-from ..messages import DEFAULT_LANGUAGE, Language, language, say
-from ..run_recorder import run_callbacks
-from ._face import TRUNCATED, Face, FaceRequest, RunOutcome
+from ..ledger import Ledger
+from ..messages import DEFAULT_LANGUAGE, Language, language
+from ..request_rules import AdmittedCaller, RunRequest, rules_of
+from ._face import TRUNCATED, Face
 
 __all__ = ["TEXT_MEDIA_TYPE", "text_endpoint"]
 
@@ -61,15 +63,13 @@ class _ClosingStreamingResponse(StreamingResponse):
             await self.rest.aclose()
 
 
-async def _text_with_end_lines(face: Face, request: FaceRequest,
-                               callbacks: list[Any] | None = None,
+async def _text_with_end_lines(face: Face, request: RunRequest, ledger: Ledger,
                                lang: Language = DEFAULT_LANGUAGE) -> AsyncGenerator[str, None]:
     """``face.chunks``; once a chunk went out, an error ends the text with an [ERROR] line;
     an answer cut by the token limit ends with a [TRUNCATED] line."""
     started = False
-    outcome = RunOutcome()
     try:
-        async with aclosing(face.chunks(request, outcome, callbacks or ())) as chunks:
+        async with aclosing(face.chunks(request, ledger)) as chunks:
             async for chunk in chunks:
                 started = True
                 yield chunk
@@ -79,25 +79,23 @@ async def _text_with_end_lines(face: Face, request: FaceRequest,
         logger.error("/%s/text failed mid-stream: %s: %s", face.name, type(exc).__name__, exc)
         yield error_line(exc, lang)
         return
-    if outcome.cut:
-        yield f"\n{TRUNCATED} {outcome.note(lang)}\n"
+    if (run := ledger.last) is not None and run.cut:
+        yield f"\n{TRUNCATED} {run.cut_note(lang)}\n"
 
 
-def text_endpoint(face: Face) -> Callable[[Request], Any]:
-    async def text(request: Request) -> StreamingResponse | JSONResponse:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json" and not content_type.endswith("+json"):
-            raise HTTPException(415, say("json_body_required", language(request.headers)))
+def text_endpoint(face: Face) -> Callable[..., Any]:
+    async def text(request: Request, caller: AdmittedCaller) -> StreamingResponse | JSONResponse:
         try:
-            parsed = face.parse_request(await request.body(),
-                                        limits_of(request.app).max_json_depth)
+            parsed = face.parse_json_body(await request.body(),
+                                          limits_of(request.app).max_json_depth)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
+        ledger = rules_of(request).accounts.open(request, face.name)
         lang = language(request.headers)
-        chunks = _text_with_end_lines(face, parsed, run_callbacks(request, face.name), lang)
+        chunks = _text_with_end_lines(face, parsed, ledger, lang)
         try:
             first = await anext(chunks, "")
         except Exception as exc:

@@ -21,8 +21,10 @@ from langchain_core.runnables import Runnable
 
 from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE, ChainSpec
 
-from ..error_responses import Refusal, refusal_json
+from ..ledger import RunAccounts
 from ..login_pages import LoginRequired, login_required_html
+from ..refusals import Refusal, refusal_json
+from ..request_rules import admitted_caller
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, RunUpdate, chat_fn
@@ -78,10 +80,11 @@ def _read_upload(path: str | None) -> tuple[str | None, str]:
 
 
 def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
-           model_choices: list[str], served_line: str, max_tokens_top: int) -> Any:
+           model_choices: list[str], served_line: str, max_tokens_top: int,
+           accounts: RunAccounts | None) -> Any:
     import gradio as gr
 
-    respond = chat_fn(chains)
+    respond = chat_fn(chains, accounts)
     # no telemetry and no version check (test_ui checks the UI contacts no host)
     with gr.Blocks(title="maritaca-chains", analytics_enabled=False) as demo:
         gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
@@ -226,15 +229,17 @@ def _buttons(gr: Any, running: bool, sends: int) -> list[Any]:
 
 def _handler(respond: Respond, title: str, name: str, names: list[str],
              labels: dict[str, str], sends: int) -> Callable[..., AsyncIterator[list[Any]]]:
-    async def run(history: list[Any] | None, model: str | None, temperature: float,
-                  max_tokens: float, *values: Any) -> AsyncIterator[list[Any]]:
+    async def run(request: Any, history: list[Any] | None, model: str | None,
+                  temperature: float, max_tokens: float, *values: Any
+                  ) -> AsyncIterator[list[Any]]:
         import gradio as gr
 
         history = list(history or [])
         fields = dict(zip(names, values, strict=True))
         update, added = RunUpdate(), False
         async for update in respond(name, fields, model=model, temperature=temperature,
-                                    max_tokens=int(max_tokens or 0) or None):
+                                    max_tokens=int(max_tokens or 0) or None,
+                                    connection=getattr(request, "request", None)):
             if not update.sent:  # refused before sending: the history stays as it was
                 yield [gr.update(), f"**Atenção:** {update.error}", False, *_buttons(gr, False, sends)]
                 return
@@ -252,6 +257,11 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
         line = f"**Atenção:** {update.error}" if update.error else update.status
         yield [history, line, False, *_buttons(gr, False, sends)]
 
+    import gradio as gr
+
+    # Gradio passes the request that started the run (its key is charged) to a positional
+    # parameter annotated gr.Request; resolved here, as gradio is imported lazily
+    run.__annotations__["request"] = gr.Request
     return run
 
 
@@ -271,10 +281,10 @@ def _stopped(sends: int) -> Callable[[list[Any] | None, bool], list[Any]]:
     return stop
 
 
-def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
-             check: Callable[..., Any]) -> None:
-    """Mount the UI at ``/ui/`` behind ``check`` (the access guard); without gradio,
-    log why and mount nothing."""
+def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:
+    """Mount the UI at ``/ui/`` behind the request rules (every POST admitted as a
+    request of the caller's key: ``request_rules.admitted_caller``); its runs are kept
+    in ledgers by ``app.state.accounts``. Without gradio, log why and mount nothing."""
     try:
         import gradio as gr
     except ImportError:
@@ -290,10 +300,11 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]],
         line += f" {TINY_MODEL_NOTE}"
     top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
     specs = getattr(app.state, "chain_specs", None) or CHAINS
-    demo = _build(chains, specs, choices or [model_name], line, top)
+    demo = _build(chains, specs, choices or [model_name], line, top,
+                  getattr(app.state, "accounts", None))
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         theme=_theme(gr),
-                        app_kwargs={"dependencies": [Depends(check)],
+                        app_kwargs={"dependencies": [Depends(admitted_caller)],
                                     # a browser without the key: the "entre primeiro" page
                                     "exception_handlers": {
                                         LoginRequired: login_required_html,

@@ -1,10 +1,12 @@
 """One UI run of a chain, as a stream of states the page shows (no Gradio in here).
 
-``chat_fn(chains)`` gives ``respond(chain, fields, model=..., temperature=...,
-max_tokens=...)``: it refuses blank or invalid fields before anything is sent, then
-yields a :class:`RunUpdate` per chunk or progress event, and a last one with how the
-run ended (cut by the token limit, who answered, tokens, cost when known). It never
-raises for a failed run: the failure is one pt-BR line in ``error``.
+``chat_fn(chains, accounts)`` gives ``respond(chain, fields, model=..., temperature=...,
+max_tokens=..., connection=...)``: it refuses blank or invalid fields before anything is
+sent, then yields a :class:`RunUpdate` per chunk or progress event, and a last one with
+how the run ended (cut by the token limit, who answered, tokens, cost when known), read
+from the run's ledger (``ledger``), which also logs, counts and charges the run to the key
+of ``connection`` (the request that started it). It never raises for a failed run: the
+failure is one pt-BR line in ``error``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
 from chains import PROGRESS_EVENT
 from maritaca import closing_upstreams
 
 from ..error_responses import describe_error
+from ..ledger import Ledger, RunAccounts
 from ._face import Face
 from .ui_text import blank_field, cut_note, error_line, progress_line
 
@@ -75,13 +79,17 @@ def _configurable(model: str | None, temperature: float | None,
     return {"configurable": {k: v for k, v in chosen.items() if v is not None}}
 
 
-def chat_fn(chains: dict[str, Runnable[Any, str]]) -> Respond:
-    """The function each UI form calls: see the module docstring."""
+def chat_fn(chains: dict[str, Runnable[Any, str]], accounts: RunAccounts | None = None
+            ) -> Respond:
+    """The function each UI form calls: see the module docstring. Without ``accounts``
+    the runs are not logged, counted nor charged (still measured for the page)."""
     faces = {name: Face(name, chain) for name, chain in chains.items()}
+    books = accounts or RunAccounts(backend="custom", model="", quotas=None,
+                                    log=False, metrics=False)
 
     async def respond(chain: str, fields: dict[str, Any], *, model: str | None = None,
-                      temperature: float | None = None,
-                      max_tokens: int | None = None) -> AsyncIterator[RunUpdate]:
+                      temperature: float | None = None, max_tokens: int | None = None,
+                      connection: HTTPConnection | None = None) -> AsyncIterator[RunUpdate]:
         face = faces[chain]
         value, refusal = _fields(face, fields)
         if refusal:
@@ -96,10 +104,10 @@ def chat_fn(chains: dict[str, Runnable[Any, str]]) -> Respond:
         state = RunUpdate(sent=True, status="Gerando a resposta…")
         yield state
         config = _configurable(model, temperature, max_tokens)
-        answer, costs = "", list[float]()
-        limit = config["configurable"].get("max_tokens")
+        ledger = books.open(connection, chain)
+        answer = ""
         events = cast(AsyncGenerator[dict[str, Any], None],  # an async generator
-                      face.chain.astream_events(inputs, config, version="v2"))
+                      face.chain.astream_events(inputs, ledger.config(config), version="v2"))
         try:
             with closing_upstreams():
                 async with aclosing(events):
@@ -113,31 +121,23 @@ def chat_fn(chains: dict[str, Runnable[Any, str]]) -> Respond:
                         elif kind == "on_custom_event" and event["name"] == PROGRESS_EVENT:
                             state = replace(state, status=progress_line(event["data"]))
                             yield state
-                        elif kind == "on_chat_model_end":
-                            state, limit = _model_end(state, event, costs, limit)
         except Exception as exc:  # a failed run is a line on the page, not a traceback
             logger.warning("/ui run of %s failed: %s: %s", chain, type(exc).__name__, exc)
             line = error_line(chain, describe_error(exc), face.input_type)
             yield replace(state, answer=answer, error=line, status=line, done=True)
             return
-        yield replace(state, answer=answer, done=True, status=cut_note(limit) if state.cut
-                      else "Pronto.", cost_brl=sum(costs) if costs else None)
+        yield _ended(replace(state, answer=answer), ledger,
+                     config["configurable"].get("max_tokens"))
 
     return respond
 
 
-def _model_end(state: RunUpdate, event: Any, costs: list[float],
-               limit: int | None) -> tuple[RunUpdate, int | None]:
-    """The run so far, updated with a finished model call (the last one is the answer's)."""
-    output = event["data"].get("output")
-    metadata = getattr(output, "response_metadata", None) or {}
-    usage = getattr(output, "usage_metadata", None) or {}
-    cost = metadata.get("cost_brl")  # {"input", "output", "total"}, None when not priced
-    if isinstance(total := cost.get("total") if isinstance(cost, dict) else cost, int | float):
-        costs.append(float(total))
-    params = (event.get("metadata") or {}).get("ls_max_tokens")
-    tokens = (state.tokens or 0) + (usage.get("total_tokens") or 0)
-    return replace(state, cut=metadata.get("finish_reason") == "length",
-                   model_name=metadata.get("model_name") or state.model_name,
-                   tokens=tokens or None), (
-        params if isinstance(params, int) else limit)
+def _ended(state: RunUpdate, ledger: Ledger, asked: int | None) -> RunUpdate:
+    """The last update: the run as its ledger tells it (the last model call answers)."""
+    run = ledger.last
+    if run is None:
+        return replace(state, done=True, status="Pronto.")
+    return replace(state, done=True, cut=run.cut,
+                   status=cut_note(run.max_tokens or asked) if run.cut else "Pronto.",
+                   model_name=run.answered_by or run.model or None, tokens=run.tokens or None,
+                   cost_brl=run.cost_brl)

@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["BACKENDS", "TINY_MODEL_NOTE", "FieldText", "blank_field", "cut_note", "error_line", "field_text",
-           "format_brl", "progress_line", "run_footer"]
+from ..ledger import format_brl
+
+__all__ = ["BACKENDS", "TINY_MODEL_NOTE", "FieldText", "blank_field", "cut_note", "error_line",
+           "field_text", "progress_line", "run_footer"]
 
 
 class FieldText:
@@ -119,12 +121,6 @@ def progress_line(progress: dict[str, Any]) -> str:
     stage = f" (etapa {progress['round']})" if progress.get("round", 1) > 1 else ""
     return (f"Texto longo: resumindo por partes{stage}, {done} de {total} prontas; "
             "depois vem o resumo final…")
-
-
-def format_brl(value: float) -> str:
-    """``0.0012`` as ``R$ 0,0012`` (enough digits to show a fraction of a centavo)."""
-    digits = 2 if value >= 0.1 else 4 if value >= 0.0001 else 6
-    return "R$ " + f"{value:,.{digits}f}".replace(",", "_").replace(".", ",").replace("_", ".")
 
 
 def cut_note(max_tokens: int | None) -> str:

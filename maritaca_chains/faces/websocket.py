@@ -19,8 +19,11 @@ one more is refused at once with ``[ERROR] {"type": "queue_full", "status_code":
 ...}`` and no ``[END]`` (it is not a run; send it again after an ``[END]``). A JSON frame
 nested deeper than ``MARITACA_CHAINS_MAX_JSON_DEPTH`` gets an ``invalid_input`` error,
 and a frame over ``MARITACA_CHAINS_MAX_BODY_BYTES`` closes the socket (1009). The
-connection stays open after errors; closing it stops the run. Refused handshakes get the guard's HTTP 401/403 (403 too for a browser
-``Origin`` other than this server, so other sites cannot drive it)::
+connection stays open after errors; closing it stops the run. Every run counts as one
+request against the key's quota, checked with the token budget before it starts: over
+either, the run's answer is an ``[ERROR]`` frame of type ``quota_exceeded`` (429, with
+``retry_after``). Refused handshakes get the request rules' HTTP 401/403/429 (403 too for
+a browser ``Origin`` other than this server, so other sites cannot drive it)::
 
     async with websockets.connect("ws://127.0.0.1:8000/story/ws") as ws:
         await ws.send("Brasil")
@@ -31,23 +34,23 @@ connection stays open after errors; closing it stops the run. Refused handshakes
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 from collections.abc import Callable
 from contextlib import aclosing, suppress
 from typing import Any
 
-from fastapi import HTTPException, Request, WebSocket
+from fastapi import HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 
 from ..error_responses import ERROR_MARK, error_frame
 from ..input_limits import limits_of, parse_json
 from ..messages import language
 from ..metrics import request_refused
-from ..request_guards import cross_site_refusal
-from ..run_recorder import run_callbacks
-from ._face import TRUNCATED, Face, RunOutcome
+from ..quotas import QuotaExceeded
+from ..redis_outage import REDIS_DOWN
+from ..request_rules import admit_socket, rules_of
+from ._face import TRUNCATED, Face
 
 __all__ = ["END", "STOPPED", "TRUNCATED", "is_stop", "socket_endpoint"]
 
@@ -56,19 +59,11 @@ logger = logging.getLogger("maritaca_chains.faces")
 END, STOPPED = "[END]", "[STOPPED]"
 
 
-async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
-    """Run the HTTP access guard on the handshake; refuse with its status if it fails.
-
-    Browsers send ``Origin`` and do not apply CORS to WebSockets: a page from another site
-    must not drive this server with the user's loopback address or cookie.
-    """
+async def _admit(ws: WebSocket) -> bool:
+    """The request rules on the handshake (``request_rules.admit_socket``); a refusal
+    gets its HTTP status (401/403/429) as the handshake's denial response."""
     try:
-        # the same rule as the HTTP routes
-        if why := cross_site_refusal(ws.scope, lang=language(ws.headers)):
-            raise HTTPException(403, why)
-        result = check(Request({**ws.scope, "type": "http", "method": "GET"}))
-        if inspect.isawaitable(result):
-            await result
+        await admit_socket(ws)
     except HTTPException as exc:
         if "websocket.http.response" in ws.scope.get("extensions", {}):
             await ws.send_denial_response(JSONResponse(
@@ -80,23 +75,33 @@ async def _admit(ws: WebSocket, check: Callable[..., Any]) -> bool:
 
 
 async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
-    """One run: its chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame.
-    Send failures propagate (client gone)."""
+    """One run: admitted by the quotas (one request, and the token budget), then its
+    chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame. Send
+    failures propagate (client gone)."""
     try:
         request = face.parse_request(text, max_depth)
     except ValueError as exc:  # pydantic's ValidationError included
         await ws.send_text(error_frame(exc, language(ws.headers)))
         return
-    outcome = RunOutcome()
-    async with aclosing(face.chunks(request, outcome, run_callbacks(ws, face.name))) as chunks:
+    rules = rules_of(ws)
+    try:
+        await rules.admit(ws)
+    except QuotaExceeded as exc:
+        await ws.send_text(error_frame(exc, language(ws.headers)))  # quota_exceeded
+        return
+    except REDIS_DOWN as exc:
+        await ws.send_text(error_frame(exc, language(ws.headers)))  # redis_unavailable
+        return
+    ledger = rules.accounts.open(ws, face.name)
+    async with aclosing(face.chunks(request, ledger)) as chunks:
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
-                if outcome.cut:
+                if (run := ledger.last) is not None and run.cut:
                     await ws.send_text(f"{TRUNCATED} " + json.dumps(
-                        {"finish_reason": "length", "max_tokens": outcome.max_tokens,
-                         "message": outcome.note(language(ws.headers))}, ensure_ascii=False))
+                        {"finish_reason": "length", "max_tokens": run.max_tokens,
+                         "message": run.cut_note(language(ws.headers))}, ensure_ascii=False))
                 return
             except Exception as exc:
                 logger.error("/%s/ws run failed: %s: %s", face.name, type(exc).__name__, exc)
@@ -180,10 +185,9 @@ async def _session(ws: WebSocket, face: Face) -> None:
         await asyncio.gather(worker, return_exceptions=True)
 
 
-def socket_endpoint(face: Face, check: Callable[..., Any]
-                     ) -> Callable[[WebSocket], Any]:
+def socket_endpoint(face: Face) -> Callable[[WebSocket], Any]:
     async def socket(ws: WebSocket) -> None:
-        if await _admit(ws, check):
+        if await _admit(ws):
             await ws.accept()
             await _session(ws, face)
 

@@ -8,7 +8,7 @@ come and go; runs nobody reads for ``MARITACA_CHAINS_RUN_GRACE_SECONDS`` are can
 Runs live in this process, or in Redis with ``MARITACA_CHAINS_REDIS_URL`` (any replica
 resumes any run)::
 
-    manager = add_run_routes(app, chains, settings, dependencies=[Depends(guard)])
+    manager = add_run_routes(app, chains, settings)  # behind request_rules
     async with manager:  # in the app's lifespan: stops this process's runs at shutdown
         ...
 

@@ -1,6 +1,6 @@
 """The HTTP face of resumable runs, beside each chain's LangServe routes.
 
-``add_run_routes(app, chains, settings, dependencies=[guard])`` adds, per chain:
+``add_run_routes(app, chains, settings)`` adds, per chain, behind the request rules:
 
 - ``POST /<chain>/runs``: LangServe's body (``{"input": ..., "config": {"configurable":
   ...}}``, the same checks and 422s) starts a run in the background: ``201 {"run_id",
@@ -20,26 +20,23 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from langchain_core.runnables import Runnable, RunnableConfig
-from langserve.validation import InvokeRequestShallowValidator
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import sse_error_data
-from ..langserve_fixes import check_configurable
-from ..quotas import request_meter
+from ..messages import language
 from ..redis_outage import REDIS_DOWN
-from ..run_recorder import run_callbacks
-from ..security import caller_label
+from ..refusals import Refusal
+from ..request_rules import AdmittedCaller, Caller, CallerDep, parse_run_request, rules_of
 from ..settings import ServerSettings
 from .events import (
     RETRY_MS,
@@ -78,85 +75,54 @@ def store_for(settings: ServerSettings) -> RunStore:
 
 
 def add_run_routes(app: FastAPI, chains: dict[str, Runnable[Any, Any]],
-                   settings: ServerSettings, *, dependencies: Sequence[DependsParam],
-                   start_dependencies: Sequence[DependsParam] = ()) -> RunManager:
-    """Add the run routes of every chain; the manager goes in the app's lifespan
-    (``async with manager:``). ``dependencies`` guard every run route (the access
-    guard); ``start_dependencies`` only ``POST /<chain>/runs``, which spends: quotas."""
+                   settings: ServerSettings) -> RunManager:
+    """Add the run routes of every chain, behind the request rules (``request_rules``:
+    every route needs the caller's key; starting a run, which spends, also its quota).
+    The manager goes in the app's lifespan (``async with manager:``)."""
     manager = RunManager(store_for(settings), grace=settings.run_grace_seconds)
     for name, chain in chains.items():
         app.add_api_route(f"/{name}/runs", _start_endpoint(name, chain, manager),
                           methods=["POST"], status_code=201, tags=[name],
-                          dependencies=[*dependencies, *start_dependencies],
                           summary=f"Start a resumable {name} run")
         app.add_api_route(f"/{name}/runs/{{run_id}}/stream", _stream_endpoint(name, manager),
-                          methods=["GET"], dependencies=list(dependencies), tags=[name],
+                          methods=["GET"], tags=[name],
                           response_class=StreamingResponse, response_model=None,
                           responses={200: {"content": {EVENT_STREAM: {}}}},
                           summary="Follow a run as SSE, resuming after Last-Event-ID")
         app.add_api_route(f"/{name}/runs/{{run_id}}", _status_endpoint(name, manager),
-                          methods=["GET"], dependencies=list(dependencies), tags=[name],
-                          summary="A run's status")
+                          methods=["GET"], tags=[name], summary="A run's status")
         app.add_api_route(f"/{name}/runs/{{run_id}}", _cancel_endpoint(name, manager),
-                          methods=["DELETE"], dependencies=list(dependencies), tags=[name],
+                          methods=["DELETE"], tags=[name],
                           summary="Cancel a run (its upstream request closes at once)")
     return manager
 
 
 # ------------------------------------------------------------------------ starting
 
-def _invalid(exc: ValidationError, *where: str) -> RequestValidationError:
-    return RequestValidationError([{**e, "loc": ("body", *where, *e["loc"])}
-                                   for e in exc.errors(include_url=False)])
-
-
-def _validated(chain: Runnable[Any, Any], config_model: type[BaseModel],
-               body: Any) -> tuple[Any, RunnableConfig]:
-    """The input and config as LangServe's ``/stream`` would accept them, or its 422."""
-    try:
-        request = InvokeRequestShallowValidator.model_validate(body)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
-    raw = request.config or {}
-    if isinstance(raw.get("configurable"), dict):  # refuse api_key, base_url... by name
-        check_configurable(raw["configurable"])
-    try:
-        dumped = config_model.model_validate(raw).model_dump()
-    except ValidationError as exc:
-        raise _invalid(exc, "config") from exc
-    config: RunnableConfig = {"configurable": dumped["configurable"]} \
-        if dumped.get("configurable") else {}
-    try:
-        schema = cast(type[BaseModel], chain.with_config(config).input_schema)
-        value = schema.model_validate(request.input)
-    except ValidationError as exc:
-        raise _invalid(exc, "input") from exc
-    return value, config
-
-
 def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -> Any:
-    config_model = chain.config_schema(include=["configurable"])
+    input_type = cast(type[BaseModel], chain.get_input_schema())
+    config_type = chain.config_schema(include=["configurable"])
 
-    async def start_run(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
+    async def start_run(request: Request, caller: AdmittedCaller) -> JSONResponse:
+        try:  # the body guard (langserve_compat) has refused what is not JSON
+            parsed = parse_run_request(await request.json(), input_type, config_type,
+                                       bare=False)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                          for e in exc.errors(include_url=False)]) from exc
         except ValueError as exc:
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
-                                           "msg": "The request body is not JSON"}]) from exc
-        value, config = _validated(chain, config_model, body)
-        # the run log and metrics, and the key's token budget (the run has its own context)
-        config["callbacks"] = [*run_callbacks(request, name), *request_meter()]
-        info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller_label(request))
+            raise HTTPException(422, str(exc)) from exc
+        # the run's ledger: its log line, metrics, token charge and status usage
+        ledger = rules_of(request).accounts.open(request, name)
+        info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller.label)
         try:
-            await manager.start(info, chain, value, config)
+            await manager.start(info, chain, parsed.value, parsed.config, ledger)
         except KeyRunsFull as exc:
-            raise HTTPException(429, f"Too many runs for this access key ({exc}: each key "
-                                     f"may hold MARITACA_CHAINS_RUN_KEY_SHARE of the "
-                                     f"server's runs); wait for one to end, or cancel one",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
-            raise HTTPException(503, f"Too many runs right now ({exc}); try again shortly",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(503, "runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         public = info.public()
         status_url = f"/{name}/runs/{info.run_id}"
         return JSONResponse({"run_id": info.run_id, "stream_url": public["stream_url"],
@@ -170,25 +136,26 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
 
 # ------------------------------------------------------------------------ the run
 
-async def _own_run(manager: RunManager, name: str, run_id: str, request: Request) -> RunInfo:
+async def _own_run(manager: RunManager, name: str, run_id: str, caller: Caller,
+                   request: Request) -> RunInfo:
     """The run, if it exists, is this chain's and belongs to the caller's key; else 404."""
     await manager.ensure_open()
     info = await manager.store.get(run_id)
-    if info is None or info.chain != name or info.owner != caller_label(request):
-        raise HTTPException(404, "No such run: unknown, expired, or started with another key")
+    if info is None or info.chain != name or info.owner != caller.label:
+        raise Refusal(404, "run_not_found", language(request.headers))
     return info
 
 
 def _status_endpoint(name: str, manager: RunManager) -> Any:
-    async def run_status(run_id: str, request: Request) -> dict[str, Any]:
-        return (await _own_run(manager, name, run_id, request)).public()
+    async def run_status(run_id: str, request: Request, caller: CallerDep) -> dict[str, Any]:
+        return (await _own_run(manager, name, run_id, caller, request)).public()
 
     return run_status
 
 
 def _cancel_endpoint(name: str, manager: RunManager) -> Any:
-    async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
-        info = await _own_run(manager, name, run_id, request)
+    async def cancel_run(run_id: str, request: Request, caller: CallerDep) -> dict[str, Any]:
+        info = await _own_run(manager, name, run_id, caller, request)
         if info.status is RunStatus.RUNNING:
             await manager.cancel(run_id)
             deadline = time.monotonic() + 2  # another replica's run ends a moment later
@@ -209,14 +176,13 @@ def _last_event_id(request: Request) -> int:
     except ValueError:
         after = -1
     if after < 0:
-        raise HTTPException(422, "Last-Event-ID (or last_event_id) must be an event id "
-                                 "this stream sent: a whole number, 0 or more")
+        raise Refusal(422, "bad_last_event_id", language(request.headers))
     return after
 
 
 def _stream_endpoint(name: str, manager: RunManager) -> Any:
-    async def stream_run(run_id: str, request: Request) -> Response:
-        info = await _own_run(manager, name, run_id, request)
+    async def stream_run(run_id: str, request: Request, caller: CallerDep) -> Response:
+        info = await _own_run(manager, name, run_id, caller, request)
         after = _last_event_id(request)
         if info.status is not RunStatus.RUNNING and after >= info.events:
             return Response(status_code=204)  # all read: tells EventSource to stop

@@ -16,12 +16,11 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
-from langchain_core.callbacks import AsyncCallbackHandler
-from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from maritaca import closing_upstreams
 
+from ..ledger import Ledger
 from .events import RunInfo, RunStatus
 from .store import RunStore
 from .wire import SHUTTING_DOWN, LangServeWire, RunWire
@@ -29,23 +28,6 @@ from .wire import SHUTTING_DOWN, LangServeWire, RunWire
 __all__ = ["RunManager"]
 
 logger = logging.getLogger("maritaca_chains.runs")
-
-
-class _Usage(AsyncCallbackHandler):
-    """Adds up the token usage of every model call in the run."""
-
-    ignore_chain = ignore_retriever = ignore_agent = ignore_retry = ignore_custom_event = True
-
-    def __init__(self) -> None:
-        self.totals: dict[str, int] = {}
-
-    async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for generation in generations:
-                usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
-                for key in ("input_tokens", "output_tokens", "total_tokens"):
-                    if usage and isinstance(usage.get(key), int):
-                        self.totals[key] = self.totals.get(key, 0) + usage[key]
 
 
 class RunManager:
@@ -93,16 +75,18 @@ class RunManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def start(self, info: RunInfo, chain: Runnable[Any, Any], value: Any,
-                    config: RunnableConfig, *, wire: RunWire | None = None) -> None:
+                    config: RunnableConfig, ledger: Ledger, *,
+                    wire: RunWire | None = None) -> None:
         """Record the run (``RunsFull`` if there is no room) and start it; its events are
-        written by ``wire`` (default: LangServe's ``/stream`` SSE). The callbacks in
-        ``config`` (run log, metrics, a quota's token meter) follow the run."""
+        written by ``wire`` (default: LangServe's ``/stream`` SSE). ``ledger`` (from the
+        request that starts it) logs, counts and charges the run, and gives its status
+        its ``usage``; it rides the run's callbacks, not the context."""
         await self.ensure_open()
         await self.store.create(info)
         # a fresh context: the run must not inherit the request's upstream scope, which
         # closes what it opened when the POST that started the run ends
         task = asyncio.create_task(
-            self._run(info.run_id, chain, value, config, wire or LangServeWire()),
+            self._run(info.run_id, chain, value, config, ledger, wire or LangServeWire()),
             context=contextvars.Context())
         self._tasks[info.run_id] = task
         task.add_done_callback(lambda _: self._forget(info.run_id))
@@ -134,9 +118,8 @@ class RunManager:
                 return
 
     async def _run(self, run_id: str, chain: Runnable[Any, Any], value: Any,
-                   config: RunnableConfig, wire: RunWire) -> None:
+                   config: RunnableConfig, ledger: Ledger, wire: RunWire) -> None:
         store, last = self.store, [0]  # last: the id of the last event written
-        usage = _Usage()
         watcher = asyncio.create_task(self._watch_readers(run_id))
         status = RunStatus.DONE
 
@@ -149,7 +132,7 @@ class RunManager:
                 await emit(lambda event_id: wire.opening(event_id, run_id))
                 given = config.get("callbacks") or []
                 config = {**config, "run_id": uuid.UUID(run_id), "callbacks": [
-                    usage, *wire.callbacks(emit), *(given if isinstance(given, list) else [])]}
+                    *wire.callbacks(emit), *(given if isinstance(given, list) else []), ledger]}
                 stream = cast(AsyncGenerator[Any, None], chain.astream(value, config))
                 async with aclosing(stream):
                     async for chunk in stream:
@@ -171,7 +154,9 @@ class RunManager:
         finally:
             watcher.cancel()
         try:
-            await store.finish(run_id, status, usage.totals or None, last[0] + 1, tail)
+            run = ledger.last
+            await store.finish(run_id, status, run.usage() if run is not None else None,
+                               last[0] + 1, tail)
         except Exception as exc:
             logger.error("run %s: could not record its end: %s: %s", run_id,
                          type(exc).__name__, exc)

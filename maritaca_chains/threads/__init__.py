@@ -6,9 +6,9 @@ chain in the thread ``config.configurable.thread_id`` names; ``add_thread_routes
 (``routes``) is the ``/chat/threads`` API.
 """
 
-from .chain import THREAD_ID, CallerTag, ThreadChain, caller_of, threaded_chain
+from .chain import THREAD_ID, ThreadChain, caller_of, threaded_chain
 from .routes import add_thread_routes
 from .store import ThreadBusy, ThreadNotFound, ThreadStore
 
-__all__ = ["THREAD_ID", "CallerTag", "ThreadBusy", "ThreadChain",
+__all__ = ["THREAD_ID", "ThreadBusy", "ThreadChain",
            "ThreadNotFound", "ThreadStore", "add_thread_routes", "caller_of", "threaded_chain"]

@@ -11,8 +11,9 @@ failure) is stored with what was said, marked incomplete (``complete: false`` an
 (shown as ``interrupted`` once its lease expired). Without a thread id the chain answers
 the single message.
 
-Whose thread it is comes from the run's callbacks: ``CallerTag`` (added by
-``run_recorder.run_callbacks``, the hook every face calls) carries the caller's key label.
+Whose thread it is comes from the run's callbacks: the request's ``ledger.Ledger``
+(every face opens one, ``RunAccounts.open``) carries the caller's key label. The answer's
+tokens and cost are counted by the ledger's own ``RunLedger`` accounting.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_messages
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import LLMResult
@@ -33,11 +34,12 @@ from pydantic import BaseModel
 
 from chains import HISTORY_FIELD
 
-from ..error_responses import Refusal, describe_error
-from ..usage import RunUsage
+from ..error_responses import describe_error
+from ..ledger import Ledger, RunLedger
+from ..refusals import Refusal
 from .store import ThreadBusy, ThreadNotFound, ThreadStore
 
-__all__ = ["THREAD_ID", "CallerTag", "ThreadChain", "caller_of", "threaded_chain"]
+__all__ = ["THREAD_ID", "ThreadChain", "caller_of", "threaded_chain"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -45,23 +47,12 @@ THREAD_ID = "thread_id"
 RESERVED_TOKENS = 500  # the system prompt and the messages' own overhead
 
 
-class CallerTag(BaseCallbackHandler):
-    """Names the caller (its access key's label) to the runs it starts; listens to
-    nothing."""
-
-    run_inline = True
-    ignore_llm = ignore_chain = ignore_agent = ignore_retriever = True
-    ignore_chat_model = ignore_custom_event = ignore_retry = True
-
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-
-
 def caller_of(config: RunnableConfig) -> str | None:
-    """The owner a run's callbacks name (None: no face said who calls)."""
+    """The owner a run's callbacks name: its request's ledger's key (None: the run was
+    not started by a face)."""
     callbacks = config.get("callbacks")
     handlers: Any = getattr(callbacks, "handlers", callbacks) or []
-    return next((h.owner for h in handlers if isinstance(h, CallerTag)), None)
+    return next((h.key for h in handlers if isinstance(h, Ledger)), None)
 
 
 class _AnswerUsage(AsyncCallbackHandler):
@@ -70,11 +61,12 @@ class _AnswerUsage(AsyncCallbackHandler):
     run_inline = True
     ignore_chain = ignore_agent = ignore_retriever = ignore_custom_event = True
 
-    def __init__(self) -> None:
-        self.usage = RunUsage()
+    def __init__(self, run_id: str, chain: str, key: str) -> None:
+        self.usage = RunLedger(uuid.UUID(run_id) if _is_uuid(run_id) else uuid.uuid4(),
+                               chain, key, model="")
 
     async def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        self.usage.add_result(response)
+        self.usage.add_call(response, max_tokens=None, estimate=0)
 
 
 class ThreadChain(RunnableBinding):  # type: ignore[type-arg]
@@ -108,6 +100,14 @@ def fitting(history: list[tuple[str, str]], budget: int) -> list[BaseMessage]:
     return cast(list[BaseMessage], trim_messages(
         _turns(recent[::-1]), max_tokens=budget, token_counter=count_tokens_approximately,
         strategy="last", start_on="human", allow_partial=False))
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _outcome(error: BaseException) -> str:
@@ -150,7 +150,7 @@ def threaded_chain(inner: Runnable[Any, str], store: ThreadStore, *,
             raise Refusal(404, "thread_not_found", thread_id=thread_id) from None
         except ThreadBusy as busy:
             raise Refusal(409, "thread_busy", thread_id=thread_id, run_id=busy.run_id) from None
-        counter = _AnswerUsage()
+        counter = _AnswerUsage(run_id, name, owner)
         callbacks = config.get("callbacks")
         if hasattr(callbacks, "add_handler"):
             callbacks = callbacks.copy()  # type: ignore[union-attr]

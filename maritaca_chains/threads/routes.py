@@ -19,8 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 
-from ..error_responses import Refusal
 from ..messages import language
+from ..refusals import Refusal
 from ..security import caller_label
 from .store import TITLE_LENGTH, ThreadNotFound, ThreadStore
 

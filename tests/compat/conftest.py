@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -39,18 +40,18 @@ def emu() -> Iterator[MaritacaEmulator]:
         yield emulator
 
 
-@pytest.fixture(scope="module")
-def server_url(emu: MaritacaEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def serving(emu: MaritacaEmulator, cwd: Path, *flags: str) -> Iterator[str]:
     """``maritaca-chains serve`` (uvicorn, 127.0.0.1, a free port) over the emulator, run
     as a user runs it: the console script, settings from the environment, outside the
-    repo. Stopped when the module's tests are done."""
+    repo; stopped on leaving."""
     port = free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARITACA")}
-    env.update(MARITACA_API_KEY=emu.api_key, MARITACA_BASE_URL=emu.base_url)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MARITACA", "PROMETHEUS_MULTIPROC"))}
+    env.update(MARITACA_API_KEY=emu.api_key or "k", MARITACA_BASE_URL=emu.base_url)
     script = Path(sys.executable).parent / "maritaca-chains"
-    proc = subprocess.Popen([str(script), "serve", "--port", str(port)],
-                            cwd=tmp_path_factory.mktemp("serve"), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([str(script), "serve", "--port", str(port), *flags], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -67,3 +68,11 @@ def server_url(emu: MaritacaEmulator, tmp_path_factory: pytest.TempPathFactory) 
         yield url
     finally:
         terminate(proc)
+
+
+@pytest.fixture(scope="module")
+def server_url(emu: MaritacaEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server as ``maritaca-chains serve`` starts it (one process)."""
+    with serving(emu, tmp_path_factory.mktemp("serve")) as url:
+        yield url
+

@@ -13,11 +13,16 @@ import asyncio
 import json
 
 import httpx
+import uvicorn
 from langserve import RemoteRunnable
+from limits.aio.storage import RedisStorage
 
 from chains import build_story_chain
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator
+from maritaca_chains import create_app
+from maritaca_chains.connection_limits import BoundedHttpToolsProtocol
+from maritaca_chains.settings import ServerSettings
 
 PROMPT = "Conte uma história sobre o Brasil."
 STORY = {"topic": "Brasil"}
@@ -108,3 +113,25 @@ def test_remote_runnable(emu: MaritacaEmulator, server_url: str) -> None:
 
     chunks, invoked = asyncio.run(run())
     assert "".join(chunks) == invoked == "".join(streamed)
+
+
+def test_worker_config_loads(emu: MaritacaEmulator, monkeypatch) -> None:
+    """What each worker of ``maritaca-chains serve --workers N`` loads: the app factory and
+    the bounded protocol, both as import strings (uvicorn < 0.36 knew only its own
+    protocol names). Starting real workers is the main suite's test_metrics."""
+    monkeypatch.setenv("MARITACA_API_KEY", emu.api_key or "k")
+    monkeypatch.setenv("MARITACA_BASE_URL", emu.base_url)
+    config = uvicorn.Config("maritaca_chains.app:app_factory", factory=True,
+                            http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol")
+    config.load()
+    assert issubclass(config.http_protocol_class, BoundedHttpToolsProtocol)
+
+
+def test_app_builds_with_redis_quotas(emu: MaritacaEmulator) -> None:
+    """Quotas and runs on Redis (shared by replicas): limits' Redis storage checks the
+    redis client's version when it is built (limits 5 wants redis 5.2). Building the app
+    connects to nothing, so no Redis server is needed here (the main suite has one)."""
+    settings = ServerSettings(_env_file=None, MARITACA_CHAINS_RATE_LIMIT="10/minute",  # type: ignore[call-arg]
+                              MARITACA_CHAINS_REDIS_URL="redis://127.0.0.1:9/0")
+    app = create_app(settings, model=_model(emu))
+    assert isinstance(app.state.quotas.storage, RedisStorage)

@@ -1,0 +1,51 @@
+"""Every LCEL internal the chains' direct streaming path relies on, in one place.
+
+``chains._direct`` reports a chain's run as LCEL's streaming transforms report it, so it
+repeats two things langchain-core does not publish:
+
+- the tag ``RunnableSequence`` gives the run of its N-th step, ``seq:step:N``;
+- how a run's output is shown to the handler that ``astream_events``/``astream_log``
+  attach: the first handler that is a ``_StreamingCallbackHandler`` (a private protocol
+  of ``langchain_core.tracers._streaming``) taps the output through its
+  ``tap_output_iter``/``tap_output_aiter``.
+
+``PRESENT`` says, checked once at import, that the protocol is there, with both taps,
+and that the handlers of ``astream_events`` and ``astream_log`` follow it;
+``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
+included), and takes LCEL's path if either fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["PRESENT", "step_tag", "streaming_handler"]
+
+
+def _protocol() -> Any:
+    try:
+        from langchain_core.tracers._streaming import _StreamingCallbackHandler
+        from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
+        from langchain_core.tracers.log_stream import LogStreamCallbackHandler
+    except ImportError:
+        return None
+    taps = all(callable(getattr(_StreamingCallbackHandler, tap, None))
+               for tap in ("tap_output_iter", "tap_output_aiter"))
+    followed = all(issubclass(handler, _StreamingCallbackHandler)
+                   for handler in (_AstreamEventsCallbackHandler, LogStreamCallbackHandler))
+    return _StreamingCallbackHandler if taps and followed else None
+
+
+_STREAMING_HANDLER = _protocol()
+PRESENT = _STREAMING_HANDLER is not None
+
+
+def step_tag(step: int) -> str:
+    """The tag of the run of a ``RunnableSequence``'s ``step``-th step (from 1)."""
+    return f"seq:step:{step}"
+
+
+def streaming_handler(handlers: Sequence[Any]) -> Any | None:
+    """The handler a run's output is shown to, as LCEL picks it; None if none."""
+    return next((h for h in handlers if isinstance(h, _STREAMING_HANDLER)), None)

@@ -1,0 +1,71 @@
+"""LangServe, and the places where this server works around it: one module per workaround,
+each named for what it works around, each pinned by a test that fails if LangServe's
+behaviour changes under it (``tests/test_langserve_compat.py``).
+
+LangServe's repository was archived in May 2026; 0.3.3 is its last release and is pinned
+in ``pyproject.toml``. The wire it speaks (``/invoke``, ``/batch``, ``/stream``,
+``/stream_log``, ``/stream_events``, the playground, ``RemoteRunnable``) stays exactly
+LangServe's. What this package relies on:
+
+- ``error_events``: the exact bytes of LangServe's generic SSE error event
+  (``{"status_code": 500, "message": "Internal Server Error"}``), replaced by the named
+  cause; and that LangServe re-raises the run's exception after sending it.
+- ``body_guard``: which bodies LangServe/FastAPI turn into a 500 (not UTF-8, NaN, lone
+  surrogates, ``"config": null``, ``/batch`` inputs that are not a list, ``/batch``'s
+  uncaught ``ValidationError``).
+- ``config_hash``: ``langserve.api_handler._config_from_hash`` and the ``config_hash``
+  path parameter of the ``/<chain>/c/<hash>/...`` routes.
+- ``config_hook``: ``add_routes``' ``per_req_config_modifier`` is called once per request,
+  with the request, before any run starts; what it returns is every run's config.
+- ``batch_callbacks``: ``/batch`` keeps only the ``config_keys`` of each run's config
+  (the hook's callbacks are dropped).
+- ``feedback_routes``: ``/token_feedback`` answers 400 without a ``token_feedback_config``
+  (left out); ``/feedback`` works only with LangSmith tracing on (added only then).
+- ``playground_page``: the playground page's exact ``<html lang="en">`` and
+  ``<title>Playground</title>`` (made pt-BR and named after the chain).
+- ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
+  to the run's callbacks and never reads it.
+
+Only ``app.create_app`` uses this package (``install`` and ``add_chain_routes``); no other
+module imports from it. The request rules it applies are ``request_rules``'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.params import Depends as DependsParam
+from langchain_core.runnables import Runnable
+from langserve import add_routes
+from pydantic import ValidationError
+
+from .batch_callbacks import BatchRunsScope
+from .body_guard import JSONBodyGuard, validation_error_json
+from .config_hook import per_request_config
+from .error_events import UpstreamErrorMiddleware
+from .event_aggregator import served_chain
+from .feedback_routes import feedback_routes
+from .playground_page import PlaygroundInPortuguese
+
+__all__ = ["add_chain_routes", "install"]
+
+
+def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> None:
+    """The middlewares and the handler LangServe's routes need (call before the other
+    ``add_middleware`` calls: these go innermost); ``titles``: chain name -> its title,
+    for the playground's page."""
+    app.add_middleware(BatchRunsScope)
+    app.add_middleware(UpstreamErrorMiddleware)
+    app.add_middleware(PlaygroundInPortuguese, titles=titles)
+    app.add_middleware(JSONBodyGuard, max_depth=max_json_depth)
+    app.add_exception_handler(ValidationError, validation_error_json)
+
+
+def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
+                     dependencies: Sequence[DependsParam]) -> None:
+    """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
+    add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
+               per_req_config_modifier=per_request_config, config_keys=("configurable",),
+               **feedback_routes())

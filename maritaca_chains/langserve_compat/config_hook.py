@@ -1,0 +1,46 @@
+"""LangServe's per-request hook (``add_routes(per_req_config_modifier=...)``), called once
+per request before any run starts, with the request: where the request rules meet
+LangServe's routes. It applies the ``configurable`` policy (``request_rules``) to the
+config in the body (one, or ``/batch``'s list) and in the ``/c/<hash>/`` path, and adds
+the run's callbacks: the ledger (``ledger``: log line, metrics, token quota; on
+``/batch`` through ``batch_callbacks``) and the error recorder of ``error_events``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from ..request_rules import check_configurable, rules_of
+from .batch_callbacks import follow_batch_runs
+from .config_hash import configurable_in_path
+from .error_events import record_run_error
+
+__all__ = ["per_request_config"]
+
+
+async def per_request_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Refuse ``configurable`` keys clients must not set and out-of-range values (422);
+    add the ledger and the error recorder to the run's callbacks."""
+    configurables = [configurable_in_path(request)]
+    if request.method == "POST":
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        configs = body.get("config") if isinstance(body, dict) else None
+        configurables += [one["configurable"] for one in
+                          (configs if isinstance(configs, list) else [configs])
+                          if isinstance(one, dict) and isinstance(one.get("configurable"), dict)]
+    try:
+        for configurable in configurables:
+            check_configurable(configurable)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    chain = request.url.path.split("/")[1]  # /<chain>/...
+    ledger = rules_of(request).accounts.open(request, chain)
+    config["callbacks"] = [*(config.get("callbacks") or []), *record_run_error(request),
+                           ledger]
+    follow_batch_runs(request, ledger)  # /batch drops the callbacks above
+    return config

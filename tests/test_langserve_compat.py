@@ -1,0 +1,167 @@
+"""Each LangServe workaround still has a job: these tests pin the LangServe behaviour each
+one works around (``maritaca_chains/langserve_compat``), against a bare LangServe app
+without our fixes, and fail if LangServe changes it. When one fails, the workaround may
+be obsolete or broken: read its module and decide."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from langchain_core.runnables import RunnableConfig, RunnableGenerator, RunnableLambda
+from langserve import add_routes
+from langserve.callbacks import AsyncEventAggregatorCallback
+from langserve.lzstring import LZString
+
+from maritaca_chains import create_app
+from maritaca_chains.langserve_compat.config_hash import configurable_in_path
+from maritaca_chains.langserve_compat.error_events import GENERIC_ERROR
+from maritaca_chains.langserve_compat.event_aggregator import served_chain
+from maritaca_chains.settings import ServerSettings
+from tests.conftest import emulator_model, loopback_transport
+
+
+def bare(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=loopback_transport(app, raise_app_exceptions=False),
+                             base_url="http://testserver", timeout=30)
+
+
+def echo() -> Any:
+    """A chain LangServe can serve whatever ran before (typed: string in, string out)."""
+    return RunnableLambda(lambda text: text).with_types(input_type=str, output_type=str)
+
+
+def sse(body: str) -> list[tuple[str, str]]:
+    events = []
+    for block in body.replace("\r\n", "\n").strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], fields.get("data", "")))
+    return events
+
+
+async def _fails_midway(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    async for _ in chunks:
+        pass
+    yield "um "
+    raise ConnectionError("upstream went away")
+
+
+async def test_langserve_hides_a_mid_stream_error_behind_these_exact_bytes():
+    """error_events replaces this event's data by the named cause."""
+    app = FastAPI()
+    add_routes(app, RunnableGenerator(_fails_midway).with_types(input_type=str,
+                                                                output_type=str),
+               path="/broken")
+    async with bare(app) as http:
+        response = await http.post("/broken/stream", json={"input": "x"})
+    errors = [data for event, data in sse(response.text) if event == "error"]
+    assert errors == [GENERIC_ERROR.decode()]
+
+
+@pytest.mark.parametrize("body", [b'{"input": "x", "config": null}', b'{"input": NaN}',
+                                  b'{"inputs": 5}'])
+async def test_langserve_answers_these_bodies_with_a_500(body):
+    """body_guard answers them 422 (or reads null as no config) before LangServe."""
+    app = FastAPI()  # a string input: NaN is refused with a 422 that echoes it
+    add_routes(app, echo(), path="/echo")
+    path = "/echo/batch" if b"inputs" in body else "/echo/invoke"
+    async with bare(app) as http:
+        response = await http.post(path, content=body,
+                                   headers={"content-type": "application/json"})
+    assert response.status_code == 500
+
+
+def test_langserve_reads_the_path_config_with_config_from_hash():
+    """config_hash: the routes still take a ``config_hash`` path parameter, and the
+    private decoder still reads what LangServe's clients put there."""
+    app = FastAPI()
+    add_routes(app, echo(), path="/hashed",
+               enabled_endpoints=("invoke", "config_hashes"))
+    paths = {getattr(route, "path", "") for route in app.routes}
+    assert "/hashed/c/{config_hash}/invoke" in paths
+    config = {"configurable": {"api_key": "someone-elses"}}
+    hashed = LZString.compressToEncodedURIComponent(json.dumps(config))
+    request = Request({"type": "http", "path_params": {"config_hash": hashed},
+                       "headers": [], "method": "POST"})
+    assert configurable_in_path(request) == {"api_key": "someone-elses"}
+
+
+async def test_the_path_config_is_held_to_the_configurable_policy(emu):
+    app = create_app(ServerSettings(_env_file=None, ui=False),  # type: ignore[call-arg]
+                     model=emulator_model(emu))
+    hashed = LZString.compressToEncodedURIComponent(json.dumps(
+        {"configurable": {"base_url": "http://evil.example"}}))
+    async with bare(app) as http:
+        response = await http.post(f"/story/c/{hashed}/invoke",
+                                   json={"input": {"topic": "Brasil"}})
+    assert response.status_code == 422 and "base_url" in response.text
+    assert not emu.requests
+
+
+def _callbacks_seen(seen: list[list[type]]) -> Any:
+    class Recording(RunnableLambda):  # type: ignore[type-arg]
+        async def astream(self, input: Any, config: RunnableConfig | None = None,
+                          **kwargs: Any) -> AsyncIterator[Any]:
+            callbacks = (config or {}).get("callbacks")
+            seen.append([type(h) for h in callbacks] if isinstance(callbacks, list) else [])
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+
+    return Recording(lambda text: text).with_types(input_type=str, output_type=str)
+
+
+async def test_langserve_stream_attaches_an_event_aggregator_it_never_reads():
+    """event_aggregator drops it; served_chain's inner chain no longer sees it."""
+    seen: list[list[type]] = []
+    app = FastAPI()
+    chain = _callbacks_seen(seen)
+    add_routes(app, chain, path="/plain")
+    add_routes(app, served_chain(chain), path="/served")
+    async with bare(app) as http:
+        assert (await http.post("/plain/stream", json={"input": "x"})).status_code == 200
+        assert (await http.post("/served/stream", json={"input": "x"})).status_code == 200
+    plain, served = seen
+    assert AsyncEventAggregatorCallback in plain
+    assert AsyncEventAggregatorCallback not in served
+
+
+async def test_langserve_batch_drops_the_callbacks_of_the_per_request_hook():
+    """batch_callbacks hands the ledger to /batch's runs another way; the per-request
+    hook is called with the request, before the runs, and its config reaches /invoke."""
+    calls: list[str] = []
+
+    class Marker(AsyncEventAggregatorCallback):
+        async def on_chain_start(self, *args: Any, **kwargs: Any) -> None:
+            calls.append("run")
+
+    async def hook(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        calls.append(f"hook {request.url.path}")
+        return {**config, "callbacks": [Marker()]}
+
+    app = FastAPI()
+    add_routes(app, echo(), path="/hooked",  # (LangServe names
+               per_req_config_modifier=hook, config_keys=("configurable",))  # models by path)
+    async with bare(app) as http:
+        assert (await http.post("/hooked/invoke", json={"input": "x"})).status_code == 200
+        assert calls == ["hook /hooked/invoke", "run"]
+        calls.clear()
+        assert (await http.post("/hooked/batch", json={"inputs": ["x", "y"]})).status_code == 200
+    assert calls == ["hook /hooked/batch"]  # no run saw the hook's callback
+
+
+def test_langserve_adds_a_token_feedback_route_that_we_leave_out():
+    """feedback_routes: LangServe adds /token_feedback unless told not to (it answers 400
+    without LangSmith and a token_feedback_config); ours leaves it out."""
+    from maritaca_chains.langserve_compat.feedback_routes import feedback_routes
+
+    app = FastAPI()
+    add_routes(app, echo(), path="/plain_fb")
+    add_routes(app, echo(), path="/ours_fb", **feedback_routes())
+    paths = {getattr(route, "path", "") for route in app.routes}
+    assert "/plain_fb/token_feedback" in paths
+    assert not any(p.startswith("/ours_fb/") and "feedback" in p for p in paths)
