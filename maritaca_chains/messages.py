@@ -128,11 +128,6 @@ MESSAGES: dict[str, dict[Language, str]] = {
               "terminar ou pare-a, e envie de novo",
         "en": "Conversation {thread_id} is already answering (run {run_id}): wait for it "
               "to end or stop it, then send again"},
-    "thread_title": {
-        "pt": "O corpo é opcional: {{\"title\": \"...\"}}, um título de até {limit} "
-              "caracteres",
-        "en": "The body is optional: {{\"title\": \"...\"}}, a title of at most {limit} "
-              "characters"},
     "threads_page": {
         "pt": "limit vai de 1 a {limit} e offset é 0 ou mais",
         "en": "limit is 1 to {limit} and offset is 0 or more"},

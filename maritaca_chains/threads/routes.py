@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..messages import language
 from ..refusals import Refusal
@@ -30,30 +31,24 @@ PAGE_LIMIT = 100
 THREADS_PATH = "/chat/threads"
 
 
+class NewThread(BaseModel):
+    """A new conversation: its title, optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="", max_length=TITLE_LENGTH,
+                       description="Para as pessoas: o nome da conversa na lista")
+
+
 def add_thread_routes(app: FastAPI, store: ThreadStore, guard: Depends) -> None:
     """The four routes, behind ``guard`` (the access guard)."""
 
     @app.post(THREADS_PATH, dependencies=[guard], status_code=201, tags=["threads"])
-    async def create_thread(request: Request) -> JSONResponse:
-        """Start a conversation; send its ``thread_id`` as
-        ``config.configurable.thread_id`` to the chat chain."""
-        body = await request.body()
-        title: Any = ""
-        if body.strip():
-            try:
-                import json
-
-                data = json.loads(body)
-            except ValueError:
-                data = None
-            if not isinstance(data, dict) or set(data) - {"title"}:
-                raise Refusal(422, "thread_title", language(request.headers),
-                              limit=TITLE_LENGTH)
-            title = data.get("title") or ""
-        if not isinstance(title, str) or len(title) > TITLE_LENGTH:
-            raise Refusal(422, "thread_title", language(request.headers), limit=TITLE_LENGTH)
+    async def create_thread(request: Request, body: NewThread) -> JSONResponse:
+        """Start a conversation (body ``{}`` or ``{"title": "..."}``); send its
+        ``thread_id`` as ``config.configurable.thread_id`` to the chat chain."""
         owner = caller_label(request)
-        thread_id = await store.create(owner, title.strip())
+        thread_id = await store.create(owner, body.title.strip())
         thread = await store.get(owner, thread_id)
         thread.pop("messages")
         return JSONResponse(thread, status_code=201,
