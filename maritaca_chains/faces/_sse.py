@@ -1,46 +1,13 @@
-"""A streamed response that notices the client hanging up, even while nothing is sent,
-and closes its body generator however it ends (so the run, and its upstream request,
-stop at once). For the faces that answer Server-Sent Events of their own making."""
+"""Server-Sent Events for the faces that answer events of their own making: the
+closing response (``ClosingEventStream``) and one event's bytes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-
-import anyio
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from ..event_stream import EVENT_STREAM, ClosingEventStream
 
 __all__ = ["EVENT_STREAM", "ClosingEventStream", "sse_data"]
-
-EVENT_STREAM = "text/event-stream"
-_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sse_data(payload: bytes) -> bytes:
     """One SSE event carrying ``payload`` (JSON without newlines) as its data."""
     return b"data: " + payload + b"\n\n"
-
-
-class ClosingEventStream(StreamingResponse):
-    """``text/event-stream`` from ``body``; a hang-up cancels it and closes ``body``."""
-
-    def __init__(self, body: AsyncGenerator[bytes, None],
-                 headers: Mapping[str, str] | None = None) -> None:
-        self.events = body
-        super().__init__(body, media_type=EVENT_STREAM,
-                         headers={**_NO_BUFFERING, **(headers or {})})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-                async def stream() -> None:
-                    await self.stream_response(send)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-        except OSError:
-            pass  # the client went away mid-write
-        finally:
-            await self.events.aclose()

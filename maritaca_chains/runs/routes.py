@@ -24,15 +24,14 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
-import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope, Send
 
 from ..error_responses import sse_error_data
+from ..event_stream import EVENT_STREAM, ClosingEventStream
 from ..messages import language
 from ..redis_outage import REDIS_DOWN
 from ..refusals import Refusal
@@ -55,7 +54,6 @@ __all__ = ["EVENT_STREAM", "add_run_routes", "store_for"]
 
 logger = logging.getLogger("maritaca_chains.runs")
 
-EVENT_STREAM = "text/event-stream"
 KEEP_ALIVE_SECONDS = 15.0  # a comment line on a quiet stream, so proxies keep it open
 _RETRY = f"retry: {RETRY_MS}\r\n\r\n".encode()
 _PING = b": ping\r\n\r\n"
@@ -186,7 +184,8 @@ def _stream_endpoint(name: str, manager: RunManager) -> Any:
         after = _last_event_id(request)
         if info.status is not RunStatus.RUNNING and after >= info.events:
             return Response(status_code=204)  # all read: tells EventSource to stop
-        return _EventStream(_events(manager.store, run_id, after))
+        return ClosingEventStream(_events(manager.store, run_id, after),
+                                 headers={"Cache-Control": "no-store"})
 
     return stream_run
 
@@ -203,30 +202,3 @@ async def _events(store: RunStore, run_id: str, after: int) -> AsyncIterator[byt
         logger.warning("run %s: its reader was cut, Redis is unavailable (%s)", run_id,
                        type(exc).__name__)
         yield f"event: error\r\ndata: {sse_error_data(exc).decode()}\r\n\r\n".encode()
-
-
-class _EventStream(StreamingResponse):
-    """SSE that notices a reader hanging up even while the run is quiet (so the
-    no-reader grace starts), and closes its generator however it ends."""
-
-    def __init__(self, body: AsyncIterator[bytes]) -> None:
-        self.events = body
-        super().__init__(body, media_type=EVENT_STREAM,
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-                async def stream() -> None:
-                    await self.stream_response(send)
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-        except OSError:
-            pass  # the client went away mid-write
-        finally:
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
