@@ -227,3 +227,18 @@ def test_the_chain_takes_its_history_beside_the_input_without_a_server(emu):
                                                  ("assistant", "Olá, Ana!")]})
     assert sent_messages(emu)[1:] == [("user", "Sou Ana."), ("assistant", "Olá, Ana!"),
                                       ("user", "E eu?")]
+
+
+def test_the_openai_faces_chat_model_takes_the_clients_own_messages(tmp_path):
+    with served(tmp_path) as (emu, http):
+        done = http.post("/v1/chat/completions", json={"model": "chat", "messages": [
+            {"role": "system", "content": "ignorado: a cadeia tem o seu"},
+            {"role": "user", "content": "Sou Ana."},
+            {"role": "assistant", "content": "Olá, Ana!"},
+            {"role": "user", "content": "Quem sou eu?"}]})
+        assert done.status_code == 200, done.text
+        sent = sent_messages(emu)
+        assert sent[0][0] == "system" and "ignorado" not in sent[0][1]
+        assert sent[1:] == [("user", "Sou Ana."), ("assistant", "Olá, Ana!"),
+                            ("user", "Quem sou eu?")]
+        assert http.get("/chat/threads").json()["total"] == 0  # no server thread made

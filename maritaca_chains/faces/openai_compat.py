@@ -35,11 +35,12 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ValidationError
 
-from chains import configurable_model
+from chains import HISTORY_FIELD, configurable_model
 from maritaca import closing_upstreams
 
 from ..ledger import Ledger, RunLedger
-from ..request_rules import admitted_caller, current_caller, rules_of
+from ..request_rules import RunRequest, admitted_caller, current_caller, rules_of
+from ..threads import THREAD_ID, ThreadChain
 from ._face import Face
 from ._sse import ClosingEventStream
 from .openai_request import (
@@ -47,6 +48,7 @@ from .openai_request import (
     OpenAIError,
     chain_input,
     chat_messages,
+    earlier_turns,
     invalid,
     parse_completion_request,
     request_schema,
@@ -79,6 +81,12 @@ class _ChainTarget:
             raise _invalid_input(exc, self.face.main_field) from exc
         except ValueError as exc:
             raise invalid(None, str(exc)) from exc
+        if isinstance(self.face.chain, ThreadChain) and not (
+                parsed.config.get("configurable") or {}).get(THREAD_ID):
+            # a conversation chain: the client's own messages are its history
+            parsed = RunRequest(cast(Any, {**parsed.value.model_dump(),
+                                           HISTORY_FIELD: earlier_turns(request)}),
+                                parsed.config)
         return self.face.chunks(parsed, ledger)
 
 

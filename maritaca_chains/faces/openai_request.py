@@ -154,6 +154,15 @@ def chain_input(request: CompletionRequest, main_field: str) -> dict[str, Any]:
     raise invalid("messages", f"no user message: its text fills the chain's {main_field}")
 
 
+def earlier_turns(request: CompletionRequest) -> list[tuple[str, str]]:
+    """The user and assistant turns before the last user message, oldest first, as a
+    conversation chain's ``history`` (the client keeps the conversation; system messages
+    are the chain's own)."""
+    last = max((i for i, m in enumerate(request.messages) if m["role"] == "user"), default=0)
+    return [(m["role"], _text(m, i)) for i, m in enumerate(request.messages[:last])
+            if m["role"] in ("user", "assistant")]
+
+
 _ROLES = {"system": SystemMessage, "developer": SystemMessage, "user": HumanMessage,
           "assistant": AIMessage}
 
