@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from load import TOKEN_MARKERS, StreamResult, chain_body, sse_stream
 from profile_server import summarise
