@@ -11,8 +11,9 @@ UV_VERSION := 0.13.9
 SYNC := $(UV) sync --locked --inexact --python $(PY)
 # The native llama.cpp build crashes on some CPUs (AMX path): build portable AVX2.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-# Debian packages the tests drive: a real browser, a real Redis and a real proxy.
-SYSTEM_PACKAGES := chromium redis-server nginx
+# Debian packages the tests drive: a real browser, a real Redis, a real proxy and a real
+# PostgreSQL (the chat threads on a shared database).
+SYSTEM_PACKAGES := chromium redis-server nginx postgresql
 
 .PHONY: install install-dev install-local install-system install-js serve test lint lock compat compat-lowest compat-highest notebook soak bench clean
 

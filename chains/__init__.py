@@ -25,7 +25,7 @@ from langchain_core.runnables import Runnable
 from ._model import configurable_model, model_choices
 from ._prompts import PromptFileError, load_prompt
 from .chain_file import ChainFile, ChainFileError, read_chain_file
-from .chain_runtime import PROGRESS_EVENT, JsonOutputError
+from .chain_runtime import HISTORY_FIELD, PROGRESS_EVENT, JsonOutputError
 from .limits import CONFIGURABLE_KEYS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
 from .registry import (
     CHAINS,
@@ -69,6 +69,7 @@ __all__ = [
     "CHAINS",
     "CONFIGURABLE_KEYS",
     "DEFAULT_TEMPERATURE",
+    "HISTORY_FIELD",
     "MAX_TOKENS_RANGE",
     "PROGRESS_EVENT",
     "TEMPERATURE_RANGE",

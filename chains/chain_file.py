@@ -26,6 +26,8 @@ mid-request. The format (README, "Your own chain")::
     output: text                         # or {json_schema: {...}}: parsed and validated
     strategy:                            # a field longer than the model's context:
       map_reduce: {field: text, max_tokens: 500, messages: [...]}
+    history: thread                      # a conversation: the thread's earlier turns go
+                                         # before the last (user) message
 """
 
 from __future__ import annotations
@@ -241,6 +243,7 @@ class ChainFile(BaseModel):
     variants: dict[str, Variant] = Field(default_factory=dict)
     output: Literal["text"] | JsonOutput = "text"
     strategy: Strategy | None = None
+    history: Literal["none", "thread"] = "none"
     _source: str = PrivateAttr(default="<chain>")
     _version: str = PrivateAttr(default="")
 
@@ -283,6 +286,8 @@ class ChainFile(BaseModel):
             if field not in self.inputs or self.inputs[field].type != "text":
                 raise _Problem("strategy.map_reduce.field",
                                f"{field!r} is not a text input: name the long text input")
+        if self.history == "thread":
+            self._check_conversation()
         if isinstance(self.output, JsonOutput):
             from jsonschema import Draft202012Validator, SchemaError
 
@@ -292,6 +297,21 @@ class ChainFile(BaseModel):
                 raise _Problem("output.json_schema", f"not a valid JSON Schema: "
                                                      f"{exc.message}") from None
         return self
+
+    def _check_conversation(self) -> None:
+        """``history: thread`` puts the earlier turns before the last message, which must
+        be the user's new one; a map-reduce or a JSON answer has no turns to remember."""
+        if self.strategy is not None:
+            raise _Problem("history", "a chain with history: thread cannot have a strategy "
+                                      "(remove one of them)")
+        if self.output != "text":
+            raise _Problem("history", "a chain with history: thread answers text: remove "
+                                      "output or history")
+        for key, messages in self._message_lists():
+            if messages[-1].role != "user":
+                raise _Problem(f"{key}.{len(messages) - 1}.role",
+                               "with history: thread the last message is the user's new one "
+                               "(the earlier turns go before it): make it role: user")
 
     def _message_lists(self) -> list[tuple[str, list[Message]]]:
         lists = [("messages", self.messages)]

@@ -16,9 +16,10 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import Generation
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableConfig, RunnableLambda
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -33,7 +34,7 @@ from ._run import AutoBudgetChain, astream_closed, auto_budget, budgeted_chain, 
 from .chain_file import DEFAULT_TEXT_LIMIT, ChainFile, InputSpec, Message
 from .limits import MAX_TOKENS_RANGE
 
-__all__ = ["PROGRESS_EVENT", "ChainInput", "JsonChain", "JsonOutputError", "build_chain",
+__all__ = ["HISTORY_FIELD", "PROGRESS_EVENT", "ChainInput", "JsonChain", "JsonOutputError", "build_chain",
            "input_model", "render_messages", "validate_json"]
 
 PROGRESS_EVENT = "summarize_progress"  # a map-reduce's progress: {"round", "done", "total"}
@@ -97,8 +98,26 @@ def input_model(name: str, file: ChainFile) -> type[ChainInput]:
     return cast(type[ChainInput], model)
 
 
-def _template(messages: list[Message]) -> ChatPromptTemplate:
-    return ChatPromptTemplate.from_messages([(m.role, m.content) for m in messages])
+HISTORY_FIELD = "history"  # a conversation chain's earlier turns, beside its inputs
+
+
+def _template(messages: list[Message], history: bool = False) -> ChatPromptTemplate:
+    parts: list[Any] = [(m.role, m.content) for m in messages]
+    if history:  # the earlier turns, right before the new (last, user) message
+        parts.insert(len(parts) - 1, MessagesPlaceholder(HISTORY_FIELD, optional=True))
+    return ChatPromptTemplate.from_messages(parts)
+
+
+def _history(value: Any) -> tuple[Any, list[BaseMessage]]:
+    """A conversation's input without its ``history`` (earlier turns: messages,
+    ``(role, text)`` pairs or ``{"role", "content"}`` dicts), and those turns."""
+    if isinstance(value, dict) and HISTORY_FIELD in value:
+        value = dict(value)
+        turns = value.pop(HISTORY_FIELD) or []
+        if not isinstance(turns, list):
+            raise ValueError("history must be a list of messages (role and text)")
+        return value, convert_to_messages(turns)
+    return value, []
 
 
 def _context_tokens(model: BaseChatModel | None) -> int:
@@ -112,16 +131,25 @@ class _Words:
 
     def __init__(self, file: ChainFile, input_type: type[BaseModel]) -> None:
         self.file, self.input_type = file, input_type
+        self.history = file.history == "thread"
         # the variants' conditions, compared as the prompt says them
-        self.variants = [(_template(v.messages), {f: file.inputs[f].as_words(x)
-                                                  for f, x in v.when.items()})
+        self.variants = [(_template(v.messages, self.history),
+                          {f: file.inputs[f].as_words(x) for f, x in v.when.items()})
                          for v in file.variants.values()]
-        self.main = _template(file.messages)
+        self.main = _template(file.messages, self.history)
 
     def values(self, value: Any) -> tuple[BaseModel, dict[str, str]]:
+        """The input as its model, and the prompt's values (a conversation's ``history``
+        among them: its earlier turns, taken from the input beside its fields)."""
+        turns: list[BaseMessage] = []
+        if self.history:
+            value, turns = _history(value)
         inputs = coerce_input(self.input_type, value)
-        return inputs, {name: spec.as_words(getattr(inputs, name))
-                        for name, spec in self.file.inputs.items()}
+        values = {name: spec.as_words(getattr(inputs, name))
+                  for name, spec in self.file.inputs.items()}
+        if self.history:
+            values[HISTORY_FIELD] = turns  # type: ignore[assignment]
+        return inputs, values
 
     def budget(self, inputs: BaseModel) -> int:
         added = sum(spec.budget(getattr(inputs, name))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 __all__ = ["CONFIGURABLE_KEYS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE", "TEMPERATURE_RANGE"]
 
-CONFIGURABLE_KEYS = frozenset({"model", "temperature", "max_tokens"})
+# thread_id: the conversation a chat chain's run continues (the server's threads)
+CONFIGURABLE_KEYS = frozenset({"model", "temperature", "max_tokens", "thread_id"})
 TEMPERATURE_RANGE: tuple[float, float] = (0.0, 2.0)
 MAX_TOKENS_RANGE: tuple[int, int] = (1, 32_000)  # the catalogue's longest output
 # What the chains send unless their model sets its own temperature.

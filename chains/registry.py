@@ -1,7 +1,7 @@
 """The chains there are: the built-in files, and every ``*.yaml`` of the chain directories.
 
 A chain is one YAML file (``chain_file``); its name is the file's name. ``CHAINS`` holds
-the built-ins (``prompts/story.yaml``, ``qa.yaml``, ``summarize.yaml``);
+the built-ins (``prompts/story.yaml``, ``qa.yaml``, ``summarize.yaml``, ``chat.yaml``);
 ``chain_specs(dirs)`` adds those of ``dirs`` (a file may replace a built-in of the same
 name: the log says so). Each ``ChainSpec`` is what every face needs to know of a chain:
 name, title, description, example, input type, main field, version (a short hash of the
@@ -40,7 +40,7 @@ __all__ = ["BUILTIN_NAMES", "CHAINS", "CHAINS_DIR_VARIABLE", "ChainBuilder", "Ch
 
 logger = logging.getLogger("chains")
 
-BUILTIN_NAMES = ("story", "qa", "summarize")
+BUILTIN_NAMES = ("story", "qa", "summarize", "chat")
 CHAINS_DIR_VARIABLE = "MARITACA_CHAINS_DIR"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # the server's own top-level paths: a chain of that name would shadow or be shadowed

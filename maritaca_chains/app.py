@@ -44,6 +44,8 @@ from .schema_truth import document_the_truth, validation_detail_json
 from .security import CallerLabels, access_guard, add_login_route
 from .sessions import LoginThrottle, Sessions
 from .settings import ServerSettings
+from .threads import ThreadStore, add_thread_routes
+from .threads.wiring import with_threads
 
 __all__ = ["app_factory", "create_app"]
 
@@ -79,6 +81,7 @@ def create_app(settings: ServerSettings | None = None, *,
                     f"\n  note: {TINY_MODEL_NOTE}" if served.local_backend else "")
         if served.backend == "none":
             logger.warning(NOTHING_TO_SERVE)
+        await app.state.thread_store.start()  # the conversations' schema, migrated
         try:
             async with full_collections_on_a_timer(settings.full_gc_seconds), \
                     app.state.runs, lifespan_state(app) as state:
@@ -86,6 +89,7 @@ def create_app(settings: ServerSettings | None = None, *,
         finally:
             metrics.mark_process_dead()  # this worker's in-flight gauge stops counting
             await app.state.sessions.aclose()
+            await app.state.thread_store.aclose()
             if served.local_backend is not None:
                 await served.local_backend.astop()
 
@@ -94,6 +98,12 @@ def create_app(settings: ServerSettings | None = None, *,
                   docs_url=None, redoc_url=None)  # pages.py serves them offline
     app.state.input_limits = InputLimits.from_settings(settings)  # for the faces
     chains = build_chains(served.model, context_tokens=served.context_tokens, specs=specs)
+    # conversations: the chat chain's threads (threads), in MARITACA_CHAINS_DATABASE_URL
+    thread_store = ThreadStore(settings.database_url.get_secret_value(),
+                               lease_seconds=settings.thread_lease_seconds)
+    app.state.thread_store = thread_store
+    chains = with_threads(chains, specs, thread_store, history_tokens=settings.history_tokens,
+                          model_name=served.model_name, context_tokens=served.context_tokens)
     app.state.chain_specs = specs  # name -> ChainSpec: title, input type, version...
     quotas = Quotas.from_settings(settings)  # None: no quota configured
     # every face's runs are kept in ledgers: log line, metrics, token quota (ledger)
@@ -133,6 +143,7 @@ def create_app(settings: ServerSettings | None = None, *,
     mount_client_faces(app, chains, model=served.model, model_names=served.model_choices,
                        runs=app.state.runs)
     add_pages(app, served, ui=settings.ui, specs=specs, keys=bool(settings.access_keys))
+    add_thread_routes(app, thread_store, Depends(access))  # the key; no model runs
     add_login_route(app, settings, sessions, LoginThrottle.from_settings(settings))
     if settings.metrics:
         metrics.serving(chains, served.model_name)

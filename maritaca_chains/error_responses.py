@@ -43,6 +43,7 @@ from maritaca.local import INSTALL_COMMAND
 from .messages import DEFAULT_LANGUAGE, Language, say
 from .quota_exceeded import QuotaExceeded
 from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS
+from .refusals import Refusal
 
 __all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
            "sse_error_data", "validation_details"]
@@ -88,6 +89,8 @@ def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dic
             if isinstance(exc, errors.RateLimitError) and exc.retry_after is not None:
                 payload["retry_after"] = exc.retry_after
             return payload
+    if isinstance(exc, Refusal):  # e.g. a busy conversation thread, refused in a run
+        return {"status_code": exc.status_code, "type": exc.code, "message": exc.detail}
     if isinstance(exc, QuotaExceeded):  # this server's limit for the caller's key
         return {"status_code": 429, "type": "quota_exceeded", "message": str(exc),
                 "retry_after": exc.retry_after}

@@ -117,6 +117,20 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "internal": {"pt": "Erro interno do servidor: tente de novo; se persistir, veja o log "
                        "do servidor",
                  "en": "Internal Server Error"},
+    # -- conversation threads (threads)
+    "thread_not_found": {
+        "pt": "Conversa {thread_id} não encontrada: ela não existe, foi apagada ou é de "
+              "outra chave de acesso. Crie uma com POST /chat/threads",
+        "en": "No conversation {thread_id}: unknown, deleted, or another access key's. "
+              "Create one with POST /chat/threads"},
+    "thread_busy": {
+        "pt": "A conversa {thread_id} já está respondendo (execução {run_id}): espere ela "
+              "terminar ou pare-a, e envie de novo",
+        "en": "Conversation {thread_id} is already answering (run {run_id}): wait for it "
+              "to end or stop it, then send again"},
+    "threads_page": {
+        "pt": "limit vai de 1 a {limit} e offset é 0 ou mais",
+        "en": "limit is 1 to {limit} and offset is 0 or more"},
     "truncated": {
         "pt": "a resposta chegou a {limit} e foi cortada; peça mais com "
               '{{"config": {{"configurable": {{"max_tokens": ...}}}}}}',

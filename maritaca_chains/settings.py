@@ -38,6 +38,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from enum import StrEnum
 from typing import Annotated
 
@@ -59,6 +60,14 @@ class BackendChoice(StrEnum):
     AUTO = "auto"
     MARITACA = "maritaca"
     LOCAL = "local"
+
+
+def default_database_url() -> str:
+    """Where threads live unless MARITACA_CHAINS_DATABASE_URL says: a SQLite file,
+    ``$XDG_DATA_HOME/maritaca-chains/threads.db`` (``~/.local/share/...`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "share")
+    return "sqlite:///" + os.path.join(base, "maritaca-chains", "threads.db")
 
 
 class ServerSettings(BaseSettings):
@@ -124,6 +133,20 @@ class ServerSettings(BaseSettings):
                                 validation_alias="MARITACA_CHAINS_LOGIN_ATTEMPTS")
     drain_seconds: float = Field(default=30.0, ge=0,
                                  validation_alias="MARITACA_CHAINS_DRAIN_SECONDS")
+    # the chat chain's threads: a SQLite file (default) or postgresql://... (replicas share)
+    database_url: SecretStr = Field(default_factory=lambda: SecretStr(default_database_url()),
+                                    validation_alias="MARITACA_CHAINS_DATABASE_URL")
+    # the earlier turns' budget in a thread's prompt (unset: the model's context less the
+    # answer's budget and the new message)
+    history_tokens: int | None = Field(default=None, ge=0,
+                                       validation_alias="MARITACA_CHAINS_HISTORY_TOKENS")
+    thread_lease_seconds: float = Field(default=30.0, ge=1,
+                                        validation_alias="MARITACA_CHAINS_THREAD_LEASE_SECONDS")
+
+    @field_validator("history_tokens", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key", "redis_url", mode="before")
     @classmethod

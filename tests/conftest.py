@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +21,12 @@ pytest_plugins = ["maritaca.testing.pytest_plugin"]
 
 # The version-range smoke set runs in venvs of its own (`make compat`), not against uv.lock.
 collect_ignore = ["compat"]
+
+
+# the chat chain's threads: one SQLite file for the session (servers started as processes
+# inherit it), never the user's own database
+os.environ.setdefault("MARITACA_CHAINS_DATABASE_URL", "sqlite:///" + os.path.join(
+    tempfile.mkdtemp(prefix="maritaca-threads-"), "threads.db"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

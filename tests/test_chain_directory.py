@@ -175,7 +175,7 @@ def test_landing_page_healthz_and_metrics(served):
         metrics = http.get("/metrics").text
     assert 'href="/traducao/playground/"' in page and "Tradução" in page
     chains = {c["name"]: c for c in health["chains"]}
-    assert set(chains) == {"story", "qa", "summarize", "traducao", "ficha"}
+    assert set(chains) == {"story", "qa", "summarize", "chat", "traducao", "ficha"}
     assert chains["traducao"]["version"] == served[2].state.chain_specs["traducao"].version
     assert chains["ficha"]["output"] == "json"
     assert 'chain="traducao"' in metrics

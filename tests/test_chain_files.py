@@ -126,7 +126,7 @@ def test_a_missing_directory_is_an_error(tmp_path):
 def test_the_builtins_are_files_and_nothing_else():
     import chains
 
-    assert list(CHAINS) == ["story", "qa", "summarize"]
+    assert list(CHAINS) == ["story", "qa", "summarize", "chat"]
     for name, spec in CHAINS.items():
         assert spec.source.endswith(f"{name}.yaml") and len(spec.version) == 8
         assert spec.file is not None and spec.file.title == spec.title
@@ -135,7 +135,7 @@ def test_the_builtins_are_files_and_nothing_else():
     assert not {"story.py", "qa.py", "summarize.py"} & modules
     assert chains.StoryInput is CHAINS["story"].input_type
     assert [spec.title for spec in CHAINS.values()] == \
-        ["História", "Perguntas e respostas", "Resumo"]
+        ["História", "Perguntas e respostas", "Resumo", "Conversa"]
 
 
 def test_a_copy_of_story_yaml_under_another_name_is_a_complete_chain(tmp_path, emu):
@@ -175,6 +175,9 @@ def test_prompts_are_portuguese_first_and_follow_the_input_language():
         file = load_prompt(name)
         for _, messages in file._message_lists():
             system = messages[0].content
+            if file.history == "thread":  # a conversation: no language input, it follows
+                assert "português do\nBrasil (ou no idioma em que falarem" in system, name
+                continue                  # the language it is spoken to in
             assert "Idioma: {language}" in system and '"auto"' in system, name
 
 

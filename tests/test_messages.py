@@ -126,8 +126,8 @@ async def test_landing_snippets_carry_the_key_header_only_with_keys(keyed, app):
         with_keys = (await http.get("/")).text
     async with client_for(app) as http:
         without = (await http.get("/")).text
-    assert with_keys.count("-H &#x27;X-API-Key: SUA_CHAVE&#x27;") == 3
-    assert with_keys.count("headers={&quot;X-API-Key&quot;: &quot;SUA_CHAVE&quot;}") == 3
+    assert with_keys.count("-H &#x27;X-API-Key: SUA_CHAVE&#x27;") == 4  # one per chain
+    assert with_keys.count("headers={&quot;X-API-Key&quot;: &quot;SUA_CHAVE&quot;}") == 4
     assert "X-API-Key: SUA_CHAVE" not in without and "SUA_CHAVE" not in without
     with_ui = landing_page(app.state.served, base_url="http://127.0.0.1:8000", ui=True)
     assert 'href="/ui/?cadeia=qa"' in with_ui  # each chain's button opens its own tab
@@ -154,8 +154,8 @@ def test_feedback_routes_appear_with_langsmith_tracing():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(sorted(f"/{n}/feedback" for n in ("qa", "story",
-                                                                          "summarize")))
+    assert done.stdout.strip() == str(sorted(f"/{n}/feedback" for n in (
+        "qa", "story", "summarize", "chat")))
 
 
 async def test_playground_and_docs_have_portuguese_titles(app):

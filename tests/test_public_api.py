@@ -65,7 +65,7 @@ def test_chains_public_names():
     import chains
 
     assert sorted(chains.__all__) == sorted([
-        "CHAINS", "CONFIGURABLE_KEYS", "DEFAULT_TEMPERATURE", "MAX_TOKENS_RANGE",
+        "CHAINS", "CONFIGURABLE_KEYS", "DEFAULT_TEMPERATURE", "HISTORY_FIELD", "MAX_TOKENS_RANGE",
         "PROGRESS_EVENT", "TEMPERATURE_RANGE", "ChainBuilder", "ChainFile", "ChainFileError",
         "ChainSpec", "JsonOutputError", "PromptFileError", "QAInput", "StoryInput",
         "SummarizeInput", "build_chains", "build_qa_chain", "build_story_chain",

@@ -17,7 +17,8 @@ from maritaca_chains.settings import ServerSettings
 from tests.conftest import RunningServer, emulator_model, wait_disconnected
 
 INPUTS = {"story": {"topic": "Brasil"}, "qa": {"question": "Qual é a capital do Brasil?"},
-          "summarize": {"text": "O sabiá é a ave símbolo do Brasil. Ele canta ao amanhecer."}}
+          "summarize": {"text": "O sabiá é a ave símbolo do Brasil. Ele canta ao amanhecer."},
+          "chat": {"message": "Olá! Quem é você?"}}
 
 
 def sse_events(body: str) -> list[tuple[str, str]]:
