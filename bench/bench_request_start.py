@@ -1,0 +1,157 @@
+"""What starting a stream costs: server CPU per request for a short answer, ours against
+the bare relay, side by side in one run, and optionally where that CPU goes (py-spy).
+
+Run: ``.venv/bin/python bench/bench_request_start.py [--requests 400] [--concurrency 50]
+[--tokens 5] [--repeat 3] [--pin] [--profile test-artifacts/request-start]``
+
+The bare relay (``bench/_floor_app.py``: uvicorn + Starlette + httpx, ``/story/stream``
+only) and our server (``server:app_factory``, the README's deployment) each run as one
+uvicorn worker on 127.0.0.1 in front of the emulator (in its own process). For each of
+floor ``/story/stream``, ours ``/story/stream`` and ours ``/story/stream_events``,
+``--requests`` requests for a ``--tokens``-token answer, ``--concurrency`` at a time (a
+new connection each), round robin over the three, ``--repeat`` rounds: server CPU (user +
+system of the server process) per request, best round, and the first token's
+p50/p90/p99 in that round. With a 5-token answer nearly all of a request's CPU is its
+start (routing, guards, LangServe's config and input handling, callbacks, prompt, the
+model's request, the upstream pool) and its end (the run's bookkeeping).
+``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
+
+``--profile PREFIX``: after the measured rounds, ``py-spy record --nonblocking`` samples
+each server while it serves further batches of the same requests, writes collapsed
+stacks ``PREFIX-<contender>-<face>.txt`` and prints each library's share and the
+heaviest functions (as ``bench/profile_server.py`` does for paced streams).
+Targets (issue 26): ours on ``/stream`` at most 1.5x the relay's CPU per request,
+``/stream_events`` at most 1.3x ``/stream``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from load import TOKEN_MARKERS, StreamResult, chain_body, sse_stream
+from profile_server import summarise
+from report import print_table, run_bench
+from servers import LABELS, ServerProcess, emulator
+from stats import percentile
+
+CASES = (("floor", "stream"), ("ours", "stream"), ("ours", "stream_events"))
+
+
+async def batch(srv: ServerProcess, face: str, requests: int, concurrency: int
+                ) -> list[StreamResult]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> StreamResult:
+        async with gate:
+            return await sse_stream(srv.url, f"/story/{face}", chain_body(f"tema {i}"),
+                                    TOKEN_MARKERS[face], limit=60)
+
+    return await asyncio.gather(*(one(i) for i in range(requests)))
+
+
+async def measure(srv: ServerProcess, face: str, args: argparse.Namespace
+                  ) -> tuple[float, list[float]]:
+    """(server ms of CPU per request, first-token ms of each request) for one batch."""
+    before = srv.cpu()
+    results = await batch(srv, face, args.requests, args.concurrency)
+    await asyncio.sleep(0.1)  # the requests' last bookkeeping
+    spent = srv.cpu() - before
+    bad = [r for r in results if not r.ok or r.tokens < args.tokens]
+    if bad:
+        raise RuntimeError(f"{srv.kind} /{face}: {len(bad)} of {len(results)} requests "
+                           f"failed, e.g. {bad[0]}")
+    ttfts = [(r.first_token - r.started) * 1e3 for r in results if r.first_token is not None]
+    return spent / len(results) * 1e3, ttfts
+
+
+async def profile(srv: ServerProcess, face: str, args: argparse.Namespace) -> Path:
+    """py-spy on the server while it serves batches of requests; the collapsed stacks."""
+    assert srv.proc is not None
+    pid = srv.worker_pids()[0] if srv.worker_pids() else srv.proc.pid
+    out = Path(f"{args.profile}-{srv.kind}-{face}.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+        "--nonblocking", "--rate", "500", "--duration", str(args.profile_seconds),
+        "--format", "raw", "--output", str(out), stdout=subprocess.DEVNULL)
+    await asyncio.sleep(0.5)  # py-spy attached
+    while spy.returncode is None:
+        await batch(srv, face, args.concurrency * 2, args.concurrency)
+        try:
+            await asyncio.wait_for(spy.wait(), 0.01)
+        except TimeoutError:
+            pass
+    return out
+
+
+async def run(args: argparse.Namespace) -> None:
+    with emulator(reply_tokens=args.tokens, token_delay=0.0, max_records=5000) as emu:
+        if args.pin:
+            os.sched_setaffinity(0, {1})
+            os.sched_setaffinity(emu.pid, {1})
+        cpus = "0" if args.pin else None
+        servers = {kind: ServerProcess(kind, emu.base_url, emu.api_key or "", cpus=cpus,
+                                       extra_env={"MARITACA_CHAINS_UI": "false"})
+                   for kind in dict.fromkeys(k for k, _ in CASES)}
+        best: dict[tuple[str, str], tuple[float, list[float]]] = {}
+        profiles = []
+        try:
+            for srv in servers.values():
+                srv.start()
+            for kind, face in CASES:  # warm-up: imports, pools, first-call caches
+                await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
+            for _ in range(args.repeat):
+                for kind, face in CASES:
+                    emu.reset()
+                    got = await measure(servers[kind], face, args)
+                    print(f"  {LABELS[kind]:28} /{face}: {got[0]:.2f} ms CPU per request",
+                          flush=True)
+                    if (kind, face) not in best or got[0] < best[kind, face][0]:
+                        best[kind, face] = got
+            if args.profile:
+                for kind, face in CASES:
+                    emu.reset()
+                    profiles.append(await profile(servers[kind], face, args))
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    floor = best["floor", "stream"][0]
+    stream = best["ours", "stream"][0]
+    print(f"\nServer CPU per request, {args.requests} requests for a {args.tokens}-token "
+          f"answer, {args.concurrency} at a time, best of {args.repeat} rounds "
+          f"({'server pinned to CPU 0' if args.pin else 'no pinning'}, 1 worker)")
+    print_table(["contender", "face", "ms CPU / request", "x floor", "1st token p50 ms",
+                 "1st token p90 ms", "1st token p99 ms"],
+                [[LABELS[kind], f"/story/{face}", ms, ms / floor, percentile(t, 50),
+                  percentile(t, 90), percentile(t, 99)]
+                 for (kind, face), (ms, t) in best.items()])
+    events = best["ours", "stream_events"][0]
+    print(f"target ours /stream <= 1.5x floor: {stream / floor:.2f}x "
+          f"({'met' if stream / floor <= 1.5 else 'NOT met'}); /stream_events <= 1.3x "
+          f"/stream: {events / stream:.2f}x ({'met' if events / stream <= 1.3 else 'NOT met'})")
+    for path in profiles:
+        summarise(path, args.top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--tokens", type=int, default=5, help="answer length")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pin", action="store_true",
+                        help="servers on CPU 0 (taskset); emulator and client on CPU 1")
+    parser.add_argument("--profile", help="py-spy each server; collapsed stacks to PREFIX-*")
+    parser.add_argument("--profile-seconds", type=int, default=8)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    run_bench("request start bench", run, args)
+
+
+if __name__ == "__main__":
+    main()
