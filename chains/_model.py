@@ -84,9 +84,15 @@ def with_budget(config: RunnableConfig, max_tokens: int,
     (``AUTO_MAX_TOKENS``, the chains' schema default) sets nothing: the budget applies.
 
     Also refuses (ValueError) a configured model that :func:`model_choices` does not
-    offer: the config schema's ``Literal`` is checked by LangServe, not by the chain.
+    offer: the config schema's ``Literal`` is checked by LangServe, not by the chain; and
+    a ``thread_id`` (a server's conversation wrapper takes it out before the chain runs:
+    one reaching a chain would be silently ignored).
     """
     configurable = config.get("configurable") or {}
+    if configurable.get("thread_id"):
+        raise ValueError("thread_id names a conversation: only conversation chains "
+                         "(history: thread, e.g. chat) take it; this chain answers each "
+                         "request alone, remove thread_id")
     chosen = configurable.get("model")
     if chosen is not None and isinstance(model, ChatMaritaca) and chosen != model.model_name:
         names = model_choices(model)

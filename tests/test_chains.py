@@ -92,7 +92,7 @@ def test_the_schemas_max_tokens_default_is_0_the_chains_own_budget(emu):
     chains = build_chains(emulator_model(emu))
     defaults = {name: next(s.default for s in chain.config_specs if s.id == "max_tokens")
                 for name, chain in chains.items()}
-    assert defaults == {"story": 0, "qa": 0, "summarize": 0}
+    assert defaults == {"story": 0, "qa": 0, "summarize": 0, "chat": 0}
     chains["story"].with_config(configurable={"max_tokens": 0}).invoke({"topic": "x"})
     assert _sent(emu)["max_tokens"] == 300
     assert MAX_TOKENS_RANGE == (1, 32_000) and TEMPERATURE_RANGE == (0.0, 2.0)

@@ -131,7 +131,11 @@ def threaded_chain(inner: Runnable[Any, str], store: ThreadStore, *,
             count_tokens_approximately([HumanMessage(text)])
 
     async def arun(value: Any, config: RunnableConfig) -> AsyncIterator[str]:
-        thread_id = str((config.get("configurable") or {}).get(THREAD_ID) or "")
+        configurable = dict(config.get("configurable") or {})
+        thread_id = str(configurable.get(THREAD_ID) or "")
+        # the inner chain is not a conversation's (it refuses a thread_id): blank it, as
+        # configurable merges into the inner runs
+        config = {**config, "configurable": {**configurable, THREAD_ID: ""}}
         if not thread_id:
             async with _closing(inner.astream(value, config)) as chunks:
                 async for chunk in chunks:
