@@ -42,6 +42,7 @@ pytestmark = [
 
 PLAYGROUND_INPUTS = {
     "story": "um sabiá que aprendeu a programar",
+    "chat": "Olá! Quem é você?",
     "qa": "Qual é a capital do Brasil?",
     "summarize": "O sabiá-laranjeira é a ave símbolo do Brasil desde 2002. Seu canto "
                  "aparece na Canção do Exílio, de Gonçalves Dias.",
