@@ -126,11 +126,17 @@ def test_run_shows_map_reduce_progress_on_stderr():
     assert done.stdout.strip() == emu.expected_text(emu.requests[-1].body["messages"])
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal gives it: a test run started in the background (``make test &``
+    in a script) has SIGINT ignored, and children inherit that, so Python would ignore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_run_closes_the_upstream_at_once():
     with MaritacaEmulator(reply_tokens=400, token_delay=0.05) as emu:
         process = subprocess.Popen([*CLI, "run", "story", "topic=Brasil"], text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env=env_for(emu))
+                                   env=env_for(emu), preexec_fn=_interruptible)
         try:
             first = process.stdout.read(1)  # the answer has started streaming
             assert first
