@@ -17,7 +17,8 @@ needs and gets it checked::
   handshake (``admit_socket``) and each of its runs counts when it starts.
 - ``parse_run_request``: the ``{"input", "config": {"configurable": ...}}`` envelope (or
   the bare input, where a face allows it) and the ``configurable`` policy
-  (``check_configurable``: only ``model``, ``temperature``, ``max_tokens``, in range).
+  (``check_configurable``: only ``model``, ``temperature``, ``max_tokens``, in range, and
+  ``thread_id`` for a conversation chain).
 - The JSON content type is checked before any route by ``request_guards`` (415), with
   ``media_types.is_json``: the one comparison.
 
@@ -49,7 +50,8 @@ from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .request_guards import cross_site_refusal
 from .security import caller_label
 
-__all__ = ["AdmittedCaller", "Caller", "CallerDep", "RequestRules", "RunRequest",
+__all__ = ["THREAD_ID_REFUSED", "AdmittedCaller", "Caller", "CallerDep", "RequestRules",
+           "RunRequest",
            "admit_socket", "admitted_caller", "check_configurable", "current_caller",
            "parse_run_request", "rules_of"]
 
@@ -175,12 +177,21 @@ async def admit_socket(ws: WebSocket) -> Caller:
 
 # ---------------------------------------------------------------- what is asked
 
-def check_configurable(configurable: dict[str, Any]) -> None:
+THREAD_ID_REFUSED = ("thread_id names a conversation: only conversation chains (history: "
+                     "thread, e.g. chat) take it; this chain answers each request alone, "
+                     "remove thread_id")
+
+
+def check_configurable(configurable: dict[str, Any], *, threads: bool = True) -> None:
     """The client-config policy: only ``CONFIGURABLE_KEYS`` (never ``api_key``,
-    ``base_url``...), and values in range. Raises ValueError naming what is refused."""
+    ``base_url``...), and values in range; ``threads=False`` (a chain without history):
+    no ``thread_id`` either, rather than dropping it. Raises ValueError naming what is
+    refused."""
     if refused := sorted(set(configurable) - CONFIGURABLE_KEYS):
         raise ValueError(f"config.configurable may only set "
                          f"{sorted(CONFIGURABLE_KEYS)}; refused: {refused}")
+    if not threads and configurable.get("thread_id"):
+        raise ValueError(THREAD_ID_REFUSED)
     low, high = TEMPERATURE_RANGE
     temperature = configurable.get("temperature")
     if temperature is not None and not (isinstance(temperature, int | float)

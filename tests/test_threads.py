@@ -245,8 +245,7 @@ def test_the_openai_faces_chat_model_takes_the_clients_own_messages(tmp_path):
 
 
 def test_a_thread_id_sent_to_a_chain_without_history_is_refused_not_ignored(tmp_path):
-    # (LangServe's own routes drop configurable keys outside a chain's config schema
-    # before the chain runs: there it is ignored, as any unknown key is)
+    # (LangServe's own routes refuse it too: tests/test_threads_faces.py)
     with served(tmp_path) as (emu, http):
         for face in ("/story/text",):
             refused = http.post(face, json={"input": {"topic": "Brasil"},

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from .batch_callbacks import BatchRunsScope
 from .body_guard import JSONBodyGuard, validation_error_json
-from .config_hook import per_request_config
+from .config_hook import config_hook
 from .error_events import UpstreamErrorMiddleware
 from .event_aggregator import served_chain
 from .feedback_routes import feedback_routes
@@ -66,6 +66,8 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
 def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      dependencies: Sequence[DependsParam]) -> None:
     """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
+    threads = any(spec.id == "thread_id" for spec in chain.config_specs)  # a conversation
     add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
-               per_req_config_modifier=per_request_config, config_keys=("configurable",),
+               per_req_config_modifier=config_hook(threads=threads),
+               config_keys=("configurable",),
                **feedback_routes())

@@ -37,6 +37,7 @@ from ..redis_outage import REDIS_DOWN
 from ..refusals import Refusal
 from ..request_rules import AdmittedCaller, Caller, CallerDep, parse_run_request, rules_of
 from ..settings import ServerSettings
+from ..threads import check_thread
 from .events import (
     RETRY_MS,
     EventsDropped,
@@ -113,6 +114,7 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         # the run's ledger: its log line, metrics, token charge and status usage
         ledger = rules_of(request).accounts.open(request, name)
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller.label)
+        await check_thread(chain, parsed.config, caller.label, language(request.headers))  # another key's: 404 now
         try:
             await manager.start(info, chain, parsed.value, parsed.config, ledger)
         except KeyRunsFull as exc:
