@@ -251,5 +251,5 @@ def test_a_thread_id_sent_to_a_chain_without_history_is_refused_not_ignored(tmp_
             refused = http.post(face, json={"input": {"topic": "Brasil"},
                                             "config": {"configurable": {"thread_id": "x"}}})
             assert refused.status_code == 422, (face, refused.text)
-            assert "thread_id" in refused.json()["detail"]
+            assert "thread_id" in refused.text  # as /text refuses any configurable key
         assert not chat_requests(emu)  # refused before any model call

@@ -88,3 +88,13 @@ def test_a_chain_without_history_refuses_a_thread_id_on_langservers_routes(tmp_p
         said = http.post("/chat/invoke", json={"input": {"message": "Oi"}, "config": config})
         assert said.status_code == 200, said.text
         assert http.get(f"/chat/threads/{thread}").json()["message_count"] == 2
+
+
+def test_a_chain_without_history_refuses_a_thread_id_on_runs_and_the_ai_sdk_face(tmp_path):
+    with served(tmp_path) as (emu, http):
+        config = {"configurable": {"thread_id": new_thread(http)}}
+        run = http.post("/story/runs", json={"input": {"topic": "Brasil"}, "config": config})
+        assert run.status_code == 422 and "history: thread" in run.text, run.text
+        sdk = http.post("/story/ai-sdk", json=chat_body("Brasil", config=config))
+        assert sdk.status_code == 422 and "history: thread" in sdk.text, sdk.text
+        assert not chat_requests(emu)  # refused before any run started

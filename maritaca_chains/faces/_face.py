@@ -22,7 +22,7 @@ from maritaca import closing_upstreams
 
 from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..ledger import Ledger
-from ..request_rules import RunRequest, parse_run_request
+from ..request_rules import RunRequest, parse_run_request, takes_threads
 
 __all__ = ["TRUNCATED", "Face"]
 
@@ -96,7 +96,8 @@ class Face:
     def request_from(self, data: Any) -> RunRequest:
         """A decoded request (the bare input or the envelope): the request rules'
         ``parse_run_request`` with this chain's types."""
-        return parse_run_request(data, self.input_type, self.config_type)
+        return parse_run_request(data, self.input_type, self.config_type,
+                                 threads=takes_threads(self.chain))
 
     async def chunks(self, request: RunRequest, ledger: Ledger) -> AsyncGenerator[str, None]:
         """The run's non-empty chunks, kept in ``ledger`` (read ``ledger.last`` after).

@@ -41,6 +41,7 @@ from langchain_core.runnables import Runnable
 from langserve import add_routes
 from pydantic import ValidationError
 
+from ..request_rules import takes_threads
 from .batch_callbacks import BatchRunsScope
 from .body_guard import JSONBodyGuard, validation_error_json
 from .config_hook import config_hook
@@ -66,8 +67,7 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
 def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      dependencies: Sequence[DependsParam]) -> None:
     """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
-    threads = any(spec.id == "thread_id" for spec in chain.config_specs)  # a conversation
     add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
-               per_req_config_modifier=config_hook(threads=threads),
+               per_req_config_modifier=config_hook(threads=takes_threads(chain)),
                config_keys=("configurable",),
                **feedback_routes())
