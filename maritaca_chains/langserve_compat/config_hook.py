@@ -38,7 +38,7 @@ async def per_request_config(config: dict[str, Any], request: Request) -> dict[s
             check_configurable(configurable)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    chain = request.url.path.split("/")[1]  # /<chain>/...
+    chain = request.scope["path"].split("/")[1]  # /<chain>/... (request.url: built per call)
     ledger = rules_of(request).accounts.open(request, chain)
     config["callbacks"] = [*(config.get("callbacks") or []), *record_run_error(request),
                            ledger]
