@@ -137,7 +137,7 @@ async def _runs_in(request: Request, rules: RequestRules) -> int:
     """How many runs this request starts: 0 for a GET, the inputs of a ``/batch``."""
     if request.method != "POST":
         return 0
-    if not request.url.path.endswith("/batch"):
+    if not request.scope["path"].endswith("/batch"):  # not request.url: built per call
         return 1
     try:
         body = await request.json()

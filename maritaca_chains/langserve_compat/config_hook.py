@@ -52,7 +52,7 @@ async def per_request_config(config: dict[str, Any], request: Request, *,
             check_configurable(configurable, threads=threads)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    chain = request.url.path.split("/")[1]  # /<chain>/...
+    chain = request.scope["path"].split("/")[1]  # /<chain>/... (request.url: built per call)
     ledger = rules_of(request).accounts.open(request, chain)
     config["callbacks"] = [*(config.get("callbacks") or []), *record_run_error(request),
                            ledger]
