@@ -48,4 +48,22 @@ def step_tag(step: int) -> str:
 
 def streaming_handler(handlers: Sequence[Any]) -> Any | None:
     """The handler a run's output is shown to, as LCEL picks it; None if none."""
-    return next((h for h in handlers if isinstance(h, _STREAMING_HANDLER)), None)
+    for handler in handlers:
+        if _follows_protocol(type(handler), handler):
+            return handler
+    return None
+
+
+# A runtime protocol's isinstance walks the protocol's members on every call (a few
+# percent of a short request's CPU, issue 26): decided once per handler class. The taps
+# are methods, so a class follows the protocol or not, whatever the instance.
+_FOLLOWS: dict[type, bool] = {}
+
+
+def _follows_protocol(cls: type, handler: Any) -> bool:
+    follows = _FOLLOWS.get(cls)
+    if follows is None:
+        follows = isinstance(handler, _STREAMING_HANDLER)
+        if len(_FOLLOWS) < 1024:  # handler classes are few; never an unbounded cache
+            _FOLLOWS[cls] = follows
+    return follows

@@ -259,6 +259,33 @@ def _unfenced(text: str) -> str:
     return stripped
 
 
+class PartialObjects:
+    """A JSON answer read as it streams: each text chunk may complete a new partial
+    object (``add`` returns it, or None when nothing new parsed); ``final`` validates the
+    whole text against the chain file and returns it unless the last partial was it."""
+
+    def __init__(self, parser: JsonOutputParser) -> None:
+        self._parser = parser
+        self._parts: list[str] = []
+        self._last: Any = None
+
+    def add(self, chunk: str) -> Any:
+        self._parts.append(chunk)
+        try:
+            partial = self._parser.parse_result([Generation(text="".join(self._parts))],
+                                                partial=True)
+        except ValueError:
+            return None
+        if partial is None or partial == self._last:
+            return None
+        self._last = partial
+        return partial
+
+    def final(self, file: ChainFile) -> Any:
+        final = validate_json(file, "".join(self._parts))
+        return None if final == self._last else final
+
+
 def _json_chain(name: str, file: ChainFile, text_chain: Runnable[Any, str],
                 input_type: type[BaseModel]) -> Runnable[Any, Any]:
     """The chain whose stream is partial objects and whose result is the validated JSON;
@@ -279,37 +306,21 @@ def _json_chain(name: str, file: ChainFile, text_chain: Runnable[Any, str],
             yield chunk
         validate_json(file, "".join(parts))
 
-    # aobjects and objects are deliberate sync/async twins: change both together.
+    # the sync and async streams share one PartialObjects: only the loop differs
     async def aobjects(value: Any, config: RunnableConfig) -> AsyncIterator[Any]:
-        parts: list[str] = []
-        last: Any = None
+        reader = PartialObjects(parser)
         async for chunk in astream_closed(text_chain, value, config):
-            parts.append(chunk)
-            try:
-                partial = parser.parse_result([Generation(text="".join(parts))], partial=True)
-            except ValueError:
-                continue
-            if partial is not None and partial != last:
-                last = partial
+            if (partial := reader.add(chunk)) is not None:
                 yield partial
-        final = validate_json(file, "".join(parts))
-        if final != last:
+        if (final := reader.final(file)) is not None:
             yield final
 
     def objects(value: Any, config: RunnableConfig) -> Iterator[Any]:
-        parts: list[str] = []
-        last: Any = None
+        reader = PartialObjects(parser)
         for chunk in stream_closed(text_chain, value, config):
-            parts.append(chunk)
-            try:
-                partial = parser.parse_result([Generation(text="".join(parts))], partial=True)
-            except ValueError:
-                continue
-            if partial is not None and partial != last:
-                last = partial
+            if (partial := reader.add(chunk)) is not None:
                 yield partial
-        final = validate_json(file, "".join(parts))
-        if final != last:
+        if (final := reader.final(file)) is not None:
             yield final
 
     text_runnable = auto_budget(RunnableLambda(text, afunc=atext, name=name),  # type: ignore[arg-type]

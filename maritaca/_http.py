@@ -1,9 +1,16 @@
 """HTTP plumbing for ChatMaritaca: pooled httpx clients, error translation, retry timing.
 
 Clients are shared by every ChatMaritaca with the same connection settings (base URL,
-timeout, pool limits): one ``httpx.Client`` per process, one ``httpx.AsyncClient`` per
-event loop (an async client's connections belong to the loop that opened them).
-The API key is sent per request, never kept in the pool.
+timeout, pool limits): one ``httpx.Client`` per process, ``ASYNC_SHARDS`` ``httpx.
+AsyncClient`` per event loop (an async client's connections belong to the loop that
+opened them), taken in turn. The API key is sent per request, never kept in the pool.
+
+Why several async clients: httpcore's pool walks every connection it holds on each
+request and each response close (and, for every idle connection, all of them again,
+with a ``poll`` of its socket), so a request costs more the larger the pool is, and
+quadratically more with idle connections. A server relaying hundreds of streams keeps
+hundreds of connections: split over ``ASYNC_SHARDS`` pools, each walk is that many
+times shorter (BENCHMARKS.md, issue 26).
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import email.utils
+import itertools
 import json
 import random
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -27,11 +35,30 @@ __all__ = ["aclose_clients", "async_client", "backoff_delay", "close_clients",
            "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]
 
 # Enough for hundreds of concurrent streams through one server process.
-LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30)
+MAX_CONNECTIONS = 2000
+LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=200,
+                      keepalive_expiry=30)
+# The async pools: the same 2000 connections in all, split over the shards. A shard keeps
+# idle connections while it holds at most 64 (httpcore closes a returning one when its
+# pool holds more connections than that, busy or not): ~500 streams keep theirs.
+ASYNC_SHARDS = 8
+ASYNC_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS // ASYNC_SHARDS,
+                            max_keepalive_connections=64, keepalive_expiry=30)
 
 _lock = threading.Lock()
 _sync: dict[tuple[Any, ...], httpx.Client] = {}
-_async: dict[tuple[Any, ...], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+_async: dict[tuple[Any, ...], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shards]] = {}
+
+
+class _Shards:
+    """One event loop's async clients for one configuration, handed out in turn."""
+
+    __slots__ = ("clients", "turn")
+
+    def __init__(self, timeout: float | None) -> None:
+        self.clients = [httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
+                        for _ in range(ASYNC_SHARDS)]
+        self.turn: Iterator[httpx.AsyncClient] = itertools.cycle(self.clients)
 
 
 def _timeout(seconds: float | None) -> httpx.Timeout:
@@ -51,15 +78,20 @@ def sync_client(key: tuple[Any, ...], timeout: float | None) -> httpx.Client:
 
 
 def async_client(key: tuple[Any, ...], timeout: float | None) -> httpx.AsyncClient:
-    """The shared async client for these settings on the running event loop."""
+    """A shared async client for these settings on the running event loop (the next
+    shard's: use it for one request)."""
     loop = asyncio.get_running_loop()
     per_loop = _async.get(key)
     if per_loop is None:
         with _lock:
             per_loop = _async.setdefault(key, weakref.WeakKeyDictionary())
-    client = per_loop.get(loop)
-    if client is None or client.is_closed:
-        client = per_loop[loop] = httpx.AsyncClient(timeout=_timeout(timeout), limits=LIMITS)
+    shards = per_loop.get(loop)
+    if shards is None:
+        shards = per_loop[loop] = _Shards(timeout)
+    client = next(shards.turn)
+    if client.is_closed:  # closed by hand (aclose_clients on another path): start afresh
+        shards = per_loop[loop] = _Shards(timeout)
+        client = next(shards.turn)
     return client
 
 
@@ -79,9 +111,10 @@ async def aclose_clients() -> None:
     """Close the pooled async clients of the running loop, and every sync client."""
     loop = asyncio.get_running_loop()
     for per_loop in list(_async.values()):
-        client = per_loop.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        shards = per_loop.pop(loop, None)
+        if shards is not None:
+            for client in shards.clients:
+                await client.aclose()
     close_clients()
 
 

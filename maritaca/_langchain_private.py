@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
+from pydantic import SecretStr
 
 __all__ = ["PRESENT", "RunStart", "input_messages", "run_start", "streams"]
 
@@ -76,4 +77,44 @@ def run_start(model: BaseChatModel, config: RunnableConfig, stop: list[str] | No
     configure = (config.get("callbacks"), model.callbacks, model.verbose, config.get("tags"),
                  model.tags, metadata, model.metadata)
     return RunStart(configure, {k: v for k, v in params.items() if k not in _NOT_TRACED},
-                    model._serialized, params, options)
+                    _serialized(model), params, options)
+
+
+# ``_serialized`` is cached per model object, but a chain with configurable fields runs a
+# new model object per request (``configurable_fields`` re-creates it with the request's
+# values): ``dumpd`` again each time, ~0.1 ms of a short request (issue 26). Models
+# whose fields are plain data share it across objects, keyed by class and field values.
+_SERIALIZED: dict[tuple[Any, ...], dict[str, Any]] = {}
+_SERIALIZED_MAX = 256
+
+
+class _NotPlain(Exception):
+    """A field value the cache key cannot stand for (an object: serialized uncached)."""
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if value is None or kind in (str, int, float, bool):
+        return kind, value
+    if kind is dict:
+        return kind, tuple((key, _plain(item)) for key, item in value.items())
+    if kind in (list, tuple):
+        return kind, tuple(_plain(item) for item in value)
+    if isinstance(value, SecretStr):  # serialized as a reference to its name, not its value
+        return SecretStr, None
+    raise _NotPlain
+
+
+def _serialized(model: BaseChatModel) -> dict[str, Any]:
+    """``model._serialized``, shared by models of one class with the same field values."""
+    try:
+        key = (type(model), *((name, _plain(value)) for name, value in model.__dict__.items()
+                              if name != "_serialized"))  # the cached_property's own slot
+    except _NotPlain:
+        return model._serialized
+    serialized = _SERIALIZED.get(key)
+    if serialized is None:
+        if len(_SERIALIZED) >= _SERIALIZED_MAX:
+            _SERIALIZED.clear()
+        serialized = _SERIALIZED[key] = model._serialized
+    return serialized

@@ -29,6 +29,11 @@ from chains import ChainFileError, chain_specs
 from .connection_limits import BoundedHttpToolsProtocol, bounded_http_protocol
 from .settings import ServerSettings
 
+# With --workers N, uvicorn's supervisor pings each worker and replaces one that does not
+# answer within this time (its default, 5 s, kills workers still importing the stack on a
+# busy machine). A worker that hangs for longer is still replaced.
+WORKER_HEALTHCHECK_SECONDS = 30
+
 __all__ = ["main"]
 
 
@@ -146,6 +151,7 @@ def serve(host: str | None = None, port: int | None = None, workers: int = 1,
         # the workers' protocol reads its limits from the same environment
         uvicorn.run("maritaca_chains.app:app_factory", factory=True, host=settings.host,
                     port=settings.port, workers=workers, log_level=settings.log_level,
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
                     http=f"{BoundedHttpToolsProtocol.__module__}:BoundedHttpToolsProtocol",
                     **uvicorn_limits(settings), **proxies)
     else:

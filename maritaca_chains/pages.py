@@ -117,7 +117,9 @@ def landing_page(served: ServedModel, *, base_url: str, root: str = "", ui: bool
         note=_note(served) + (_keys_note(root) if keys else ""),
         ui_link=(f'<a class="button primary" href="{html.escape(root)}/ui/">'
                  f"Abrir a interface de chat</a>") if ui else "",
-        chains=chains)
+        chains=chains,
+        clients=_clients(next(iter((CHAINS if specs is None else specs).values()), None),
+                         base_url, keys))
 
 
 def _note(served: ServedModel) -> str:
@@ -158,6 +160,36 @@ def _chain_card(spec: ChainSpec, base_url: str, root: str, ui: bool, keys: bool)
             f'<div class="links">{"".join(links)}</div>'
             f"{_snippet('Terminal (curl)', curl)}{_snippet('Python (LangServe)', python)}"
             f"</article>")
+
+
+def _clients(spec: ChainSpec | None, base_url: str, keys: bool) -> str:
+    """The OpenAI-compatible ``/v1`` and the AI SDK's ``/<cadeia>/ai-sdk``, with a snippet
+    each for the page's first chain."""
+    if spec is None:
+        return ""
+    key = KEY_PLACEHOLDER if keys else "qualquer-texto"
+    text = str(spec.example.get(spec.main_field, "Olá!"))
+    message = json.dumps({"role": "user", "content": text}, ensure_ascii=False)
+    python = (f"from openai import OpenAI\n\n"
+              f'client = OpenAI(base_url="{base_url}/v1", api_key="{key}")\n'
+              f"stream = client.chat.completions.create(\n"
+              f'    model="{spec.name}", messages=[{message}], stream=True)\n'
+              f"for chunk in stream:\n"
+              f"    if chunk.choices and chunk.choices[0].delta.content:\n"
+              f'        print(chunk.choices[0].delta.content, end="", flush=True)')
+    js = ['import { useChat } from "@ai-sdk/react";', 'import { DefaultChatTransport } from "ai";',
+          "", "const { messages, sendMessage } = useChat({",
+          "  transport: new DefaultChatTransport({", f'    api: "{base_url}/{spec.name}/ai-sdk",',
+          *([f'    headers: {{ Authorization: "Bearer {key}" }},'] if keys else []),
+          "  }),", "  resume: true,  // retoma a resposta depois de recarregar a página", "});"]
+    return ('<section class="clients" data-testid="clients"><h2>Clientes que você já usa</h2>'
+            "<p>A API compatível com a OpenAI em <code>/v1</code> atende os SDKs "
+            "<code>openai</code>, o <code>ChatOpenAI</code> do LangChain e o Open WebUI: "
+            "o <code>model</code> é o nome de uma cadeia ou um modelo do backend "
+            "(<code>/v1/models</code> lista todos). O <code>useChat</code> do Vercel AI SDK "
+            "conversa com <code>/&lt;cadeia&gt;/ai-sdk</code>.</p>"
+            f"{_snippet('Python (SDK da OpenAI)', python)}"
+            f"{_snippet('React (Vercel AI SDK)', chr(10).join(js))}</section>")
 
 
 def _snippet(label: str, code: str) -> str:

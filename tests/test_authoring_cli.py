@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator
+from tests.child_servers import wait_until
 from tests.conftest import wait_disconnected
 
 pytestmark = pytest.mark.timeout(120)
@@ -213,43 +215,28 @@ def test_serve_refuses_to_start_on_a_broken_file(tmp_path):
     assert "description: missing" in lines[0]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_serve_reload_picks_up_an_edited_chain_file(authored):
     import httpx
 
     path = authored / "traducao.yaml"
-    port = _free_port()
+    port = free_port()
     with MaritacaEmulator() as emu:
         process = subprocess.Popen(
             [*CLI, "serve", "--port", str(port), "--chains-dir", str(authored), "--reload"],
             env=env_for(emu, MARITACA_CHAINS_UI="false"), stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         try:
-            def chains() -> dict[str, str] | None:
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
-                except httpx.HTTPError:
-                    return None
+            def versions() -> dict[str, str]:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
                 return {c["name"]: c["version"] for c in health["chains"]}
 
-            deadline = time.monotonic() + 150  # a busy machine starts it slowly
-            while (before := chains()) is None:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
+            # a busy machine starts it slowly
+            before = wait_until(versions, "the server", 150, process=process)
             path.write_text(path.read_text(encoding="utf-8").replace(
                 "title: Tradução", "title: Tradução revista"), encoding="utf-8")
-            deadline = time.monotonic() + 120
-            while (after := chains()) is None or after["traducao"] == before["traducao"]:
-                assert time.monotonic() < deadline, "the edited file was not picked up"
-                time.sleep(0.2)
+            wait_until(lambda: versions()["traducao"] != before["traducao"],
+                       "the edited file's reload", 120, process=process)
             page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
             assert "Tradução revista" in page
         finally:

@@ -394,6 +394,46 @@ def test_clients_are_pooled_across_calls_and_instances(emu):
     assert _http._sync == clients_before  # same connection settings: no new client
 
 
+async def test_async_streams_are_spread_over_the_pool_shards_and_closed_together(emu):
+    """One loop's async requests take the shards in turn (each shard's pool stays small:
+    httpcore's pool walks all its connections per request), reuse them call after call,
+    and ``aclose_clients`` closes every shard."""
+    from maritaca import _http, aclose_clients
+
+    model = model_for(emu)
+    answers = await asyncio.gather(*(model.ainvoke(f"pergunta {i}")
+                                     for i in range(_http.ASYNC_SHARDS * 2)))
+    assert all(answer.content for answer in answers)
+    shards = [per_loop[asyncio.get_running_loop()] for per_loop in _http._async.values()
+              if asyncio.get_running_loop() in per_loop]
+    assert len(shards) == 1 and len(shards[0].clients) == _http.ASYNC_SHARDS
+    used = [client for client in shards[0].clients
+            if client._transport._pool.connections]  # type: ignore[attr-defined]
+    assert len(used) == _http.ASYNC_SHARDS  # every shard served requests
+    [chunk async for chunk in model.astream("mais uma")]
+    assert [per_loop[asyncio.get_running_loop()] for per_loop in _http._async.values()
+            if asyncio.get_running_loop() in per_loop] == shards  # no new clients
+    await aclose_clients()
+    assert all(client.is_closed for client in shards[0].clients)
+
+
+def test_the_run_start_serialization_is_shared_by_models_with_the_same_fields():
+    """A configurable chain makes a model per request: its ``_serialized`` (what
+    ``on_chat_model_start`` reports) is computed once per distinct set of fields."""
+    from langchain_core.load import dumpd
+
+    from maritaca._langchain_private import _serialized
+
+    a = ChatMaritaca(api_key="sk-a", max_tokens=300)
+    b = ChatMaritaca(api_key="sk-b", max_tokens=300)
+    c = ChatMaritaca(api_key="sk-a", max_tokens=301)
+    assert _serialized(a) is _serialized(b) and _serialized(a) == dumpd(b)
+    assert _serialized(c) == dumpd(c) != dumpd(a)
+    assert "sk-" not in str(_serialized(a))
+    odd = ChatMaritaca(api_key="sk-a", default_headers={"X-Um": "1"}, metadata={"k": [1]})
+    assert _serialized(odd) == dumpd(odd)
+
+
 def test_repr_and_dumps_do_not_leak_the_key():
     from langchain_core.load import dumps
 

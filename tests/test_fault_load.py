@@ -43,6 +43,7 @@ import psutil
 import pytest
 
 from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator, terminate
+from tests.child_servers import healthy, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY_TOKENS = 12
@@ -83,18 +84,11 @@ class ServerChild:
                  "--no-access-log"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                 stdout=sink, stderr=subprocess.STDOUT)
         self.upstream_port = int(emulator.base_url.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 180  # imports alone take 10 s on a busy machine
-        while not self.healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
-
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        try:  # imports alone take 10 s on a busy machine
+            wait_until(lambda: healthy(self.url), "the server", 180, process=self.proc, log=log)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def fds(self) -> int:
         return psutil.Process(self.proc.pid).num_fds()
@@ -286,7 +280,7 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
         records = wait_upstream_idle(emulator)
         totals.update(judge(outcomes, records, reference.expected_text))
         totals["seconds"] += int(time.monotonic() - started)
-        assert server.proc.poll() is None and server.healthy(), "the server went down"
+        assert server.proc.poll() is None and healthy(server.url), "the server went down"
         # sockets: back to baseline, apart from idle keep-alive connections in the pool
         deadline = time.monotonic() + 10
         while True:

@@ -21,6 +21,7 @@ import pytest
 
 from maritaca import ChatMaritaca, local
 from maritaca.testing import MaritacaEmulator
+from tests import child_servers
 
 # llama_cpp made unimportable, as in a venv without the [local] extra
 WITHOUT_LOCAL = ("import sys; sys.modules['llama_cpp'] = None; "
@@ -38,30 +39,15 @@ def _env(**extra: str) -> dict[str, str]:
 def server(tmp_path: Path, *args: str, without_local: bool = False,
            **env: str) -> Iterator[tuple[str, Path]]:
     """``maritaca-chains serve`` in a child process on a free port: its URL and log file."""
-    port = local.free_port()
-    log = tmp_path / "server.log"
     command = ([sys.executable, "-c", WITHOUT_LOCAL] if without_local
                else [sys.executable, "-m", "maritaca_chains"])
-    with log.open("wb") as out:
-        child = subprocess.Popen([*command, "serve", "--port", str(port), *args],
-                                 cwd=tmp_path, env=_env(MARITACA_CHAINS_UI="false", **env),
-                                 stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert child.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    log = tmp_path / "server.log"
+    # any answer from /healthz will do: without a model it is not 200
+    with child_servers.serve(_env(MARITACA_CHAINS_UI="false", **env), *args, cwd=tmp_path,
+                             log=log, command=command, timeout=60,
+                             ready=lambda url: httpx.get(f"{url}/healthz", timeout=2,
+                                                         trust_env=False)) as (url, _):
         yield url, log
-    finally:
-        child.terminate()
-        child.wait(10)
 
 
 def test_serve_without_key_or_embedded_model_starts_and_names_both_fixes(tmp_path):

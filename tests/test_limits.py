@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,13 +27,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from maritaca.local import free_port
-from maritaca.testing import MaritacaEmulator, terminate
+from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.cli import uvicorn_limits
 from maritaca_chains.connection_limits import bounded_http_protocol
 from maritaca_chains.faces.websocket import END
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import serve
 from tests.conftest import RunningServer, emulator_model
 
 HEAD_LIMIT = 8 * 1024
@@ -288,26 +286,13 @@ async def test_ws_a_frame_over_the_body_cap_closes_the_socket(server):
 def test_maritaca_chains_serve_runs_with_the_limits(tmp_path):
     """``maritaca-chains serve`` itself: the bounded protocol and the frame cap are on."""
     with MaritacaEmulator(reply_tokens=4) as emu:
-        port = free_port()
         env = {**os.environ, "MARITACA_API_KEY": emu.api_key or "k",
                "MARITACA_BASE_URL": emu.base_url, "MARITACA_BACKEND": "maritaca",
                "MARITACA_CHAINS_UI": "false", "MARITACA_CHAINS_MAX_HEADER_BYTES": "4096",
                "MARITACA_CHAINS_HEADER_TIMEOUT_SECONDS": "1",
                "MARITACA_CHAINS_MAX_BODY_BYTES": "65536"}
-        proc = subprocess.Popen([sys.executable, "-m", "maritaca_chains", "serve", "--port",
-                                 str(port)], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        with serve(env, cwd=tmp_path) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
             big = httpx.get(f"{url}/healthz", headers={"x-pad": "a" * 8000})
             assert big.status_code == 431
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -322,5 +307,3 @@ def test_maritaca_chains_serve_runs_with_the_limits(tmp_path):
                 return closed.value.rcvd.code if closed.value.rcvd else None
 
             assert asyncio.run(frame_over_the_cap()) == 1009
-        finally:
-            terminate(proc, timeout=15)

@@ -9,9 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from typing import Any
 
 import httpx
@@ -20,11 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chains import build_summarize_chain
-from maritaca.local import free_port
-from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app
 from maritaca_chains.ledger import RunAccounts, format_brl
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import serve
 from tests.conftest import emulator_model
 
 STORY = {"input": {"topic": "Brasil"}}
@@ -245,25 +242,13 @@ async def test_map_reduce_cost_adds_up_every_call(emu, caplog):
 def test_two_workers_share_one_metrics_view(emu, tmp_path):
     """The CLI makes the multiprocess directory, every worker writes there, /metrics adds
     them up, and the directory goes when the server stops."""
-    port = free_port()
     env = {**os.environ, "MARITACA_BACKEND": "maritaca", "MARITACA_API_KEY": emu.api_key or "k",
            "MARITACA_BASE_URL": emu.base_url, "MARITACA_CHAINS_UI": "false",
            "MARITACA_CHAINS_LOG_LEVEL": "warning"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "maritaca_chains", "serve", "--workers", "2",
-                             "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180  # two workers import the stack at once: slow on a busy machine
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
-            time.sleep(0.2)
+    # two workers import the stack at once: slow on a busy machine
+    with serve(env, "--workers", "2", cwd=tmp_path, log=tmp_path / "server.log",
+               timeout=180) as (base, proc):
         workers = [child for child in psutil.Process(proc.pid).children()  # not the
                    if "spawn_main" in " ".join(child.cmdline())]  # resource tracker
         assert len(workers) == 2
@@ -284,8 +269,6 @@ def test_two_workers_share_one_metrics_view(emu, tmp_path):
                      kind="output") == 12 * runs
         assert value(scraped, "maritaca_chains_streams_active", chain="story") == 0
         assert len(pids) == 2, f"both workers should have served runs: {pids}"
-    finally:
-        terminate(proc, timeout=20)
     assert not os.path.exists(directory)
 
 

@@ -26,8 +26,8 @@ from websockets.asyncio.client import connect
 
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from tests.child_servers import ROOT, start_replicas, wait_until
 from tests.conftest import wait_disconnected
-from tests.test_quotas_redis import ROOT, start_replicas, wait_until
 
 NGINX = "/usr/sbin/nginx"
 DEPLOY_CONF = ROOT / "deploy" / "nginx" / "maritaca-chains.conf"

@@ -42,7 +42,7 @@ def test_landing_page_snippets_run_as_pasted(live_server, emu):
     page = httpx.get(f"{live_server.url}/", timeout=10, trust_env=False).text
     snippets = [html.unescape(s) for s in re.findall(r"<pre><code>(.*?)</code></pre>", page,
                                                      flags=re.S)]
-    assert len(snippets) == 2 * len(CHAINS)
+    assert len(snippets) == 2 * len(CHAINS) + 2  # and the OpenAI and AI SDK clients
     curl = next(s for s in snippets if s.startswith(f"curl -N {live_server.url}/story/text"))
     done = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout, done.stderr
@@ -55,6 +55,21 @@ def test_landing_page_snippets_run_as_pasted(live_server, emu):
     record = emu.requests[-1]
     assert record.body is not None and done.stdout == emu.expected_text(record.body["messages"])
     assert "Qual é a capital do Brasil?" in json.dumps(record.body, ensure_ascii=False)
+    # the OpenAI SDK's snippet streams the first chain's answer through /v1
+    openai = next(s for s in snippets if s.startswith("from openai import OpenAI"))
+    done = subprocess.run([sys.executable, "-c", openai], capture_output=True, text=True,
+                          timeout=60, env={"NO_PROXY": "127.0.0.1", "PATH": "/usr/bin"})
+    assert done.returncode == 0, done.stderr
+    record = emu.requests[-1]
+    assert record.body is not None and done.stdout == emu.expected_text(record.body["messages"])
+    # the AI SDK snippet's address is the AI SDK face, answering the transport's request
+    [address] = re.findall(r'api: "([^"]+)"', next(s for s in snippets if "useChat" in s))
+    body = {"id": "c1", "trigger": "submit-message", "messageId": None, "messages": [
+        {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Brasil"}]}]}
+    answer = httpx.post(address, json=body, timeout=30, trust_env=False)
+    assert answer.status_code == 200
+    assert answer.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert '"type":"text-delta"' in answer.text.replace(" ", "")
 
 
 async def test_landing_page_without_ui_has_no_ui_link(emu):

@@ -2,95 +2,18 @@
 whichever replica a request reaches.
 
 redis-server (Debian's) and both uvicorn servers listen on 127.0.0.1 at free ports, in a
-tmp dir, and are stopped by the fixture; skips without /usr/bin/redis-server. The
-helpers here (``start_redis``, ``start_replicas``) serve tests/test_nginx.py too.
+tmp dir, and are stopped by the fixture; skips without /usr/bin/redis-server.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import httpx
-import pytest
 
-from maritaca.local import free_port
-from maritaca.testing import MaritacaEmulator, terminate
+from maritaca.testing import MaritacaEmulator
+from tests.child_servers import needs_redis, redis_cli, start_redis, start_replicas
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-ROOT = Path(__file__).resolve().parent.parent
 KEY_1, KEY_2 = "replica-key-0001", "replica-key-0002"
 STORY = {"input": {"topic": "Brasil"}}
-
-needs_redis = pytest.mark.skipif(not os.access(REDIS_SERVER, os.X_OK),
-                                 reason="redis-server is not installed (make install-dev)")
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError, subprocess.SubprocessError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start within {timeout} s")
-        time.sleep(0.1)
-
-
-def redis_cli(port: int, *args: str) -> str:
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                          text=True, timeout=5).stdout.strip()
-
-
-@contextmanager
-def start_redis(workdir: Path) -> Iterator[int]:
-    """A redis-server on 127.0.0.1 at a free port, data in ``workdir``; yields the port."""
-    port = free_port()
-    redis = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
-                              "--dir", str(workdir), "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: redis_cli(port, "ping") == "PONG", "redis-server")
-        yield port
-    finally:
-        terminate(redis, timeout=10)
-
-
-@contextmanager
-def start_replicas(emu: MaritacaEmulator, count: int = 2,
-                   **settings: str) -> Iterator[list[str]]:
-    """``count`` real server processes (uvicorn, the package's app factory) over the
-    emulator, on 127.0.0.1 at free ports; yields their base URLs."""
-    env = {**os.environ, "MARITACA_API_KEY": emu.api_key or "k",
-           "MARITACA_BASE_URL": emu.base_url, "MARITACA_BACKEND": "maritaca",
-           "MARITACA_CHAINS_UI": "false", "MARITACA_CHAINS_LOG_LEVEL": "warning", **settings}
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    try:
-        for _ in range(count):
-            port = free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "maritaca_chains:app_factory", "--factory",
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                 "--timeout-graceful-shutdown", "2"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL))
-            urls.append(f"http://127.0.0.1:{port}")
-        for proc, url in zip(procs, urls, strict=True):
-            wait_until(lambda u=url, p=proc: p.poll() is None  # type: ignore[misc]
-                       and httpx.get(f"{u}/healthz", timeout=2).status_code == 200,
-                       f"the server at {url}", timeout=90)
-        yield urls
-    finally:
-        for proc in procs:
-            terminate(proc, timeout=10)
 
 
 @needs_redis

@@ -29,8 +29,8 @@ from maritaca_chains import create_app, metrics
 from maritaca_chains.quotas import Quotas
 from maritaca_chains.redis_outage import REDIS_DOWN
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import REDIS_SERVER, needs_redis, redis_cli, wait_until
 from tests.conftest import RunningServer, emulator_model
-from tests.test_quotas_redis import REDIS_SERVER, needs_redis, redis_cli, wait_until
 from tests.test_runs import STORY, read_events, text_of
 
 pytestmark = needs_redis

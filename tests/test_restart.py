@@ -35,8 +35,8 @@ from websockets.exceptions import ConnectionClosed
 
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from tests.child_servers import REDIS_SERVER, ROOT, start_redis, wait_until
 from tests.test_nginx import NGINX, nginx_config
-from tests.test_quotas_redis import REDIS_SERVER, ROOT, start_redis, wait_until
 
 TOKENS, DELAY = 80, 0.05  # an answer takes about 4 s to be made
 LONG = Scenario.ok(reply_tokens=2000)  # 100 s: longer than any drain here

@@ -14,8 +14,8 @@ import pytest
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import needs_redis, start_redis
 from tests.conftest import RunningServer, emulator_model
-from tests.test_quotas_redis import needs_redis, start_redis
 from tests.test_runs import STORY
 
 HOG, OTHER = "fairness-key-0001", "fairness-key-0002"

@@ -8,29 +8,21 @@ and are stopped by the module fixture; skips without /usr/bin/redis-server.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import httpx
 import pytest
 
-from maritaca.local import free_port
-from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from maritaca.testing import MaritacaEmulator, Scenario
+from tests.child_servers import needs_redis, start_redis, start_replicas
 from tests.conftest import wait_disconnected
 from tests.test_runs import chat_requests, read_events, text_of
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-ROOT = Path(__file__).resolve().parent.parent
 GRACE = 1.0
 
-pytestmark = pytest.mark.skipif(not os.access(REDIS_SERVER, os.X_OK),
-                                reason="redis-server is not installed (make install-dev)")
+pytestmark = needs_redis
 
 
 class Replicas(NamedTuple):
@@ -40,73 +32,22 @@ class Replicas(NamedTuple):
     b: httpx.Client
 
 
-def _wait_until(check: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (httpx.HTTPError, OSError, subprocess.SubprocessError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start within {timeout} s")
-        time.sleep(0.1)
-
-
-def _redis_ping(port: int) -> bool:
-    ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                          text=True, timeout=5)
-    return ping.stdout.strip() == "PONG"
-
-
-def _start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "maritaca_chains:app_factory", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--timeout-graceful-shutdown", "2"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    redis = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
-                              "--dir", str(workdir), "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    servers: list[subprocess.Popen[bytes]] = []
-    try:
-        _wait_until(lambda: _redis_ping(port), "redis-server")
+    with start_redis(tmp_path_factory.mktemp("redis")) as port, \
+            MaritacaEmulator(reply_tokens=60, token_delay=0.02) as emu:
         redis_url = f"redis://127.0.0.1:{port}/0"
-        with MaritacaEmulator(reply_tokens=60, token_delay=0.02) as emu:
-            env = {**os.environ, "MARITACA_API_KEY": emu.api_key or "k",
-                   "MARITACA_BASE_URL": emu.base_url, "MARITACA_BACKEND": "maritaca",
-                   "MARITACA_CHAINS_UI": "false", "MARITACA_CHAINS_API_KEYS": "k1,k2",
-                   "MARITACA_CHAINS_REDIS_URL": redis_url,
-                   "MARITACA_CHAINS_RUN_GRACE_SECONDS": str(GRACE),
-                   "MARITACA_CHAINS_RUN_TTL_SECONDS": "3",
-                   "MARITACA_CHAINS_RUN_MAX_EVENTS": "100",
-                   "MARITACA_CHAINS_RUN_MAX_RUNS": "2", "MARITACA_CHAINS_LOG_LEVEL": "warning",
-                   # the global cap is what these tests fill (per-key shares: test_run_fairness)
-                   "MARITACA_CHAINS_RUN_KEY_SHARE": "1"}
-            urls = []
-            for _ in range(2):
-                proc, url = _start_server(env)
-                servers.append(proc)
-                urls.append(url)
-            for proc, url in zip(servers, urls, strict=True):
-                _wait_until(lambda u=url, p=proc: p.poll() is None and
-                            httpx.get(f"{u}/healthz", timeout=2).status_code == 200,
-                            f"the server at {url}", timeout=90)
+        settings = {"MARITACA_CHAINS_API_KEYS": "k1,k2", "MARITACA_CHAINS_REDIS_URL": redis_url,
+                    "MARITACA_CHAINS_RUN_GRACE_SECONDS": str(GRACE),
+                    "MARITACA_CHAINS_RUN_TTL_SECONDS": "3",
+                    "MARITACA_CHAINS_RUN_MAX_EVENTS": "100", "MARITACA_CHAINS_RUN_MAX_RUNS": "2",
+                    # the global cap is what these tests fill (per-key shares: test_run_fairness)
+                    "MARITACA_CHAINS_RUN_KEY_SHARE": "1"}
+        with start_replicas(emu, **settings) as urls:
             key = {"X-API-Key": "k1"}
             with httpx.Client(base_url=urls[0], headers=key, timeout=20) as a, \
                     httpx.Client(base_url=urls[1], headers=key, timeout=20) as b:
                 yield Replicas(emu, redis_url, a, b)
-    finally:
-        for proc in servers:
-            terminate(proc, timeout=10)
-        terminate(redis, timeout=10)
 
 
 @pytest.fixture

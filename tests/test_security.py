@@ -15,8 +15,6 @@ import hashlib
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -28,10 +26,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from maritaca.testing import MaritacaEmulator, Scenario, terminate
+from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app
 from maritaca_chains.security import ACCESS_COOKIE
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import serve
 from tests.conftest import RunningServer, emulator_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,33 +311,13 @@ def key_forms(key: str) -> set[str]:
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[tuple[str, MaritacaEmulator, Path]]:
     with MaritacaEmulator(api_key=SECRET, reply_tokens=6) as emu:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
         env = {**os.environ, "MARITACA_API_KEY": SECRET, "MARITACA_BASE_URL": emu.base_url,
                "MARITACA_BACKEND": "maritaca", "MARITACA_CHAINS_API_KEYS": ACCESS,
                "MARITACA_CHAINS_LOG_LEVEL": "debug", "MARITACA_CHAINS_UI": "false",
                "PYTHONUNBUFFERED": "1"}
         log = tmp_path / "server.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen([sys.executable, "-m", "maritaca_chains", "serve",
-                                     "--host", "127.0.0.1", "--port", str(port)],
-                                    cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=sink, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        with serve(env, cwd=tmp_path, log=log) as (url, _):
             yield url, emu, log
-        finally:
-            terminate(proc, timeout=15)
 
 
 @pytest.mark.timeout(180)

@@ -23,8 +23,8 @@ from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.security import ACCESS_COOKIE
 from maritaca_chains.settings import ServerSettings
+from tests.child_servers import needs_redis, start_redis
 from tests.conftest import RunningServer, emulator_model
-from tests.test_quotas_redis import needs_redis, start_redis
 
 KEY = "session-key-0001"
 BODY = {"input": {"topic": "Brasil"}}

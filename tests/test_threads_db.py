@@ -24,6 +24,7 @@ import pytest
 
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, terminate
+from tests.child_servers import healthy, wait_until
 from tests.postgres_server import postgres_available, postgres_server
 from tests.test_runs import chat_requests
 
@@ -48,16 +49,7 @@ def server(env: dict[str, str]) -> Iterator[httpx.Client]:
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, "the server exited at start"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+        wait_until(lambda: healthy(url), "the server", 90, process=proc)
         with httpx.Client(base_url=url, headers={"X-API-Key": "k1"}, timeout=20) as http:
             http.proc = proc  # type: ignore[attr-defined]
             yield http

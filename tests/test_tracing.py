@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from maritaca.testing import MaritacaEmulator
-from tests.test_quotas_redis import start_replicas
+from tests.child_servers import start_replicas
 
 
 class Capture(ThreadingHTTPServer):

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maritaca.local import free_port
-from maritaca.testing import MaritacaEmulator, terminate
+from maritaca.testing import MaritacaEmulator
+from tests.child_servers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = Path(sys.executable).parent / "uv"
@@ -95,27 +94,11 @@ def test_installed_chain_streams_from_outside_the_repo(venv: Path, tmp_path: Pat
 
 
 def test_console_script_serves_and_streams(venv: Path, tmp_path: Path) -> None:
-    port = free_port("127.0.0.1")
-    with MaritacaEmulator(reply_tokens=8) as emu:
-        proc = subprocess.Popen([venv / "bin" / "maritaca-chains", "serve", "--port", str(port)],
-                                cwd=tmp_path, env=_outside_env(emu), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2, trust_env=False).is_success:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "maritaca-chains serve did not start"
-                time.sleep(0.2)
-            with httpx.stream("POST", f"{url}/story/stream", json={"input": {"topic": "Brasil"}},
-                              timeout=30, trust_env=False) as response:
-                body = response.read().decode()
-            assert response.status_code == 200
-            assert body.count("event: data") > 1 and "event: end" in body
-        finally:
-            terminate(proc)
+    with MaritacaEmulator(reply_tokens=8) as emu, \
+            serve(_outside_env(emu), cwd=tmp_path, log=tmp_path / "server.log",
+                  command=[str(venv / "bin" / "maritaca-chains")], timeout=60) as (url, _):
+        with httpx.stream("POST", f"{url}/story/stream", json={"input": {"topic": "Brasil"}},
+                          timeout=30, trust_env=False) as response:
+            body = response.read().decode()
+        assert response.status_code == 200
+        assert body.count("event: data") > 1 and "event: end" in body
