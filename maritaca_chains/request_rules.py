@@ -17,7 +17,8 @@ needs and gets it checked::
   handshake (``admit_socket``) and each of its runs counts when it starts.
 - ``parse_run_request``: the ``{"input", "config": {"configurable": ...}}`` envelope (or
   the bare input, where a face allows it) and the ``configurable`` policy
-  (``check_configurable``: only ``model``, ``temperature``, ``max_tokens``, in range).
+  (``check_configurable``: only ``model``, ``temperature``, ``max_tokens``, in range, and
+  ``thread_id`` for a conversation chain).
 - The JSON content type is checked before any route by ``request_guards`` (415), with
   ``media_types.is_json``: the one comparison.
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, WebSocket
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -49,9 +50,10 @@ from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .request_guards import cross_site_refusal
 from .security import caller_label
 
-__all__ = ["AdmittedCaller", "Caller", "CallerDep", "RequestRules", "RunRequest",
+__all__ = ["THREAD_ID_REFUSED", "AdmittedCaller", "Caller", "CallerDep", "RequestRules",
+           "RunRequest",
            "admit_socket", "admitted_caller", "check_configurable", "current_caller",
-           "parse_run_request", "rules_of"]
+           "parse_run_request", "rules_of", "takes_threads"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -175,12 +177,26 @@ async def admit_socket(ws: WebSocket) -> Caller:
 
 # ---------------------------------------------------------------- what is asked
 
-def check_configurable(configurable: dict[str, Any]) -> None:
+THREAD_ID_REFUSED = ("thread_id names a conversation: only conversation chains (history: "
+                     "thread, e.g. chat) take it; this chain answers each request alone, "
+                     "remove thread_id")
+
+
+def takes_threads(chain: Runnable[Any, Any]) -> bool:
+    """Whether ``chain`` runs in a conversation (its config offers ``thread_id``)."""
+    return any(spec.id == "thread_id" for spec in chain.config_specs)
+
+
+def check_configurable(configurable: dict[str, Any], *, threads: bool = True) -> None:
     """The client-config policy: only ``CONFIGURABLE_KEYS`` (never ``api_key``,
-    ``base_url``...), and values in range. Raises ValueError naming what is refused."""
+    ``base_url``...), and values in range; ``threads=False`` (a chain without history):
+    no ``thread_id`` either, rather than dropping it. Raises ValueError naming what is
+    refused."""
     if refused := sorted(set(configurable) - CONFIGURABLE_KEYS):
         raise ValueError(f"config.configurable may only set "
                          f"{sorted(CONFIGURABLE_KEYS)}; refused: {refused}")
+    if not threads and configurable.get("thread_id"):
+        raise ValueError(THREAD_ID_REFUSED)
     low, high = TEMPERATURE_RANGE
     temperature = configurable.get("temperature")
     if temperature is not None and not (isinstance(temperature, int | float)
@@ -208,14 +224,14 @@ class RunRequest:
 
 
 def parse_run_request(data: Any, input_type: type[BaseModel], config_type: type[BaseModel],
-                      *, bare: bool = True) -> RunRequest:
+                      *, bare: bool = True, threads: bool = True) -> RunRequest:
     """``{"input": ..., "config": {"configurable": {...}}}`` (LangServe's envelope) or,
     where ``bare``, the input alone. Raises pydantic's ValidationError with locations as
     in the JSON (``("config", "configurable", "model")``), or ValueError naming the
-    problem."""
+    problem. ``threads=False``: the chain takes no ``thread_id`` (``check_configurable``)."""
     if isinstance(data, dict) and "input" in data and set(data) <= ENVELOPE_KEYS:
         return RunRequest(_validate(input_type, data["input"], ("input",)),
-                          _config(data.get("config"), config_type))
+                          _config(data.get("config"), config_type, threads))
     if not bare:
         if not isinstance(data, dict) or "input" not in data:
             raise ValidationError.from_exception_data("RunRequest", [
@@ -227,7 +243,7 @@ def parse_run_request(data: Any, input_type: type[BaseModel], config_type: type[
     return RunRequest(input_type.model_validate(data), {})
 
 
-def _config(config: Any, config_type: type[BaseModel]) -> RunnableConfig:
+def _config(config: Any, config_type: type[BaseModel], threads: bool = True) -> RunnableConfig:
     if config is None:
         return {}
     if not isinstance(config, dict) or set(config) - {"configurable"}:
@@ -236,7 +252,7 @@ def _config(config: Any, config_type: type[BaseModel]) -> RunnableConfig:
     configurable = config.get("configurable") or {}
     if not isinstance(configurable, dict):
         raise ValueError("config.configurable must be an object")
-    check_configurable(configurable)
+    check_configurable(configurable, threads=threads)
     _validate(config_type, {"configurable": configurable}, ("config",))
     return {"configurable": dict(configurable)} if configurable else {}
 

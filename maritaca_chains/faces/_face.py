@@ -22,7 +22,7 @@ from maritaca import closing_upstreams
 
 from ..input_limits import DEFAULT_MAX_JSON_DEPTH, JSONTooDeep, parse_json
 from ..ledger import Ledger
-from ..request_rules import RunRequest, parse_run_request
+from ..request_rules import RunRequest, parse_run_request, takes_threads
 
 __all__ = ["TRUNCATED", "Face"]
 
@@ -41,6 +41,7 @@ class Face:
         self.chain: Runnable[Any, str] = getattr(chain, "text_chain", None) or chain
         self.input_type = cast(type[BaseModel], chain.get_input_schema())
         self.config_type = chain.config_schema(include=["configurable"])
+        self.threads = takes_threads(chain)  # a conversation chain: it takes thread_id
         # a chain file's input model names its main field; else the first required one
         self.main_field = getattr(self.input_type, "main_field", "") or next(
             n for n, f in self.input_type.model_fields.items() if f.is_required())
@@ -96,7 +97,8 @@ class Face:
     def request_from(self, data: Any) -> RunRequest:
         """A decoded request (the bare input or the envelope): the request rules'
         ``parse_run_request`` with this chain's types."""
-        return parse_run_request(data, self.input_type, self.config_type)
+        return parse_run_request(data, self.input_type, self.config_type,
+                                 threads=self.threads)
 
     async def chunks(self, request: RunRequest, ledger: Ledger) -> AsyncGenerator[str, None]:
         """The run's non-empty chunks, kept in ``ledger`` (read ``ledger.last`` after).

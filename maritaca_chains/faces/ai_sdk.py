@@ -33,10 +33,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ..error_responses import describe_error
+from ..messages import language
 from ..redis_outage import REDIS_DOWN
 from ..request_rules import RunRequest, admitted_caller, rules_of
 from ..runs import EventsDropped, RunInfo, RunManager, RunsFull, RunStatus
 from ..security import caller_label
+from ..threads import check_thread
 from ._face import Face
 from ._sse import ClosingEventStream
 from .ai_sdk_wire import UI_MESSAGE_STREAM_HEADERS, AiSdkWire, error_part
@@ -163,6 +165,8 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
             raise _invalid((), "The request body is not JSON", "json_invalid") from exc
         chat_id, parsed = parse_chat_body(face, body)
         info = RunInfo(run_id=str(uuid.uuid4()), chain=face.name, owner=caller_label(request))
+        await check_thread(face.chain, parsed.config, info.owner,
+                           language(request.headers))  # another key's: 404 now
         # the run's ledger: its log line, metrics and token charge, and the usage part
         ledger = rules_of(request).accounts.open(request, face.name)
         try:

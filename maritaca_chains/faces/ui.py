@@ -2,10 +2,12 @@
 ``[ui]`` extra).
 
 Each chain has a tab with its own fields (``/ui/?cadeia=<name>`` opens that chain's); the model (the backend's real choices),
-temperature and token limit are shared. Answers stream into the session's history,
+temperature and token limit are shared. A conversation chain (``history: thread``: the
+"Conversa" tab) also lists the caller's saved conversations (Nova conversa, Abrir,
+Excluir: ``ui_talk``) and streams its answers into the open one. Answers stream into the session's history,
 **Parar** stops a run (and its upstream request), errors are one pt-BR line under the
 history. The runs themselves are :func:`~.ui_run.chat_fn`'s; this module only lays out
-the page and turns its updates into Gradio's.
+the page (``ui_stream`` turns a run's updates into Gradio's).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from ..ledger import RunAccounts
 from ..login_pages import LoginRequired, login_required_html
 from ..refusals import Refusal, refusal_json
 from ..request_rules import admitted_caller
+from ..threads import ThreadStore
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
-from .ui_run import Respond, RunUpdate, chat_fn
-from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text, run_footer
+from .ui_run import Respond, chat_fn
+from .ui_stream import run_into, stopped
+from .ui_talk import Talk, is_conversation, talk_buttons, talk_handler, view_of
+from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text
 
 __all__ = ["chat_fn", "mount_ui"]
 
@@ -36,7 +41,6 @@ logger = logging.getLogger("maritaca_chains.faces")
 
 UPLOAD_TYPES = [".txt", ".md"]
 EXCERPT = 160  # characters of a long field shown in the history
-NOTHING = "_(nenhum texto chegou)_"  # a run's answer when it ended before its first word
 CSS = """
 #ui-status { min-height: 1.6em; }
 #ui-status p { margin: 0; }
@@ -81,23 +85,30 @@ def _read_upload(path: str | None) -> tuple[str | None, str]:
 
 def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
            model_choices: list[str], served_line: str, max_tokens_top: int,
-           accounts: RunAccounts | None) -> Any:
+           accounts: RunAccounts | None, store: ThreadStore | None = None) -> Any:
     import gradio as gr
 
     respond = chat_fn(chains, accounts)
+    talks: dict[str, Talk] = {}
+    tab_of: dict[str, Any] = {}
+    first = next(iter(chains), "")
     # no telemetry and no version check (test_ui checks the UI contacts no host)
     with gr.Blocks(title="maritaca-chains", analytics_enabled=False) as demo:
         gr.Markdown("# maritaca-chains\nEscolha uma cadeia, preencha os campos e clique em "
                     "**Enviar**: a resposta chega aos poucos no histórico, e **Parar** a "
                     f"interrompe.\n\n{served_line}")
-        # in the page, not in the session: Parar reads what the browser last got
-        running = gr.Checkbox(False, visible=False, elem_id="ui-running")
+        # in the page, not in the session: Parar reads what the browser last got (the
+        # running chain's name, "" when none runs)
+        running = gr.Textbox("", visible=False, elem_id="ui-running")
         forms: list[tuple[str, list[str], list[Any], Any]] = []
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
                 with gr.Tabs() as tabs:
                     for name, chain in chains.items():
-                        with gr.Tab(_title(specs, name), id=name, elem_id=f"tab-{name}"):
+                        with gr.Tab(_title(specs, name), id=name,
+                                    elem_id=f"tab-{name}") as tab_of[name]:
+                            if store is not None and is_conversation(chain):
+                                talks[name] = Talk(gr, name)
                             names, widgets = _form(gr, Face(name, chain), specs.get(name))
                             send = gr.Button("Enviar", variant="primary",
                                              elem_id=f"send-{name}")
@@ -115,22 +126,34 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
                                            info="0 = automático (cabe no tamanho pedido)",
                                            elem_id="ui-max-tokens")
             with gr.Column(scale=3, min_width=420):
-                gr.Markdown("**Histórico desta sessão**")
+                heading = gr.Markdown("**Histórico desta sessão**", visible=first not in talks)
                 history = gr.Chatbot(label="Histórico desta sessão", show_label=False,
-                                     height=520,
+                                     height=520, visible=first not in talks,
                                      elem_id="ui-history", buttons=["copy"],
                                      feedback_options=None,
                                      placeholder="As respostas desta sessão aparecem aqui.")
+                for name, talk in talks.items():  # a conversation tab shows its own
+                    talk.view(gr, visible=name == first)
                 status = gr.Markdown("", elem_id="ui-status")
                 with gr.Row():
                     stop = gr.Button("Parar", variant="stop", interactive=False,
                                      elem_id="ui-stop")
                     clear = gr.Button("Limpar histórico", variant="secondary",
-                                      elem_id="ui-clear")
+                                      visible=first not in talks, elem_id="ui-clear")
         sends = [send for *_, send in forms]
         outputs = [history, status, running, stop, *sends]
         runs = []
         for name, names, widgets, send in forms:
+            if name in talks and store is not None:
+                talk = talks[name]
+                runs.append(send.click(
+                    talk_handler(respond, store, name, names, _main_field(specs, name, names),
+                                  len(sends)),
+                    inputs=[talk.chat, talk.thread, model, temperature, max_tokens, *widgets],
+                    outputs=[talk.chat, status, running, stop, *sends, talk.thread,
+                             talk.threads, talk.title, *widgets],
+                    api_name=name, concurrency_limit=None, show_progress="hidden"))
+                continue
             runs.append(send.click(
                 _handler(respond, _title(specs, name), name, names,
                          dict(zip(names, (w.label for w in widgets),
@@ -139,20 +162,32 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
                 outputs=outputs, api_name=name, concurrency_limit=None,
                 show_progress="hidden"))
         # the run is cancelled first, then the history says where it stopped
+        chats = [talk.chat for talk in talks.values()]
         stop.click(None, cancels=runs, api_visibility="private", queue=False).then(
-            _stopped(len(sends)), inputs=[history, running], outputs=outputs,
-            api_visibility="private", queue=False)
+            stopped(len(sends), list(talks)), inputs=[history, running, *chats],
+            outputs=[*outputs, *chats], api_visibility="private", queue=False)
+        if store is not None:
+            for talk in talks.values():
+                talk_buttons(gr, demo, talk, store, status)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
-        demo.load(_tab_from_url(gr, list(chains)), outputs=[tabs], api_visibility="private",
-                  queue=False)
+        views = [heading, history, clear, *[w for t in talks.values() for w in (t.title, t.chat)]]
+        for name, tab in tab_of.items():
+            tab.select(view_of(gr, name, list(talks)), outputs=views,
+                       api_visibility="private", queue=False)
+        demo.load(_tab_from_url(gr, list(chains), list(talks)), outputs=[tabs, *views],
+                  api_visibility="private", queue=False)
     return demo
 
 
-def _tab_from_url(gr: Any, names: list[str]) -> Callable[[Any], Any]:
-    """On page load: the tab of the chain the URL names (``?cadeia=qa``), if any."""
-    def pick(request: Any) -> Any:
+def _tab_from_url(gr: Any, names: list[str], talks: list[str]
+                  ) -> Callable[[Any], list[Any]]:
+    """On page load: the tab of the chain the URL names (``?cadeia=qa``), if any, and
+    what the right-hand column shows with it."""
+    def pick(request: Any) -> list[Any]:
         wanted = request.query_params.get("cadeia") if request is not None else None
-        return gr.Tabs(selected=wanted) if wanted in names else gr.update()
+        if wanted not in names:
+            return [gr.update()] * (4 + 2 * len(talks))
+        return [gr.Tabs(selected=wanted), *view_of(gr, wanted, talks)()]
 
     pick.__annotations__["request"] = gr.Request  # how Gradio knows to pass the request
     return pick
@@ -223,8 +258,8 @@ def _upload(gr: Any, target: Any, name: str) -> None:
                   concurrency_limit=None)
 
 
-def _buttons(gr: Any, running: bool, sends: int) -> list[Any]:
-    return [gr.update(interactive=running)] + [gr.update(interactive=not running)] * sends
+def _main_field(specs: dict[str, ChainSpec], name: str, names: list[str]) -> str:
+    return specs[name].main_field if name in specs else names[0]
 
 
 def _handler(respond: Respond, title: str, name: str, names: list[str],
@@ -232,30 +267,11 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
     async def run(request: Any, history: list[Any] | None, model: str | None,
                   temperature: float, max_tokens: float, *values: Any
                   ) -> AsyncIterator[list[Any]]:
-        import gradio as gr
-
-        history = list(history or [])
         fields = dict(zip(names, values, strict=True))
-        update, added = RunUpdate(), False
-        async for update in respond(name, fields, model=model, temperature=temperature,
-                                    max_tokens=int(max_tokens or 0) or None,
-                                    connection=getattr(request, "request", None)):
-            if not update.sent:  # refused before sending: the history stays as it was
-                yield [gr.update(), f"**Atenção:** {update.error}", False, *_buttons(gr, False, sends)]
-                return
-            if not update.done:
-                if not added:  # the run went out: it joins the history
-                    added = True
-                    history += [{"role": "user", "content": _request_line(title, labels, fields)},
-                                {"role": "assistant", "content": ""}]
-                history[-1] = {"role": "assistant", "content": update.answer}
-                yield [history, update.status, True, *_buttons(gr, True, sends)]
-        history[-1] = {"role": "assistant", "content": update.answer or NOTHING}
-        footer = (f"Não concluída: {update.error}" if update.error else
-                  run_footer(update.model_name, update.tokens, update.cost_brl, update.cut))
-        history.append({"role": "assistant", "content": f"_{footer}_"})
-        line = f"**Atenção:** {update.error}" if update.error else update.status
-        yield [history, line, False, *_buttons(gr, False, sends)]
+        async for out in run_into(respond, name, fields, list(history or []),
+                                   _request_line(title, labels, fields), sends, request,
+                                   model, temperature, max_tokens):
+            yield out
 
     import gradio as gr
 
@@ -263,22 +279,6 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
     # parameter annotated gr.Request; resolved here, as gradio is imported lazily
     run.__annotations__["request"] = gr.Request
     return run
-
-
-def _stopped(sends: int) -> Callable[[list[Any] | None, bool], list[Any]]:
-    def stop(history: list[Any] | None, running: bool) -> list[Any]:
-        import gradio as gr
-
-        history = list(history or [])
-        if not running:
-            return [gr.update(), gr.update(), False, *_buttons(gr, False, sends)]
-        if history and history[-1].get("role") == "assistant":
-            history[-1] = {"role": "assistant", "content": history[-1].get("content") or NOTHING}
-        history.append({"role": "assistant", "content": "_interrompida com Parar_"})
-        return [history, "Interrompida: o que já tinha chegado ficou no histórico.", False,
-                *_buttons(gr, False, sends)]
-
-    return stop
 
 
 def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:
@@ -301,7 +301,7 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:
     top = min(MAX_TOKENS_RANGE[1], (served.context_tokens if served else None) or 8192)
     specs = getattr(app.state, "chain_specs", None) or CHAINS
     demo = _build(chains, specs, choices or [model_name], line, top,
-                  getattr(app.state, "accounts", None))
+                  getattr(app.state, "accounts", None), getattr(app.state, "thread_store", None))
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         theme=_theme(gr),
                         app_kwargs={"dependencies": [Depends(admitted_caller)],

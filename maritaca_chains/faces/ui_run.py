@@ -1,7 +1,8 @@
 """One UI run of a chain, as a stream of states the page shows (no Gradio in here).
 
 ``chat_fn(chains, accounts)`` gives ``respond(chain, fields, model=..., temperature=...,
-max_tokens=..., connection=...)``: it refuses blank or invalid fields before anything is
+max_tokens=..., connection=..., thread_id=...)`` (``thread_id``: the conversation a
+``history: thread`` chain answers in, see ``threads``): it refuses blank or invalid fields before anything is
 sent, then yields a :class:`RunUpdate` per chunk or progress event, and a last one with
 how the run ended (cut by the token limit, who answered, tokens, cost when known), read
 from the run's ledger (``ledger``), which also logs, counts and charges the run to the key
@@ -73,9 +74,10 @@ def _fields(face: Face, fields: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def _configurable(model: str | None, temperature: float | None,
-                  max_tokens: int | None) -> RunnableConfig:
+                  max_tokens: int | None, thread_id: str | None = None) -> RunnableConfig:
     chosen = {"model": model, "temperature": temperature,
-              "max_tokens": max_tokens if max_tokens and max_tokens > 0 else None}
+              "max_tokens": max_tokens if max_tokens and max_tokens > 0 else None,
+              "thread_id": thread_id or None}
     return {"configurable": {k: v for k, v in chosen.items() if v is not None}}
 
 
@@ -89,7 +91,8 @@ def chat_fn(chains: dict[str, Runnable[Any, str]], accounts: RunAccounts | None 
 
     async def respond(chain: str, fields: dict[str, Any], *, model: str | None = None,
                       temperature: float | None = None, max_tokens: int | None = None,
-                      connection: HTTPConnection | None = None) -> AsyncIterator[RunUpdate]:
+                      connection: HTTPConnection | None = None,
+                      thread_id: str | None = None) -> AsyncIterator[RunUpdate]:
         face = faces[chain]
         value, refusal = _fields(face, fields)
         if refusal:
@@ -103,7 +106,7 @@ def chat_fn(chains: dict[str, Runnable[Any, str]], accounts: RunAccounts | None 
             return
         state = RunUpdate(sent=True, status="Gerando a resposta…")
         yield state
-        config = _configurable(model, temperature, max_tokens)
+        config = _configurable(model, temperature, max_tokens, thread_id)
         ledger = books.open(connection, chain)
         answer = ""
         events = cast(AsyncGenerator[dict[str, Any], None],  # an async generator

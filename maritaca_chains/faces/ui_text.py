@@ -96,6 +96,13 @@ _UPSTREAM = {
     "upstream_stream_broken": "O modelo interrompeu a resposta no meio: tente de novo.",
 }
 
+_THREADS = {  # a conversation's refusals (threads), as the Conversa tab says them
+    "thread_busy": "Esta conversa ainda está respondendo à mensagem anterior: espere a "
+                   "resposta terminar e envie de novo.",
+    "thread_not_found": "Esta conversa não existe mais (foi excluída, ou é de outra chave "
+                        "de acesso): abra outra na lista ou comece uma nova.",
+}
+
 
 def error_line(chain: str, error: dict[str, Any],
                input_type: type[BaseModel] | None = None) -> str:
@@ -107,6 +114,8 @@ def error_line(chain: str, error: dict[str, Any],
         return f"O modelo recebeu pedidos demais: {when} e envie de novo."
     if kind in _UPSTREAM:
         return _UPSTREAM[kind]
+    if kind in _THREADS:
+        return _THREADS[kind]
     if kind == "invalid_input":
         if error.get("errors"):
             return _invalid_field(chain, error["errors"][0], input_type)

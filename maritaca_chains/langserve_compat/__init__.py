@@ -41,9 +41,10 @@ from langchain_core.runnables import Runnable
 from langserve import add_routes
 from pydantic import ValidationError
 
+from ..request_rules import takes_threads
 from .batch_callbacks import BatchRunsScope
 from .body_guard import JSONBodyGuard, validation_error_json
-from .config_hook import per_request_config
+from .config_hook import config_hook
 from .error_events import UpstreamErrorMiddleware
 from .event_aggregator import served_chain
 from .feedback_routes import feedback_routes
@@ -67,5 +68,6 @@ def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      dependencies: Sequence[DependsParam]) -> None:
     """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
     add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
-               per_req_config_modifier=per_request_config, config_keys=("configurable",),
+               per_req_config_modifier=config_hook(threads=takes_threads(chain)),
+               config_keys=("configurable",),
                **feedback_routes())

@@ -35,8 +35,16 @@ from ..event_stream import EVENT_STREAM, ClosingEventStream
 from ..messages import language
 from ..redis_outage import REDIS_DOWN
 from ..refusals import Refusal
-from ..request_rules import AdmittedCaller, Caller, CallerDep, parse_run_request, rules_of
+from ..request_rules import (
+    AdmittedCaller,
+    Caller,
+    CallerDep,
+    parse_run_request,
+    rules_of,
+    takes_threads,
+)
 from ..settings import ServerSettings
+from ..threads import check_thread
 from .events import (
     RETRY_MS,
     EventsDropped,
@@ -100,11 +108,12 @@ def add_run_routes(app: FastAPI, chains: dict[str, Runnable[Any, Any]],
 def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -> Any:
     input_type = cast(type[BaseModel], chain.get_input_schema())
     config_type = chain.config_schema(include=["configurable"])
+    threads = takes_threads(chain)  # else a thread_id is refused (422), not dropped
 
     async def start_run(request: Request, caller: AdmittedCaller) -> JSONResponse:
         try:  # the body guard (langserve_compat) has refused what is not JSON
             parsed = parse_run_request(await request.json(), input_type, config_type,
-                                       bare=False)
+                                       bare=False, threads=threads)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors(include_url=False)]) from exc
@@ -113,6 +122,7 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         # the run's ledger: its log line, metrics, token charge and status usage
         ledger = rules_of(request).accounts.open(request, name)
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller.label)
+        await check_thread(chain, parsed.config, caller.label, language(request.headers))  # another key's: 404 now
         try:
             await manager.start(info, chain, parsed.value, parsed.config, ledger)
         except KeyRunsFull as exc:

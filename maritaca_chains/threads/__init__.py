@@ -6,9 +6,10 @@ chain in the thread ``config.configurable.thread_id`` names; ``add_thread_routes
 (``routes``) is the ``/chat/threads`` API.
 """
 
-from .chain import THREAD_ID, ThreadChain, caller_of, threaded_chain
+from .chain import THREAD_ID, ThreadChain, caller_of, check_thread, threaded_chain
 from .routes import add_thread_routes
 from .store import ThreadBusy, ThreadNotFound, ThreadStore
 
 __all__ = ["THREAD_ID", "ThreadBusy", "ThreadChain",
-           "ThreadNotFound", "ThreadStore", "add_thread_routes", "caller_of", "threaded_chain"]
+           "ThreadNotFound", "ThreadStore", "add_thread_routes", "caller_of", "check_thread",
+           "threaded_chain"]

@@ -36,10 +36,11 @@ from chains import HISTORY_FIELD
 
 from ..error_responses import describe_error
 from ..ledger import Ledger, RunLedger
+from ..messages import DEFAULT_LANGUAGE, Language
 from ..refusals import Refusal
 from .store import ThreadBusy, ThreadNotFound, ThreadStore
 
-__all__ = ["THREAD_ID", "ThreadChain", "caller_of", "threaded_chain"]
+__all__ = ["THREAD_ID", "ThreadChain", "caller_of", "check_thread", "threaded_chain"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -71,7 +72,9 @@ class _AnswerUsage(AsyncCallbackHandler):
 
 class ThreadChain(RunnableBinding):  # type: ignore[type-arg]
     """The conversation chain, its config schema offering ``thread_id`` beside the
-    inner chain's own fields."""
+    inner chain's own fields; ``thread_store``: where its threads are."""
+
+    thread_store: Any = None
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
@@ -191,7 +194,20 @@ def threaded_chain(inner: Runnable[Any, str], store: ThreadStore, *,
                                  thread_id, run_id)
 
     chain = cast(Runnable[Any, str], RunnableLambda(arun, name=name))  # type: ignore[arg-type]
-    return ThreadChain(bound=chain, custom_input_type=input_type, custom_output_type=str)
+    return ThreadChain(bound=chain, custom_input_type=input_type, custom_output_type=str,
+                       thread_store=store)
+
+
+async def check_thread(chain: Runnable[Any, Any], config: RunnableConfig, owner: str,
+                       lang: Language = DEFAULT_LANGUAGE) -> None:
+    """Before a run that goes on in the background (resumable runs, the AI SDK face):
+    a ``thread_id`` that is not ``owner``'s is refused now (404), not in the run's
+    events. Other chains, and runs without a thread, pass (the run itself checks
+    the rest: a busy thread is its 409)."""
+    thread_id = str((config.get("configurable") or {}).get(THREAD_ID) or "")
+    store = chain.thread_store if isinstance(chain, ThreadChain) else None
+    if thread_id and store is not None and not await store.owns(owner, thread_id):
+        raise Refusal(404, "thread_not_found", lang, thread_id=thread_id)
 
 
 async def _renew(store: ThreadStore, turn: Any) -> None:

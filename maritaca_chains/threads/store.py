@@ -145,6 +145,14 @@ class ThreadStore:
                 message["outcome"] = "interrupted"
         return {**thread, "messages": found}
 
+    async def owns(self, owner: str, thread_id: str) -> bool:
+        """Whether ``thread_id`` is one of the owner's threads (one indexed read)."""
+        await self.start()
+        async with self.engine.connect() as db:
+            found = (await db.execute(select(threads.c.id).where(
+                threads.c.id == thread_id, threads.c.owner == owner))).first()
+        return found is not None
+
     async def delete(self, owner: str, thread_id: str) -> None:
         await self.start()
         async with self.engine.begin() as db:
