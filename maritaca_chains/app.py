@@ -88,6 +88,7 @@ def create_app(settings: ServerSettings | None = None, *,
                 yield state  # the drain, for the server (lifecycle.uvicorn_drain)
         finally:
             metrics.mark_process_dead()  # this worker's in-flight gauge stops counting
+            await app.state.accounts.aclose()  # token charges Redis still owes: last try
             await app.state.sessions.aclose()
             await app.state.thread_store.aclose()
             if served.local_backend is not None:

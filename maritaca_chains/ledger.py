@@ -60,7 +60,6 @@ from . import metrics
 from .error_responses import describe_error
 from .messages import DEFAULT_LANGUAGE, Language, say
 from .quotas import Quotas
-from .redis_outage import REDIS_DOWN
 from .security import NO_KEY, caller_label
 from .settings import ServerSettings
 
@@ -238,12 +237,13 @@ class RunAccounts:
             logger.info(json.dumps(run.log_line(self.backend, self.versions.get(run.chain)),
                                    ensure_ascii=False))
         if self.quotas is not None and run.charged_tokens:
-            try:
-                await self.quotas.spend(run.key, run.charged_tokens)
-            except REDIS_DOWN as exc:  # the run is logged and counted all the same
-                logger.warning("run %s: %d tokens not charged to %s: Redis is unavailable "
-                               "(%s)", run.run_id, run.charged_tokens, run.key,
-                               type(exc).__name__)
+            # while Redis is down the charge is kept and paid later (unpaid_charges)
+            await self.quotas.spend(run.key, run.charged_tokens)
+
+    async def aclose(self) -> None:
+        """At shutdown: the token charges still owed get their last try (quotas)."""
+        if self.quotas is not None:
+            await self.quotas.aclose()
 
 
 class _Call:

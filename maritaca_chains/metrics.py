@@ -17,6 +17,10 @@ The names, for dashboards to rely on::
     maritaca_chains_redis_unavailable_total{outcome}        requests that needed Redis while
                                                             it was down: refused (503) or
                                                             served (REDIS_FAIL_OPEN)
+    maritaca_chains_unpaid_tokens_total{outcome}            token charges Redis could not
+                                                            take (unpaid_charges): owed,
+                                                            settled later, or dropped
+    maritaca_chains_unpaid_tokens_pending                   tokens owed now (gauge)
 
 At start (``serving``) every chain shows ``streams_active`` 0 and ``runs_total`` 0 for
 ``outcome="ok"`` on the served model; a single process also exports prometheus-client's
@@ -57,7 +61,8 @@ from .settings import ServerSettings
 
 __all__ = ["METRICS_PATH", "MULTIPROC_ENV", "add_metrics_route", "mark_process_dead",
            "multiprocess_dir_for_workers", "record_run", "redis_unavailable", "registry",
-           "request_refused", "run_ended", "run_started", "serving", "upstream_error"]
+           "request_refused", "run_ended", "run_started", "serving", "unpaid_tokens",
+           "unpaid_tokens_pending", "upstream_error"]
 
 METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -91,6 +96,12 @@ _REFUSED = Counter("maritaca_chains_refused", "Requests and connections cut at a
 _REDIS_DOWN = Counter("maritaca_chains_redis_unavailable",
                       "Requests that needed Redis while it could not be reached",
                       ["outcome"], registry=_REGISTRY)
+_UNPAID = Counter("maritaca_chains_unpaid_tokens",
+                  "Token charges Redis could not take: owed, settled later, dropped",
+                  ["outcome"], registry=_REGISTRY)
+_UNPAID_PENDING = Gauge("maritaca_chains_unpaid_tokens_pending",
+                        "Tokens owed to the quotas until Redis takes them",
+                        registry=_REGISTRY, multiprocess_mode="livesum")
 
 
 if not _MULTIPROCESS:
@@ -145,6 +156,17 @@ def request_refused(reason: str) -> None:
 def redis_unavailable(outcome: str) -> None:
     """Count a request that needed Redis while it was down: ``refused`` or ``served``."""
     _REDIS_DOWN.labels(outcome).inc()
+
+
+def unpaid_tokens(outcome: str, tokens: int) -> None:
+    """Count ``tokens`` of charges Redis could not take: ``owed``, ``settled`` or
+    ``dropped``."""
+    _UNPAID.labels(outcome).inc(tokens)
+
+
+def unpaid_tokens_pending(change: int) -> None:
+    """The tokens owed to the quotas went up or down by ``change``."""
+    _UNPAID_PENDING.inc(change)
 
 
 def registry() -> CollectorRegistry:

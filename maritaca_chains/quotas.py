@@ -17,7 +17,9 @@ by its last characters (``*`` then at least 4 of them, matching exactly one key)
 
 ``none`` exempts a key; ``;`` joins several limits. Without access keys, all callers
 share one quota. Counts live in this process, or in Redis with
-``MARITACA_CHAINS_REDIS_URL`` (every replica enforces the same counts).
+``MARITACA_CHAINS_REDIS_URL`` (every replica enforces the same counts). A charge Redis
+cannot take while it is down is kept in the process and paid when it is back
+(``unpaid_charges``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 from limits.storage import storage_from_string
 
 from .quota_exceeded import QuotaExceeded
+from .redis_outage import REDIS_DOWN
 from .security import key_label
 from .settings import ServerSettings
+from .unpaid_charges import UnpaidCharges
 
 __all__ = ["QuotaExceeded", "Quotas", "parse_quota"]
 
@@ -91,6 +95,7 @@ class Quotas:
     def __post_init__(self) -> None:
         self.requests = MovingWindowRateLimiter(self.storage)
         self.tokens = FixedWindowRateLimiter(self.storage)
+        self.unpaid = UnpaidCharges(self.tokens)  # charges Redis could not take yet
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> Quotas | None:
@@ -130,12 +135,23 @@ class Quotas:
             if not admitted:
                 stats = await self.requests.get_window_stats(item, "requests", label)
                 raise QuotaExceeded("requests", item, stats.reset_time)
+        if self.unpaid:
+            self.unpaid.wake()  # Redis answers again: pay what it could not take
 
     async def spend(self, label: str, tokens: int) -> None:
-        """Charge ``tokens`` to ``label``'s budgets (counted even past the limit)."""
+        """Charge ``tokens`` to ``label``'s budgets (counted even past the limit); what
+        Redis cannot take now is kept and charged when it is back (``unpaid``)."""
         if tokens > 0:
             for item in self.of(label).tokens:
-                await self.tokens.hit(item, "tokens", label, cost=tokens)
+                try:
+                    await self.tokens.hit(item, "tokens", label, cost=tokens)
+                except REDIS_DOWN as exc:
+                    self.unpaid.owe(label, item, tokens, exc)
+
+    async def aclose(self) -> None:
+        """At shutdown: the last try to pay what is owed (what is left is dropped,
+        logged and counted)."""
+        await self.unpaid.aclose()
 
     async def remaining_tokens(self, label: str) -> int | None:
         """What is left of the tightest token budget (None: no budget)."""

@@ -8,7 +8,9 @@ it as two replicas would. Skips without /usr/bin/redis-server.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 import threading
 import time
@@ -23,7 +25,9 @@ from websockets.sync.client import connect
 
 from maritaca.local import free_port
 from maritaca.testing import MaritacaEmulator, terminate
-from maritaca_chains import create_app
+from maritaca_chains import create_app, metrics
+from maritaca_chains.quotas import Quotas
+from maritaca_chains.redis_outage import REDIS_DOWN
 from maritaca_chains.settings import ServerSettings
 from tests.child_servers import REDIS_SERVER, needs_redis, redis_cli, wait_until
 from tests.conftest import RunningServer, emulator_model
@@ -157,3 +161,70 @@ def test_quotas_fail_open_serve_through_an_outage_and_count_it(redis):
         # runs still need Redis: fail-open is for quotas only
         assert_redis_503(a.post("/story/runs", json=STORY))
 
+
+
+def _sample(name: str, **labels: str) -> float:
+    return metrics.registry().get_sample_value(name, labels) or 0.0
+
+
+def _run_tokens() -> float:
+    return sum(_sample("maritaca_chains_tokens_total", chain="story", model="sabia-4",
+                       kind=kind) for kind in ("input", "output"))
+
+
+@pytest.mark.timeout(180)
+def test_tokens_a_run_spent_while_redis_was_down_are_charged_when_it_returns(redis):
+    owed, settled = (_sample("maritaca_chains_unpaid_tokens_total", outcome=o)
+                     for o in ("owed", "settled"))
+    tokens_before = _run_tokens()
+    with MaritacaEmulator(reply_tokens=60, token_delay=0.05) as emu, \
+            replicas(redis, emu, 1, MARITACA_CHAINS_TOKEN_BUDGET="100000/hour") as (a,):
+        answer: dict[str, httpx.Response] = {}
+        running = threading.Thread(target=lambda: answer.update(
+            done=a.post("/story/invoke", json=STORY)), daemon=True)
+        running.start()  # admitted while Redis is up...
+        wait_until(lambda: len(emu.requests) == 1, "the run's model call")
+        redis.stop()  # ...and it ends while Redis is down
+        running.join(60)
+        assert answer["done"].status_code == 200, answer["done"].text
+        spent = _run_tokens() - tokens_before
+        assert spent > 60
+        # not lost: owed, in this process
+        assert _sample("maritaca_chains_unpaid_tokens_total", outcome="owed") - owed == spent
+        assert _sample("maritaca_chains_unpaid_tokens_pending") >= spent
+
+        redis.start()  # empty, as after a crash: the run's tokens must come back in
+        wait_until(lambda: _sample("maritaca_chains_unpaid_tokens_total", outcome="settled")
+                   - settled == spent, "the owed tokens' payment", timeout=30)
+        keys = redis_cli(redis.port, "--scan", "--pattern", "maritaca_chains:quota*tokens*")
+        assert len(keys.split()) == 1, keys
+        assert int(redis_cli(redis.port, "get", keys)) == spent  # the key's usage
+        assert _sample("maritaca_chains_unpaid_tokens_pending") == 0
+
+
+def test_a_charge_that_is_never_paid_is_dropped_out_loud(caplog):
+    """Past its bound, or still owed at shutdown with Redis away: logged and counted."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    quotas = Quotas.from_settings(ServerSettings(  # type: ignore[call-arg]
+        _env_file=None, MARITACA_CHAINS_REDIS_URL=nowhere,
+        MARITACA_CHAINS_TOKEN_BUDGET="1000/hour"))
+    assert quotas is not None
+    quotas.unpaid.max_owed = 1
+    dropped = _sample("maritaca_chains_unpaid_tokens_total", outcome="dropped")
+
+    async def outage() -> None:
+        await quotas.spend("key-aaaa0001", 7)  # owed
+        await quotas.spend("key-aaaa0002", 5)  # past the bound
+        assert quotas.unpaid.pending_tokens == 7
+        with pytest.raises(REDIS_DOWN):
+            await quotas.admit("key-aaaa0001")
+        await quotas.aclose()  # Redis is still away: the 7 go too
+
+    with caplog.at_level(logging.WARNING, "maritaca_chains.server"):
+        asyncio.run(outage())
+    assert quotas.unpaid.pending_tokens == 0
+    assert _sample("maritaca_chains_unpaid_tokens_total", outcome="dropped") - dropped == 12
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert any("5 tokens for key-aaaa0002" in m and "bound" in m for m in said), said
+    assert any("7 tokens for key-aaaa0001" in m and "stopping" in m for m in said), said
+    assert nowhere not in caplog.text
