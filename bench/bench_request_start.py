@@ -2,7 +2,8 @@
 the bare relay, side by side in one run, and optionally where that CPU goes (py-spy).
 
 Run: ``.venv/bin/python bench/bench_request_start.py [--requests 400] [--concurrency 50]
-[--tokens 5] [--repeat 3] [--pin] [--profile test-artifacts/request-start]``
+[--tokens 5] [--repeat 3] [--pin] [--profile test-artifacts/request-start]
+[--baseline DIR]``
 
 The bare relay (``bench/_floor_app.py``: uvicorn + Starlette + httpx, ``/story/stream``
 only) and our server (``server:app_factory``, the README's deployment) each run as one
@@ -15,6 +16,9 @@ p50/p90/p99 in that round. With a 5-token answer nearly all of a request's CPU i
 start (routing, guards, LangServe's config and input handling, callbacks, prompt, the
 model's request, the upstream pool) and its end (the run's bookkeeping).
 ``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
+``--baseline DIR``: also ours as checked out in DIR (e.g. ``git worktree add DIR
+<commit>``; its packages come first on the server's path), both faces, side by side:
+before and after a change, in the same run.
 
 ``--profile PREFIX``: after the measured rounds, ``py-spy record --nonblocking`` samples
 each server while it serves further batches of the same requests, writes collapsed
@@ -40,6 +44,7 @@ from servers import LABELS, ServerProcess, emulator
 from stats import percentile
 
 CASES = (("floor", "stream"), ("ours", "stream"), ("ours", "stream_events"))
+BASELINE = "baseline"  # --baseline: ours from another checkout
 
 
 async def batch(srv: ServerProcess, face: str, requests: int, concurrency: int
@@ -69,11 +74,12 @@ async def measure(srv: ServerProcess, face: str, args: argparse.Namespace
     return spent / len(results) * 1e3, ttfts
 
 
-async def profile(srv: ServerProcess, face: str, args: argparse.Namespace) -> Path:
+async def profile(srv: ServerProcess, kind: str, face: str, args: argparse.Namespace
+                  ) -> Path:
     """py-spy on the server while it serves batches of requests; the collapsed stacks."""
     assert srv.proc is not None
     pid = srv.worker_pids()[0] if srv.worker_pids() else srv.proc.pid
-    out = Path(f"{args.profile}-{srv.kind}-{face}.txt")
+    out = Path(f"{args.profile}-{kind}-{face}.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
@@ -95,28 +101,32 @@ async def run(args: argparse.Namespace) -> None:
             os.sched_setaffinity(0, {1})
             os.sched_setaffinity(emu.pid, {1})
         cpus = "0" if args.pin else None
-        servers = {kind: ServerProcess(kind, emu.base_url, emu.api_key or "", cpus=cpus,
-                                       extra_env={"MARITACA_CHAINS_UI": "false"})
-                   for kind in dict.fromkeys(k for k, _ in CASES)}
+        cases = CASES + (((BASELINE, "stream"), (BASELINE, "stream_events"))
+                         if args.baseline else ())
+        servers = {kind: ServerProcess(
+            "ours" if kind == BASELINE else kind, emu.base_url, emu.api_key or "", cpus=cpus,
+            extra_env={"MARITACA_CHAINS_UI": "false",
+                       **({"BENCH_APP_DIR": args.baseline} if kind == BASELINE else {})})
+            for kind in dict.fromkeys(k for k, _ in cases)}
         best: dict[tuple[str, str], tuple[float, list[float]]] = {}
         profiles = []
         try:
             for srv in servers.values():
                 srv.start()
-            for kind, face in CASES:  # warm-up: imports, pools, first-call caches
+            for kind, face in cases:  # warm-up: imports, pools, first-call caches
                 await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
             for _ in range(args.repeat):
-                for kind, face in CASES:
+                for kind, face in cases:
                     emu.reset()
                     got = await measure(servers[kind], face, args)
-                    print(f"  {LABELS[kind]:28} /{face}: {got[0]:.2f} ms CPU per request",
+                    print(f"  {label(kind):28} /{face}: {got[0]:.2f} ms CPU per request",
                           flush=True)
                     if (kind, face) not in best or got[0] < best[kind, face][0]:
                         best[kind, face] = got
             if args.profile:
-                for kind, face in CASES:
+                for kind, face in cases:
                     emu.reset()
-                    profiles.append(await profile(servers[kind], face, args))
+                    profiles.append(await profile(servers[kind], kind, face, args))
         finally:
             for srv in servers.values():
                 srv.stop()
@@ -127,15 +137,23 @@ async def run(args: argparse.Namespace) -> None:
           f"({'server pinned to CPU 0' if args.pin else 'no pinning'}, 1 worker)")
     print_table(["contender", "face", "ms CPU / request", "x floor", "1st token p50 ms",
                  "1st token p90 ms", "1st token p99 ms"],
-                [[LABELS[kind], f"/story/{face}", ms, ms / floor, percentile(t, 50),
+                [[label(kind), f"/story/{face}", ms, ms / floor, percentile(t, 50),
                   percentile(t, 90), percentile(t, 99)]
                  for (kind, face), (ms, t) in best.items()])
     events = best["ours", "stream_events"][0]
     print(f"target ours /stream <= 1.5x floor: {stream / floor:.2f}x "
           f"({'met' if stream / floor <= 1.5 else 'NOT met'}); /stream_events <= 1.3x "
           f"/stream: {events / stream:.2f}x ({'met' if events / stream <= 1.3 else 'NOT met'})")
+    if args.baseline:
+        print(f"ours against the baseline ({args.baseline}): /stream "
+              f"{stream / best[BASELINE, 'stream'][0]:.2f}x, /stream_events "
+              f"{events / best[BASELINE, 'stream_events'][0]:.2f}x its CPU per request")
     for path in profiles:
         summarise(path, args.top)
+
+
+def label(kind: str) -> str:
+    return f"{LABELS['ours']} baseline" if kind == BASELINE else LABELS[kind]
 
 
 def main() -> None:
@@ -149,6 +167,7 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy each server; collapsed stacks to PREFIX-*")
     parser.add_argument("--profile-seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--baseline", help="also ours from this checkout (before/after)")
     args = parser.parse_args()
     run_bench("request start bench", run, args)
 

@@ -3,7 +3,9 @@
 Clients are shared by every ChatMaritaca with the same connection settings (base URL,
 timeout, pool limits): one ``httpx.Client`` per process, ``ASYNC_SHARDS`` ``httpx.
 AsyncClient`` per event loop (an async client's connections belong to the loop that
-opened them), taken in turn. The API key is sent per request, never kept in the pool.
+opened them), each request leasing the first one with the fewest requests in flight: a
+quiet server keeps using (and keeping alive) the first one's connection, a busy one
+spreads its requests evenly. The API key is sent per request, never kept in the pool.
 
 Why several async clients: httpcore's pool walks every connection it holds on each
 request and each response close (and, for every idle connection, all of them again,
@@ -18,20 +20,19 @@ from __future__ import annotations
 import asyncio
 import atexit
 import email.utils
-import itertools
 import json
 import random
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from . import errors
 
-__all__ = ["aclose_clients", "async_client", "backoff_delay", "close_clients",
+__all__ = ["Lease", "aclose_clients", "async_lease", "backoff_delay", "close_clients",
            "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]
 
 # Enough for hundreds of concurrent streams through one server process.
@@ -51,14 +52,35 @@ _async: dict[tuple[Any, ...], weakref.WeakKeyDictionary[asyncio.AbstractEventLoo
 
 
 class _Shards:
-    """One event loop's async clients for one configuration, handed out in turn."""
+    """One event loop's async clients for one configuration, and the requests each has
+    in flight."""
 
-    __slots__ = ("clients", "turn")
+    __slots__ = ("busy", "clients")
 
     def __init__(self, timeout: float | None) -> None:
         self.clients = [httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
                         for _ in range(ASYNC_SHARDS)]
-        self.turn: Iterator[httpx.AsyncClient] = itertools.cycle(self.clients)
+        self.busy = [0] * ASYNC_SHARDS
+
+
+class Lease:
+    """One request's async client (``client``); ``release()`` it when the request is
+    over, its response closed (idempotent)."""
+
+    __slots__ = ("_index", "_shards", "client")
+
+    def __init__(self, shards: _Shards) -> None:
+        busy = shards.busy
+        index = busy.index(min(busy))  # the fewest in flight; the first of those
+        busy[index] += 1
+        self._shards: _Shards | None = shards
+        self._index = index
+        self.client = shards.clients[index]
+
+    def release(self, *_: object) -> None:  # also a task's done callback
+        if self._shards is not None:
+            self._shards.busy[self._index] -= 1
+            self._shards = None
 
 
 def _timeout(seconds: float | None) -> httpx.Timeout:
@@ -77,22 +99,18 @@ def sync_client(key: tuple[Any, ...], timeout: float | None) -> httpx.Client:
     return client
 
 
-def async_client(key: tuple[Any, ...], timeout: float | None) -> httpx.AsyncClient:
-    """A shared async client for these settings on the running event loop (the next
-    shard's: use it for one request)."""
+def async_lease(key: tuple[Any, ...], timeout: float | None) -> Lease:
+    """A shared async client for these settings on the running event loop, for one
+    request: release the lease when the request is over."""
     loop = asyncio.get_running_loop()
     per_loop = _async.get(key)
     if per_loop is None:
         with _lock:
             per_loop = _async.setdefault(key, weakref.WeakKeyDictionary())
     shards = per_loop.get(loop)
-    if shards is None:
+    if shards is None or shards.clients[0].is_closed:  # closed by hand: start afresh
         shards = per_loop[loop] = _Shards(timeout)
-    client = next(shards.turn)
-    if client.is_closed:  # closed by hand (aclose_clients on another path): start afresh
-        shards = per_loop[loop] = _Shards(timeout)
-        client = next(shards.turn)
-    return client
+    return Lease(shards)
 
 
 def close_clients() -> None:

@@ -108,15 +108,18 @@ class Transport:
 
     async def apost(self, body: bytes) -> Any:
         """``post`` for async callers."""
-        client = _http.async_client(self._pool_key(), self.timeout)
         attempt = 0
         while True:
             attempt += 1
+            lease = _http.async_lease(self._pool_key(), self.timeout)
             try:
                 return self._result(
-                    await client.post(self.url, content=body, headers=self.headers))
+                    await lease.client.post(self.url, content=body, headers=self.headers))
             except _FAILURES as exc:
+                lease.release()
                 await asyncio.sleep(self._wait_or_raise(exc, attempt, 0))
+            finally:
+                lease.release()
 
     # ---------------------------------------------------------------------- streams
     # stream and astream are deliberate sync/async twins (as post and apost are): the
@@ -160,16 +163,21 @@ class Transport:
                       on_token: Callable[..., Awaitable[Any]] | None = None,
                       ) -> AsyncIterator[ChatGenerationChunk]:
         """``stream`` for async callers; the response is read in its own task."""
-        client = _http.async_client(self._pool_key(), self.timeout)
         attempt = 0
         while True:
             attempt += 1
             assembler = new_assembler()
             try:
-                upstream = UpstreamStream(
-                    client, client.build_request("POST", self.url, content=body,
-                                                 headers=self.headers),
-                    self._error_for)
+                lease = _http.async_lease(self._pool_key(), self.timeout)
+                try:
+                    request = lease.client.build_request("POST", self.url, content=body,
+                                                         headers=self.headers)
+                except BaseException:
+                    lease.release()
+                    raise
+                # the reader's end releases the lease: the response is closed by then
+                upstream = UpstreamStream(lease.client, request, self._error_for,
+                                          on_end=lease.release)
                 try:
                     decoder = SSEDecoder()
                     loads, feed, next_block = orjson.loads, assembler.feed, upstream.next_block

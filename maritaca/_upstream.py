@@ -136,14 +136,16 @@ def _closed(task: asyncio.Task[None]) -> None:
 class UpstreamStream:
     """Send ``request`` and hand over the response body as byte blocks.
 
-    ``error_for(response, body)`` turns a status >= 400 into the exception to raise.
+    ``error_for(response, body)`` turns a status >= 400 into the exception to raise;
+    ``on_end(task)`` is called once the reader has ended (however it ended).
     Always ``close()`` it (it never awaits, so it is safe in a cancelled task's finally).
     """
 
     __slots__ = ("_closed", "_owner", "_queue", "_reader", "_step")
 
     def __init__(self, client: httpx.AsyncClient, request: httpx.Request,
-                 error_for: Callable[[httpx.Response, bytes], Exception]) -> None:
+                 error_for: Callable[[httpx.Response, bytes], Exception],
+                 on_end: Callable[[asyncio.Task[None]], object] | None = None) -> None:
         # A little read-ahead (a real model is slower than the socket); past it, a slow
         # consumer slows the socket reads down instead of buffering the answer here.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
@@ -154,6 +156,8 @@ class UpstreamStream:
             _read(self._queue, client, request, step, error_for))
         _reading.add(self._reader)
         self._reader.add_done_callback(_reading.discard)
+        if on_end is not None:
+            self._reader.add_done_callback(on_end)
         self._owner = _scope.get()
         if self._owner is not None:
             self._owner.add(self)

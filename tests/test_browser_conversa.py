@@ -150,3 +150,52 @@ def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(
                 assert threads["total"] == 0
             finally:
                 page.goto("about:blank")
+
+
+def test_parar_in_a_conversation_keeps_the_cut_answer_marked_incomplete(
+        page: Page, tmp_path: Path) -> None:
+    settings = ServerSettings(_env_file=None,  # type: ignore[call-arg]
+                              MARITACA_CHAINS_DATABASE_URL=f"sqlite:///{tmp_path}/t.db")
+    with MaritacaEmulator(reply_tokens=400, token_delay=TOKEN_DELAY) as emu:
+        app = create_app(settings, model=emulator_model(emu))
+        with RunningServer(app) as server:
+            if httpx.get(f"{server.url}/ui/", timeout=10, trust_env=False).status_code == 404:
+                pytest.skip("/ui is not mounted (gradio missing)")
+            try:
+                page.goto(f"{server.url}/ui/?cadeia=chat")
+                page.locator("#chat-message textarea").fill("Fale bastante sobre sabiás.")
+                page.locator("#send-chat").click()
+                wait_for(lambda: len(said(page)) >= 2 and len(said(page)[1][1].split()) >= 10,
+                         "ten words of the answer", timeout=RUN_S, page=page)
+                request = chat_requests(emu)[0]
+                page.locator("#ui-stop").click()
+                wait_for(lambda: request.client_disconnected, "the upstream to close",
+                         page=page)
+                wait_for(lambda: said(page)[-1][1] == "interrompida com Parar",
+                         "the stopped line", page=page)
+                shown = said(page)[1][1]
+                assert request.chunks_sent < 400
+                # the session history (hidden on this tab) was left alone
+                assert page.locator("#ui-history [data-testid=bot]").count() == 0
+                wait_for(lambda: listed(page) and listed(page)[0].endswith("2 mensagens"),
+                         "the stopped conversation in the list", page=page)
+                shot(page, "stopped")
+                listing = httpx.get(f"{server.url}/chat/threads", trust_env=False).json()
+                thread = listing["threads"][0]["thread_id"]
+
+                def stored() -> dict:
+                    return httpx.get(f"{server.url}/chat/threads/{thread}",
+                                     trust_env=False).json()
+
+                wait_for(lambda: stored()["running_run"] is None, "the turn to be stored",
+                         page=page)
+                answer = stored()["messages"][-1]
+                assert answer["complete"] is False and answer["outcome"] == "cancelled"
+                assert answer["text"].startswith(shown[:40])
+                page.reload()
+                page.locator("#chat-threads label").first.click()
+                page.locator("#chat-open").click()
+                wait_for(lambda: len(said(page)) == 3, "the reopened conversation", page=page)
+                assert said(page)[2][1] == "Não concluída: interrompida antes do fim"
+            finally:
+                page.goto("about:blank")

@@ -394,27 +394,47 @@ def test_clients_are_pooled_across_calls_and_instances(emu):
     assert _http._sync == clients_before  # same connection settings: no new client
 
 
-async def test_async_streams_are_spread_over_the_pool_shards_and_closed_together(emu):
-    """One loop's async requests take the shards in turn (each shard's pool stays small:
-    httpcore's pool walks all its connections per request), reuse them call after call,
+def _connections(client) -> list:
+    return client._transport._pool.connections  # httpx's transport, httpcore's pool
+
+
+def _shards_of_this_loop() -> list:
+    from maritaca import _http
+
+    loop = asyncio.get_running_loop()
+    return [per_loop[loop] for per_loop in _http._async.values() if loop in per_loop]
+
+
+async def test_async_requests_lease_the_least_busy_pool_shard_and_give_it_back(emu):
+    """One loop's async requests go to the first shard with the fewest in flight: one at
+    a time, always the first (its connection stays warm); many at once, spread over all
+    of them (each shard's pool stays small: httpcore walks all its connections per
+    request). Every lease is given back, streams read to the end or left early included,
     and ``aclose_clients`` closes every shard."""
     from maritaca import _http, aclose_clients
 
     model = model_for(emu)
+    for i in range(3):
+        await model.ainvoke(f"sozinha {i}")
+        [chunk async for chunk in model.astream(f"sozinha {i}")]
+        await asyncio.sleep(0.05)  # the stream's reader ends just after its last chunk
+    (shards,) = _shards_of_this_loop()
+    assert len(emu.requests) == 6 and shards.busy == [0] * _http.ASYNC_SHARDS
+    assert [len(_connections(client)) for client in shards.clients] == \
+        [1] + [0] * (_http.ASYNC_SHARDS - 1)  # one warm connection, reused
+
     answers = await asyncio.gather(*(model.ainvoke(f"pergunta {i}")
                                      for i in range(_http.ASYNC_SHARDS * 2)))
     assert all(answer.content for answer in answers)
-    shards = [per_loop[asyncio.get_running_loop()] for per_loop in _http._async.values()
-              if asyncio.get_running_loop() in per_loop]
-    assert len(shards) == 1 and len(shards[0].clients) == _http.ASYNC_SHARDS
-    used = [client for client in shards[0].clients
-            if client._transport._pool.connections]  # type: ignore[attr-defined]
-    assert len(used) == _http.ASYNC_SHARDS  # every shard served requests
-    [chunk async for chunk in model.astream("mais uma")]
-    assert [per_loop[asyncio.get_running_loop()] for per_loop in _http._async.values()
-            if asyncio.get_running_loop() in per_loop] == shards  # no new clients
+    assert all(_connections(client) for client in shards.clients)  # every shard served
+    stream = model.astream("deixada no meio")
+    await anext(stream)
+    await stream.aclose()  # left early: the reader ends, the lease is given back
+    await asyncio.sleep(0.1)
+    assert shards.busy == [0] * _http.ASYNC_SHARDS
+    assert _shards_of_this_loop() == [shards]  # no new clients
     await aclose_clients()
-    assert all(client.is_closed for client in shards[0].clients)
+    assert all(client.is_closed for client in shards.clients)
 
 
 def test_the_run_start_serialization_is_shared_by_models_with_the_same_fields():

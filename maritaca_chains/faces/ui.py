@@ -163,12 +163,13 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
                 show_progress="hidden"))
         # the run is cancelled first, then the history says where it stopped
         chats = [talk.chat for talk in talks.values()]
-        stop.click(None, cancels=runs, api_visibility="private", queue=False).then(
+        halted = stop.click(None, cancels=runs, api_visibility="private", queue=False).then(
             stopped(len(sends), list(talks)), inputs=[history, running, *chats],
             outputs=[*outputs, *chats], api_visibility="private", queue=False)
         if store is not None:
-            for talk in talks.values():
-                talk_buttons(gr, demo, talk, store, status)
+            for talk in talks.values():  # a stopped conversation still joins the list
+                halted.then(talk_buttons(gr, demo, talk, store, status), inputs=[talk.thread],
+                            outputs=[talk.threads], api_visibility="private", queue=False)
         clear.click(lambda: ([], ""), outputs=[history, status], api_visibility="private", queue=False)
         views = [heading, history, clear, *[w for t in talks.values() for w in (t.title, t.chat)]]
         for name, tab in tab_of.items():

@@ -115,10 +115,11 @@ def _title_line(title: str) -> str:
     return f"**Conversa aberta:** {title or 'Sem título'}"
 
 
-def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any) -> None:
+def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
+                 ) -> Callable[..., Any]:
     """The list of conversations (filled when the page loads) and its buttons."""
-    async def listed(request: Any) -> Any:
-        return _listing(gr, await thread_choices(store, _owner(request)))
+    async def listed(request: Any, open_id: str = "") -> Any:
+        return _listing(gr, await thread_choices(store, _owner(request)), open_id or None)
 
     def new() -> list[Any]:
         return [[], "", NEW_TALK, gr.update(value=None), ""]
@@ -155,7 +156,8 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
     for handler in (listed, opened, deleted):  # Gradio passes the page's request here
         handler.__annotations__["request"] = gr.Request
     shown = [talk.chat, talk.thread, talk.title, talk.threads, status]
-    demo.load(listed, outputs=[talk.threads], api_visibility="private", queue=False)
+    demo.load(listed, inputs=[talk.thread], outputs=[talk.threads], api_visibility="private",
+              queue=False)
     talk.new.click(new, outputs=shown, api_visibility="private", queue=False)
     talk.open.click(opened, inputs=[talk.threads], outputs=shown, api_visibility="private",
                     queue=False)
@@ -163,6 +165,7 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
                       api_visibility="private", queue=False)
     # the chat's own trash button empties the view: a new conversation (none is deleted)
     talk.chat.clear(new, outputs=shown, api_visibility="private", queue=False)
+    return listed  # the list again (inputs: the open conversation), e.g. after Parar
 
 
 def view_of(gr: Any, name: str, talks: list[str]) -> Callable[[], list[Any]]:
