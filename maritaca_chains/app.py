@@ -27,6 +27,7 @@ from . import langserve_compat, metrics
 from .backend import NOTHING_TO_SERVE, TINY_MODEL_NOTE, serve_model
 from .error_responses import error_json
 from .faces import mount_client_faces, mount_faces
+from .faces.openai_errors import OpenAIErrorShape
 from .gc_policy import full_collections_on_a_timer
 from .input_limits import BodyLimit, InputLimits
 from .ledger import RunAccounts
@@ -124,6 +125,7 @@ def create_app(settings: ServerSettings | None = None, *,
     # body sizes, before anything reads a body
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     add_request_guards(app, settings)  # outermost: hosts, origins, content types
+    app.add_middleware(OpenAIErrorShape)  # /v1's refusals, those above too: OpenAI's shape
     app.add_exception_handler(errors.MaritacaError, _upstream_error_json)
     app.add_exception_handler(Refusal, refusal_json)
     app.add_exception_handler(LoginRequired, login_required_html)
@@ -151,7 +153,8 @@ def create_app(settings: ServerSettings | None = None, *,
         metrics.add_metrics_route(app, settings, access)
     # outermost: /livez, /readyz, and every stream registered for the drain at SIGTERM
     add_lifecycle(app, settings, served, app.state.runs)
-    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys))
+    document_the_truth(app, metrics=settings.metrics, login=bool(settings.access_keys),
+                       batch_max_inputs=settings.batch_max_inputs)
     return app
 
 

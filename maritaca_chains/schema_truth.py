@@ -13,7 +13,13 @@ generated schema once (on first ``/openapi.json``):
 - ``config.configurable`` lists only what clients may set, within their ranges (the
   rest is refused: ``request_rules.check_configurable``);
 - ``/login`` and ``/logout`` (with access keys) and ``/metrics`` are in it;
-  LangServe's ``token_feedback`` routes, disabled here (400), are not.
+  LangServe's ``token_feedback`` routes, disabled here (400), are not;
+- ``/v1`` (the OpenAI-compatible face) lists its statuses with OpenAI's error body
+  (``OpenAIErrorResponse``: ``{"error": {"message", "type", "param", "code"}}``), the
+  refusals made before any route runs included (``faces.openai_errors``);
+- ``/batch`` says how many inputs it takes (``MARITACA_CHAINS_BATCH_MAX_INPUTS``),
+  ``/runs`` that it takes no field but ``input`` and ``config``, and the thread list
+  its page's bounds.
 
 ``validation_detail_json``: a 422 whose ``detail`` is a sentence (LangServe's batch
 check, ``configurable`` refusals) gets FastAPI's documented shape, a list of
@@ -23,6 +29,7 @@ is a 404 (LangServe says 400), like any other path naming nothing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +39,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chains import CONFIGURABLE_KEYS, MAX_TOKENS_RANGE, TEMPERATURE_RANGE
+
+from .threads.routes import PAGE_LIMIT, THREADS_PATH
 
 __all__ = ["OWN_ERROR_SHAPE", "document_the_truth", "validation_detail_json"]
 
@@ -59,6 +68,17 @@ _WHY = {
     "503": "Redis is unavailable, the run slots are full, or the upstream is unreachable",
     "504": "The upstream model timed out",
 }
+_OPENAI_ERROR_SCHEMA = {
+    "title": "OpenAIErrorResponse", "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]},
+                       "code": {"type": ["string", "null"]}}}}}
+_OPENAI_ERROR = {"$ref": "#/components/schemas/OpenAIErrorResponse"}
+_OPENAI_WHY = {**_WHY, "404": "No such model (GET /v1/models lists them)",
+               "422": "A parameter this face refuses, or a chain's input that its chain "
+                      "refuses (param names it)", "415": "The body is not JSON"}
 _STREAMS = ("/stream", "/stream_log", "/stream_events")
 _LANGSERVE_BAD_HASH = "Invalid config hash"  # langserve.api_handler._config_from_hash
 _RUN_CREATED = {
@@ -81,7 +101,8 @@ async def validation_detail_json(request: Request, exc: Exception) -> Any:
     return await http_exception_handler(request, exc)
 
 
-def document_the_truth(app: FastAPI, *, metrics: bool, login: bool) -> None:
+def document_the_truth(app: FastAPI, *, metrics: bool, login: bool,
+                       batch_max_inputs: int | None = None) -> None:
     """Amend ``app``'s OpenAPI schema (see the module doc) when it is first built."""
     build: Callable[[], dict[str, Any]] = app.openapi
     amended = False
@@ -90,7 +111,7 @@ def document_the_truth(app: FastAPI, *, metrics: bool, login: bool) -> None:
         nonlocal amended
         schema = build()
         if not amended:
-            _amend(schema, metrics=metrics, login=login)
+            _amend(schema, metrics=metrics, login=login, batch_max_inputs=batch_max_inputs)
             amended = True
         return schema
 
@@ -113,9 +134,33 @@ def _statuses(path: str, method: str) -> list[str]:
     return statuses
 
 
-def _amend(schema: dict[str, Any], *, metrics: bool, login: bool) -> None:
+def _openai_statuses(path: str, method: str) -> list[str]:
+    statuses = ["400", "401", "403", "429", "503"]
+    if method == "post":
+        statuses += ["404", "413", "415", "422", "502", "504"]
+    if "{" in path:
+        statuses.append("404")
+    return statuses
+
+
+def _document_openai(paths: dict[str, dict[str, Any]]) -> None:
+    """The ``/v1`` face's statuses, each with OpenAI's error body."""
+    for path, item in paths.items():
+        if not path.startswith(OWN_ERROR_SHAPE):
+            continue
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)  # FastAPI's validation shape: never sent here
+            for status in _openai_statuses(path, method):
+                responses[status] = {"description": _OPENAI_WHY[status], "content": {
+                    "application/json": {"schema": _OPENAI_ERROR}}}
+
+
+def _amend(schema: dict[str, Any], *, metrics: bool, login: bool,
+           batch_max_inputs: int | None = None) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["ErrorResponse"] = _ERROR_SCHEMA
+    components["OpenAIErrorResponse"] = _OPENAI_ERROR_SCHEMA
     for configurable in _objects_titled("Configurable", schema):
         _only_what_clients_may_set(configurable)
     for name, component in components.items():
@@ -123,6 +168,9 @@ def _amend(schema: dict[str, Any], *, metrics: bool, login: bool) -> None:
             # "currently ignored" by LangServe: whatever is sent there changes nothing
             component.get("properties", {}).pop("kwargs", None)
         config = component.get("properties", {}).get("config", {})
+        inputs = component.get("properties", {}).get("inputs")
+        if name.endswith("BatchRequest") and inputs is not None and batch_max_inputs:
+            inputs["maxItems"] = batch_max_inputs  # more: 413 (request_rules)
         if name.endswith("BatchRequest") and "anyOf" in config:
             # one config for every input (a list must be as long as inputs, which a
             # schema cannot say: it still works, undocumented)
@@ -135,6 +183,7 @@ def _amend(schema: dict[str, Any], *, metrics: bool, login: bool) -> None:
         del paths[path]
     invalid = {"description": "Validation Error", "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}
+    _document_openai(paths)
     for path, item in paths.items():
         if path.startswith(OWN_ERROR_SHAPE):
             continue  # the OpenAI-compatible face answers errors in OpenAI's shape
@@ -154,10 +203,47 @@ def _amend(schema: dict[str, Any], *, metrics: bool, login: bool) -> None:
             if method == "post" and path.endswith("/runs"):
                 stream = paths.get(path.removesuffix("/runs") + "/stream", {}).get("post", {})
                 if body := stream.get("requestBody"):
-                    operation["requestBody"] = body
+                    operation["requestBody"] = _closed_body(body, components)
                 responses["201"] = {"description": "The run started", "content": {
                     "application/json": {"schema": _RUN_CREATED}}}
+    _document_thread_page(paths)
     _add_pages(paths, metrics=metrics, login=login)
+
+
+def _closed_body(body: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """``/<chain>/stream``'s body as ``/<chain>/runs`` takes it: no other field (a run
+    refuses them, 422; LangServe's stream ignores them)."""
+    ref = body.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+    if not isinstance(ref, str):
+        return body
+    name = ref.rsplit("/", 1)[-1]
+    closed = name.removesuffix("StreamRequest") + "RunRequest"
+    component = components[closed] = {**copy.deepcopy(components[name]), "title": closed,
+                                      "additionalProperties": False}
+    config = component.get("properties", {}).get("config", {})
+    for option in config.get("anyOf", []):  # and only configurable in config
+        if isinstance(target := option.get("$ref"), str):
+            config_name = target.rsplit("/", 1)[-1]
+            components[closed + "Config"] = {**components[config_name],
+                                             "title": closed + "Config",
+                                             "additionalProperties": False}
+            option["$ref"] = f"#/components/schemas/{closed}Config"
+    return {**body, "content": {"application/json": {"schema": {
+        "$ref": f"#/components/schemas/{closed}"}}}}
+
+
+def _document_thread_page(paths: dict[str, dict[str, Any]]) -> None:
+    """``GET /chat/threads``: its page's bounds, and the 422 (a sentence) past them."""
+    operation = paths.get(THREADS_PATH, {}).get("get")
+    if operation is None:
+        return
+    bounds = {"limit": {"minimum": 1, "maximum": PAGE_LIMIT}, "offset": {"minimum": 0}}
+    for parameter in operation.get("parameters", []):
+        parameter.get("schema", {}).update(bounds.get(parameter.get("name"), {}))
+    operation["responses"]["422"] = {
+        "description": f"limit from 1 to {PAGE_LIMIT}, offset 0 or more", "content": {
+            "application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/HTTPValidationError"}, _ERROR]}}}}
 
 
 def _objects_titled(suffix: str, node: Any) -> list[dict[str, Any]]:

@@ -121,6 +121,12 @@ def test_langchains_chatopenai_pointed_at_v1(live_server, emu):
     ({"extra_body": {"input": {"topic": "outro"}}}, "input.topic", openai.UnprocessableEntityError),
     ({"temperature": 7}, "temperature", openai.UnprocessableEntityError),
     ({"n": 2}, "n", openai.UnprocessableEntityError),
+    ({"max_tokens": 50, "max_completion_tokens": 50}, "max_tokens",
+     openai.UnprocessableEntityError),
+    ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "Brasil"}]},
+     "messages[0]", openai.UnprocessableEntityError),
+    ({"messages": [{"role": "system", "content": 5}, {"role": "user", "content": "Brasil"}]},
+     "messages[0].content", openai.UnprocessableEntityError),
     ({"model": "gpt-4o"}, "model", openai.NotFoundError),
 ])
 async def test_bad_requests_are_openai_errors_naming_the_parameter(live_server, emu, kwargs,
@@ -131,6 +137,41 @@ async def test_bad_requests_are_openai_errors_naming_the_parameter(live_server, 
     assert raised.value.param == param
     assert isinstance(raised.value.body, dict) and raised.value.body["message"]
     assert emu.requests == []
+
+
+async def test_refusals_before_any_route_are_openai_errors_too(emu):
+    """A body over its cap, a body that is not JSON, JSON that does not parse, a Host the
+    server does not answer to: refused before the /v1 route runs, and still in OpenAI's
+    shape, which is what the SDKs read (``error.message``)."""
+    app = create_app(ServerSettings(_env_file=None, MARITACA_CHAINS_UI=False,  # type: ignore[call-arg]
+                                    MARITACA_CHAINS_MAX_BODY_BYTES=1024),
+                     model=emulator_model(emu))
+    with RunningServer(app) as live_server:
+        with pytest.raises(openai.APIStatusError) as raised:  # over the cap: 413
+            await client_of(live_server).chat.completions.create(
+                model="story", messages=[{"role": "user", "content": "x" * 2000}])
+        assert raised.value.status_code == 413
+        assert raised.value.code == "body_too_large"
+        assert "MARITACA_CHAINS_MAX_BODY_BYTES" in raised.value.message
+        _refused_before_the_route(live_server)
+    assert emu.requests == []
+
+
+def _refused_before_the_route(live_server: RunningServer) -> None:
+    url = f"{live_server.url}/v1/chat/completions"
+    cases = [(httpx.post(url, content=b"model=story", headers={
+                 "content-type": "text/plain"}), 415, "json_body_required"),
+             (httpx.post(url, content=b'{"model": "story", nope', headers={
+                 "content-type": "Application/JSON"}), 422, "json_invalid"),
+             (httpx.get(f"{live_server.url}/v1/models", headers={"host": "evil.example"}),
+              400, "host_not_allowed")]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        error = response.json()["error"]
+        assert error["code"] == code and error["message"], error
+        assert error["type"] == "invalid_request_error"
+        assert int(response.headers["content-length"]) == len(response.content)
 
 
 @pytest.mark.parametrize(("scenario", "error", "code"), [

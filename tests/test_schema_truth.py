@@ -42,13 +42,21 @@ async def test_every_answer_the_server_gives_is_documented(emu):
     assert {"400", "401", "403", "413", "415", "422", "429", "502", "503", "504"} <= set(stream)
     assert "text/plain" in paths["/story/text"]["post"]["responses"]["200"]["content"]
     runs = paths["/story/runs"]["post"]
-    assert runs["requestBody"] == paths["/story/stream"]["post"]["requestBody"]
+    components = schema["components"]["schemas"]
+    # /stream's body, closed: a run refuses other fields (and config other than configurable)
+    run_body = components["storyRunRequest"]
+    stream_body = components["storyStreamRequest"]
+    assert run_body["additionalProperties"] is False and "additionalProperties" not in stream_body
+    assert run_body["properties"]["input"] == stream_body["properties"]["input"]
+    config = run_body["properties"]["config"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]
+    assert components[config]["additionalProperties"] is False
+    assert components["storyBatchRequest"]["properties"]["inputs"]["maxItems"] == 16
     assert set(runs["responses"]["201"]["content"]["application/json"]["schema"]
                ["properties"]) == {"run_id", "stream_url", "status_url"}
     assert "text/event-stream" in paths["/story/runs/{run_id}/stream"]["get"]["responses"]["200"]["content"]
     assert {"get", "post"} <= set(paths["/login"]) and "post" in paths["/logout"]
     assert "/metrics" in paths and not any(p.endswith("/token_feedback") for p in paths)
-    configurable = schema["components"]["schemas"]["storyConfigurable"]
+    configurable = components["storyConfigurable"]
     assert configurable["additionalProperties"] is False
     assert configurable["properties"]["max_tokens"]["maximum"] == 32000
     error = schema["components"]["schemas"]["ErrorResponse"]
@@ -88,3 +96,31 @@ async def test_what_the_schema_calls_valid_is_accepted(emu):
         assert text.status_code == 200
         assert '"Pantanal"' not in str(emu.requests[-1].body)
         assert "Pantanal" in str(emu.requests[-1].body)
+
+
+async def test_the_client_faces_document_their_answers(emu):
+    """/v1 in OpenAI's error shape, every status it answers; the AI SDK face's body as
+    DefaultChatTransport sends it (config: only configurable, within its ranges)."""
+    async with client(emu) as http:
+        schema = (await http.get("/openapi.json")).json()
+    paths = schema["paths"]
+    completions = paths["/v1/chat/completions"]["post"]
+    assert {"application/json", "text/event-stream"} <= set(
+        completions["responses"]["200"]["content"])
+    for status in ("400", "401", "403", "404", "413", "415", "422", "429", "502", "503",
+                   "504"):
+        shape = completions["responses"][status]["content"]["application/json"]["schema"]
+        assert shape == {"$ref": "#/components/schemas/OpenAIErrorResponse"}, status
+    assert "404" in paths["/v1/models/{model_id}"]["get"]["responses"]
+    error = schema["components"]["schemas"]["OpenAIErrorResponse"]
+    assert set(error["properties"]["error"]["required"]) == {"message", "type", "param", "code"}
+    body = completions["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["n"] == {"enum": [None, 1]}
+    assert body["not"] == {"required": ["max_tokens", "max_completion_tokens"]}
+    ai_sdk = paths["/story/ai-sdk"]["post"]
+    config = ai_sdk["requestBody"]["content"]["application/json"]["schema"]["properties"][
+        "config"]["anyOf"][1]
+    assert config["additionalProperties"] is False
+    assert config["properties"]["configurable"]["properties"]["temperature"]["maximum"] == 2
+    threads = {p["name"]: p["schema"] for p in paths["/chat/threads"]["get"]["parameters"]}
+    assert threads["limit"]["minimum"] == 1 and threads["offset"]["minimum"] == 0

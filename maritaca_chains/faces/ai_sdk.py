@@ -77,21 +77,26 @@ def _request_schema(face: Face) -> dict[str, Any]:
     """What DefaultChatTransport sends, and the chain's other fields (OpenAPI docs)."""
     inputs = face.input_type.model_json_schema()
     others = {k: v for k, v in inputs.get("properties", {}).items() if k != face.main_field}
-    text_part = {"type": "object", "required": ["type", "text"],
-                 "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+    config = face.config_type.model_json_schema()
+    configurable = config.get("$defs", {}).get("Configurable", {"type": "object"})
     return {"title": f"{face.name}: DefaultChatTransport's body", "type": "object",
+            "description": f"The text parts of the last user message fill {face.main_field}: "
+                           f"a chat without one, or whose text the chain refuses, is a 422 "
+                           f"naming body.messages or body.input (what a JSON schema cannot "
+                           f"say). The other messages are the client's own and not read.",
             "required": ["id", "messages"], "properties": {
                 "id": {"type": "string", "minLength": 1, "maxLength": MAX_CHAT_ID},
                 "messages": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["role", "parts"], "properties": {
-                        "id": {"type": "string"}, "role": {"enum": ["user", "assistant"]},
-                        "parts": {"type": "array", "items": text_part}}}},
-                "trigger": {"enum": ["submit-message", "regenerate-message"]},
-                "messageId": {"type": ["string", "null"]},
-                "input": {"type": "object", "properties": others,
-                          "additionalProperties": False, "$defs": inputs.get("$defs", {})},
-                "config": {"type": "object", "properties": {"configurable": {
-                    "type": "object"}}}}}
+                    "description": "a UIMessage: {id, role, parts}; a user message's parts "
+                                   "are text parts (and data-, step-, source- parts)"}},
+                "trigger": {"description": "submit-message or regenerate-message (not read)"},
+                "messageId": {"description": "not read"},
+                "input": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "properties": others, "additionalProperties": False,
+                    "$defs": inputs.get("$defs", {})}]},
+                "config": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"configurable": configurable}}]}}}
 
 
 def _invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error"
@@ -132,7 +137,7 @@ def parse_chat_body(face: Face, body: Any) -> tuple[str, RunRequest]:
     if not isinstance(chat_id, str) or not 0 < len(chat_id) <= MAX_CHAT_ID:
         raise _invalid(("id",), f"id must be the chat's id (1 to {MAX_CHAT_ID} characters)")
     text = _user_text(body.get("messages"), face.main_field)
-    extra = body.get("input") or {}
+    extra = {} if body.get("input") is None else body["input"]
     if not isinstance(extra, dict):
         raise _invalid(("input",), "input must be an object of the chain's other fields")
     if face.main_field in extra:

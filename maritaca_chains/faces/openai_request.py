@@ -73,6 +73,8 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *,
     value = body.get(name)
     if value is None:
         return None
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 256.0 is 256 (JSON Schema's integer)
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
         what = "a whole number" if integer else "a number"
@@ -91,6 +93,13 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
         raise invalid("messages", "messages must be a non-empty list of {role, content}")
+    for index, message in enumerate(messages):  # every message well formed, on any target
+        if message["role"] not in _ROLES or message.get("tool_calls") not in (None, []):
+            raise invalid(f"messages[{index}]", f"only system, developer, user and "
+                                                f"assistant text messages are understood "
+                                                f"here, not {message['role'][:40]!r} or "
+                                                f"tool calls")
+        _text(message, index)
     for name, neutral in _NEUTRAL.items():
         if name in body and body[name] not in neutral:
             raise invalid(name, f"{name} is not supported here; leave it out (the answer "
@@ -103,17 +112,20 @@ def parse_completion_request(body: Any) -> CompletionRequest:
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise invalid("stream", "stream must be true or false")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise invalid("stream_options", "stream_options must be an object")
+    options = body.get("stream_options")
+    options = {} if options is None else options
+    if not isinstance(options, dict) or options.get("include_usage") not in (None, True, False):
+        raise invalid("stream_options", "stream_options must be an object; its "
+                                        "include_usage true or false")
     configurable: dict[str, Any] = {}
     temperature = _number(body, "temperature", *TEMPERATURE_RANGE, integer=False)
     if temperature is not None:
         configurable["temperature"] = temperature
     limits = [v for name in ("max_completion_tokens", "max_tokens")
               if (v := _number(body, name, *MAX_TOKENS_RANGE, integer=True)) is not None]
-    if len(set(limits)) > 1:
-        raise invalid("max_tokens", "max_tokens and max_completion_tokens disagree; send one")
+    if len(limits) > 1:
+        raise invalid("max_tokens", "send one of max_tokens and max_completion_tokens "
+                                    "(the same limit), not both")
     if limits:
         configurable["max_tokens"] = limits[0]
     extra = body.get("input")
@@ -174,36 +186,52 @@ def chat_messages(request: CompletionRequest) -> list[BaseMessage]:
                                f"send the conversation in messages")
     out: list[BaseMessage] = []
     for index, message in enumerate(request.messages):
-        kind = _ROLES.get(message["role"])
-        if kind is None or message.get("tool_calls"):
-            raise invalid(f"messages[{index}]", f"only system, user and assistant text "
-                                                f"messages are understood here, not "
-                                                f"{message['role']!r} or tool calls")
-        out.append(kind(content=_text(message, index)))
+        out.append(_ROLES[message["role"]](content=_text(message, index)))
     return out
 
 
 def request_schema(models: list[str]) -> dict[str, Any]:
-    """The JSON schema of what this face reads in a body (for the OpenAPI docs)."""
+    """The JSON schema of what this face reads in a body (for the OpenAPI docs): what
+    it refuses with 422 is outside it, except what depends on the model named (a
+    chain's input, below)."""
     low_t, high_t = TEMPERATURE_RANGE
     low_m, high_m = MAX_TOKENS_RANGE
-    limit = {"type": "integer", "minimum": low_m, "maximum": high_m}
+    limit = {"anyOf": [{"type": "integer", "minimum": low_m, "maximum": high_m},
+                       {"type": "null"}]}
     text_part = {"type": "object", "required": ["type", "text"],
                  "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+    neutral = {name: {"enum": [v for i, v in enumerate(values) if v not in values[:i]]}
+               for name, values in _NEUTRAL.items()}  # 1 and 1.0 are one JSON value
     return {"title": "Chat Completions request", "type": "object",
-            "required": ["model", "messages"], "properties": {
+            "description": "With model a chain, the last user message's text fills the "
+                           "chain's main field and input its other fields: a value the "
+                           "chain refuses (an empty topic, a missing field) is a 422 "
+                           "naming it (param). With model a backend model, input is "
+                           "refused. The parameters nothing here honours take only their "
+                           "neutral values.",
+            "required": ["model", "messages"],
+            "not": {"required": ["max_tokens", "max_completion_tokens"]},
+            "properties": {
+                **neutral,
                 "model": {"type": "string", "enum": models,
                           "description": "A chain (its main field from the last user "
                                          "message) or a backend model (a plain chat)"},
                 "messages": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["role", "content"], "properties": {
+                    "type": "object", "required": ["role"], "properties": {
                         "role": {"enum": sorted(_ROLES)},
-                        "content": {"anyOf": [{"type": "string"},
-                                              {"type": "array", "items": text_part}]}}}},
-                "stream": {"type": "boolean"},
-                "stream_options": {"type": "object",
-                                   "properties": {"include_usage": {"type": "boolean"}}},
-                "temperature": {"type": "number", "minimum": low_t, "maximum": high_t},
+                        "content": {"anyOf": [{"type": "string"}, {"type": "null"},
+                                              {"type": "array", "items": text_part}]},
+                        "tool_calls": {"anyOf": [{"type": "null"},
+                                                 {"type": "array", "maxItems": 0}]}}}},
+                "stream": {"type": ["boolean", "null"]},
+                "stream_options": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "properties": {
+                        "include_usage": {"type": ["boolean", "null"]}}}]},
+                "response_format": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "required": ["type"], "additionalProperties": False,
+                    "properties": {"type": {"const": "text"}}}]},
+                "temperature": {"anyOf": [{"type": "number", "minimum": low_t,
+                                           "maximum": high_t}, {"type": "null"}]},
                 "max_tokens": limit, "max_completion_tokens": limit,
-                "input": {"type": "object",
+                "input": {"type": ["object", "null"],
                           "description": "A chain's other fields (extra_body)"}}}
