@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
+from fastapi import HTTPException
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from maritaca import closing_upstreams
@@ -164,7 +165,10 @@ class RunManager:
             tail = wire.cancelled(last[0] + 1, why)
         except Exception as exc:
             status = RunStatus.FAILED
-            logger.error("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            # a refusal (a busy or unknown thread, bad input) is the client's to mend
+            refused = isinstance(exc, HTTPException) and exc.status_code < 500
+            logger.log(logging.INFO if refused else logging.ERROR, "run %s failed: %s: %s",
+                       run_id, type(exc).__name__, exc)
             tail = wire.failed(last[0] + 1, exc)
         finally:
             watcher.cancel()
