@@ -1,7 +1,8 @@
 """Where a server's CPU goes while it relays many paced streams: py-spy on the server.
 
 Run: ``.venv/bin/python bench/profile_server.py [--contender ours] [--face stream]
-[--streams 200] [--seconds 10] [--out test-artifacts/profile]``
+[--streams 200] [--seconds 10] [--out test-artifacts/profile] [--start] [--warm 10]
+[--ramp 1] [--app-dir DIR]``
 
 The server (one worker) runs under ``taskset -c 0``, the emulator and this load client
 on CPU 1, as ``bench_capacity.py --pin`` does. While ``--streams`` clients read paced
@@ -10,6 +11,12 @@ is never paused, so the sampling costs it nothing) and writes collapsed stacks
 (``<out>-<contender>-<face>.txt``) and a flame graph (``.svg``). The summary gives
 each library's share of the samples, by the innermost frame of ours (self time) and by
 any frame on the stack (inclusive time), and the heaviest functions.
+
+``--start`` samples from the moment the streams start arriving (over ``--ramp``
+seconds) instead of the steady relay, and prints the streams' first-token percentiles:
+where a stream's start goes under load (issue 26). ``--warm N`` streams run first (the
+server's upstream pool then holds N connections, idle once they end); ``floor`` is the
+bare relay (``bench/_floor_app.py``); ``--app-dir DIR``: the server of another checkout.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from load import TOKEN_MARKERS, chain_body, sse_stream
 from report import print_table, run_bench
 from servers import ServerProcess, emulator
+from stats import percentile
 
 RATE = 30.0
 # A frame's library, from the path py-spy prints ("name (path:line)").
@@ -76,21 +84,25 @@ async def run(args: argparse.Namespace) -> None:
     with emulator(reply_tokens=tokens, token_delay=1 / RATE, max_records=5000) as emu:
         os.sched_setaffinity(0, {1})
         os.sched_setaffinity(emu.pid, {1})
-        with ServerProcess(args.contender, emu.base_url, emu.api_key, cpus="0") as srv:
+        env = {"BENCH_APP_DIR": args.app_dir} if args.app_dir else None
+        with ServerProcess(args.contender, emu.base_url, emu.api_key, cpus="0",
+                           extra_env=env) as srv:
             rng = random.Random(0)
 
-            async def client(i: int) -> Any:
-                await asyncio.sleep(rng.uniform(0, 1.0))
+            async def client(i: int, ramp: float) -> Any:
+                await asyncio.sleep(rng.uniform(0, ramp))
                 return await sse_stream(srv.url, f"/story/{args.face}", chain_body(f"tema {i}"),
                                         TOKEN_MARKERS[args.face], limit=tokens / RATE * 4 + 60)
 
-            await asyncio.gather(*(client(i) for i in range(10)))  # warm-up
+            await asyncio.gather(*(client(i, 0.5) for i in range(args.warm)))  # warm-up
             emu.reset()
-            streams = asyncio.gather(*(client(i) for i in range(args.streams)))
-            await asyncio.sleep(2.0)  # every stream started: sample the steady relay
+            streams = asyncio.gather(*(client(i, args.ramp) for i in range(args.streams)))
+            # --start: sample the streams' start; else once every stream started
+            await asyncio.sleep(0.0 if args.start else args.ramp + 1.0)
             assert srv.proc is not None
+            seconds = args.ramp + 4 if args.start else args.seconds - 4
             spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(srv.proc.pid),
-                   "--nonblocking", "--rate", "250", "--duration", str(int(args.seconds - 4))]
+                   "--nonblocking", "--rate", "250", "--duration", str(int(seconds))]
             procs = [await asyncio.create_subprocess_exec(
                 *spy, "--format", fmt, "--output", str(out.with_suffix(ext)),
                 stdout=subprocess.DEVNULL)
@@ -99,18 +111,28 @@ async def run(args: argparse.Namespace) -> None:
                 await proc.wait()
             results = await streams
             ok = sum(1 for r in results if r.ok)
-            print(f"{args.contender} /story/{args.face}: {ok}/{args.streams} streams ok")
+            ttfts = [(r.first_token - r.started) * 1e3 for r in results
+                     if r.first_token is not None]
+            print(f"{args.contender} /story/{args.face}: {ok}/{args.streams} streams ok; "
+                  f"first token p50/p90/p99 {percentile(ttfts, 50):.0f}/"
+                  f"{percentile(ttfts, 90):.0f}/{percentile(ttfts, 99):.0f} ms")
     summarise(out.with_suffix(".txt"), args.top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contender", default="ours", choices=("ours", "chatopenai"))
+    parser.add_argument("--contender", default="ours", choices=("ours", "chatopenai", "floor"))
     parser.add_argument("--face", default="stream", choices=("stream", "stream_events"))
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each stream")
     parser.add_argument("--out", default="test-artifacts/profile")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--start", action="store_true",
+                        help="sample the streams' start (and print first-token percentiles)")
+    parser.add_argument("--warm", type=int, default=10, help="streams run before")
+    parser.add_argument("--ramp", type=float, default=1.0,
+                        help="seconds over which the streams start")
+    parser.add_argument("--app-dir", help="the server of this checkout (BENCH_APP_DIR)")
     args = parser.parse_args()
     run_bench("profile", run, args)
 
