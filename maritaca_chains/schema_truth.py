@@ -44,7 +44,7 @@ from .threads.routes import PAGE_LIMIT, THREADS_PATH
 
 __all__ = ["OWN_ERROR_SHAPE", "document_the_truth", "validation_detail_json"]
 
-# paths whose errors are not FastAPI's {"detail"}: left as their own routes document them
+# paths whose errors are not FastAPI's {"detail"}: OpenAI's shape (_document_openai)
 OWN_ERROR_SHAPE = ("/v1/",)
 
 _ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
