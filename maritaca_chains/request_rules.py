@@ -249,7 +249,8 @@ def _config(config: Any, config_type: type[BaseModel], threads: bool = True) -> 
     if not isinstance(config, dict) or set(config) - {"configurable"}:
         raise ValueError('config may only be {"configurable": {...}} '
                          "(model, temperature, max_tokens)")
-    configurable = config.get("configurable") or {}
+    configurable = config.get("configurable")
+    configurable = {} if configurable is None else configurable  # false, 0, []: refused
     if not isinstance(configurable, dict):
         raise ValueError("config.configurable must be an object")
     check_configurable(configurable, threads=threads)

@@ -60,7 +60,8 @@ _WHY = {
            "a bad config hash or bad input for the model",
     "401": "Missing or wrong access key",
     "403": "Cross-site request, or a client that is not loopback on a server without keys",
-    "404": "No such run or config: unknown, expired, or another key's",
+    "404": "No such run, config or conversation (a chat chain's thread_id): unknown, "
+           "expired, or another key's",
     "413": "The request body is over its cap (MARITACA_CHAINS_MAX_BODY_BYTES)",
     "415": "The body is not JSON",
     "429": "A quota, the run share of this key, or the upstream's rate limit",
@@ -128,9 +129,12 @@ def _statuses(path: str, method: str) -> list[str]:
         statuses += ["413", "415", "422"]
     if "{" in path:
         statuses.append("404")
-    chain_run = any(path.endswith(end) for end in (*_STREAMS, "/invoke", "/batch", "/text"))
+    chain_run = any(path.endswith(end) for end in (*_STREAMS, "/invoke", "/batch", "/text",
+                                                   "/runs", "/ai-sdk"))
     if chain_run:
         statuses += ["502", "504"]
+        if "404" not in statuses:
+            statuses.append("404")  # a thread_id that names no conversation
     return statuses
 
 
@@ -268,9 +272,12 @@ def _only_what_clients_may_set(configurable: dict[str, Any]) -> None:
     if "temperature" in properties:
         properties["temperature"].update(minimum=TEMPERATURE_RANGE[0],
                                          maximum=TEMPERATURE_RANGE[1])
-    if "max_tokens" in properties:
-        properties["max_tokens"].update(minimum=MAX_TOKENS_RANGE[0],
-                                        maximum=MAX_TOKENS_RANGE[1])
+    if "max_tokens" in properties:  # 0: the chain's own budget (check_configurable)
+        limit = properties["max_tokens"]
+        for word in ("type", "minimum", "maximum"):
+            limit.pop(word, None)
+        limit["anyOf"] = [{"type": "integer", "minimum": MAX_TOKENS_RANGE[0],
+                           "maximum": MAX_TOKENS_RANGE[1]}, {"const": 0}]
 
 
 def _add_pages(paths: dict[str, dict[str, Any]], *, metrics: bool, login: bool) -> None:

@@ -298,3 +298,12 @@ def test_batch_inputs_not_a_list_is_4xx(test_client: TestClient, inputs: Any) ->
     response = test_client.post("/story/batch", json={"inputs": inputs})
     assert response.status_code == 422
 
+
+
+@pytest.mark.parametrize("configurable", [False, 0, [], ""])
+def test_a_run_with_configurable_not_an_object_is_4xx(test_client: TestClient,
+                                                       configurable: Any) -> None:
+    """Found by the soak: ``"configurable": false`` was taken for no configurable."""
+    response = test_client.post("/story/runs", json={"input": {"topic": "Brasil"},
+                                                     "config": {"configurable": configurable}})
+    assert response.status_code == 422, response.text

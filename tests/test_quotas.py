@@ -83,6 +83,14 @@ async def test_rate_limit_refuses_on_every_face_before_any_upstream_call(emu):
                                "Rate limit of 2 per 1 minute")
             assert_refused(await http.post("/ui/gradio_api/queue/join", json={},
                                            headers=as_key(ALPHA)), "Rate limit")
+            refused_ai_sdk = await http.post("/story/ai-sdk", headers=as_key(ALPHA), json={
+                "id": "c1", "messages": [{"role": "user", "parts": [
+                    {"type": "text", "text": "Brasil"}]}]})
+            assert_refused(refused_ai_sdk, "Rate limit of 2 per 1 minute")
+            refused_v1 = await http.post("/v1/chat/completions", headers=as_key(ALPHA), json={
+                "model": "story", "messages": [{"role": "user", "content": "Brasil"}]})
+            assert refused_v1.status_code == 429 and int(refused_v1.headers["retry-after"]) >= 1
+            assert refused_v1.json()["error"]["message"].startswith("Rate limit of 2 per 1 minute")
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(server.url.replace("http", "ws") + "/story/ws",
                                    additional_headers=as_key(ALPHA)):

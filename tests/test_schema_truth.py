@@ -58,7 +58,8 @@ async def test_every_answer_the_server_gives_is_documented(emu):
     assert "/metrics" in paths and not any(p.endswith("/token_feedback") for p in paths)
     configurable = components["storyConfigurable"]
     assert configurable["additionalProperties"] is False
-    assert configurable["properties"]["max_tokens"]["maximum"] == 32000
+    assert configurable["properties"]["max_tokens"]["anyOf"] == [
+        {"type": "integer", "minimum": 1, "maximum": 32000}, {"const": 0}]  # 0: the chain's
     error = schema["components"]["schemas"]["ErrorResponse"]
     assert error["properties"]["detail"]["type"] == "string"
 

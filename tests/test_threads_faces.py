@@ -98,3 +98,30 @@ def test_a_chain_without_history_refuses_a_thread_id_on_runs_and_the_ai_sdk_face
         sdk = http.post("/story/ai-sdk", json=chat_body("Brasil", config=config))
         assert sdk.status_code == 422 and "history: thread" in sdk.text, sdk.text
         assert not chat_requests(emu)  # refused before any run started
+
+
+async def test_a_message_after_stop_continues_the_thread_instead_of_409(tmp_path):
+    """useChat's stop() hangs up, and the answer goes on for a resume; the next message
+    in that chat supersedes it: the old answer is cancelled and the new turn answered,
+    never refused as the thread's running turn."""
+    import asyncio
+
+    from tests.test_ai_sdk_face import read_some_then_drop
+
+    with served(tmp_path, reply_tokens=400, token_delay=0.02, **KEYS) as (emu, http):
+        thread = new_thread(http, headers=K1)
+        config = {"configurable": {"thread_id": thread}}
+        url = str(http.base_url.join("/chat/ai-sdk"))
+        cut = await read_some_then_drop(url, chat_body("Conte uma longa história.",
+                                                       config=config), "k1", 2)
+        first = chat_requests(emu)[-1]
+        status, parts = await asyncio.to_thread(sdk_turn, http, thread, "Mais curta, por favor.",
+                                                chat_id="chat-1")  # the same chat
+        assert status == 200, parts
+        assert not [p for p in parts if isinstance(p, dict) and p.get("type") == "error"], parts
+        assert first.client_disconnected  # the superseded answer's upstream was closed
+        stored = http.get(f"/chat/threads/{thread}", headers=K1).json()
+        assert [(m["role"], m["complete"]) for m in stored["messages"]] == [
+            ("user", True), ("assistant", False), ("user", True), ("assistant", True)]
+        assert stored["messages"][1]["text"].startswith(cut)
+        assert stored["messages"][-1]["text"] == sdk_text(parts)

@@ -36,7 +36,7 @@ from ..error_responses import describe_error
 from ..messages import language
 from ..redis_outage import REDIS_DOWN
 from ..request_rules import RunRequest, admitted_caller, rules_of
-from ..runs import EventsDropped, RunInfo, RunManager, RunsFull, RunStatus
+from ..runs import EventsDropped, RunInfo, RunManager, RunsFull
 from ..security import caller_label
 from ..threads import check_thread
 from ._face import Face
@@ -155,6 +155,9 @@ def parse_chat_body(face: Face, body: Any) -> tuple[str, RunRequest]:
         raise _invalid(("config",), str(exc)) from exc
 
 
+SUPERSEDED = "superseded by a new message in the chat"
+
+
 def _chat_key(face: Face, request: Request, chat_id: str) -> str:
     """The run name of a chat: per chain and per access key (another key never finds it)."""
     return f"ai-sdk:{face.name}:{caller_label(request)}:{chat_id}"
@@ -172,6 +175,12 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
         info = RunInfo(run_id=str(uuid.uuid4()), chain=face.name, owner=caller_label(request))
         await check_thread(face.chain, parsed.config, info.owner,
                            language(request.headers))  # another key's: 404 now
+        # the chat moved on: an answer of it still running (kept for a resume after the
+        # client's stop()) is moot, and ends before this one starts, freeing its thread
+        key = _chat_key(face, request, chat_id)
+        earlier = await manager.store.named_run(key)
+        if earlier is not None:
+            await manager.cancel_and_wait(earlier, SUPERSEDED)
         # the run's ledger: its log line, metrics and token charge, and the usage part
         ledger = rules_of(request).accounts.open(request, face.name)
         try:
@@ -180,12 +189,9 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
         except RunsFull as exc:
             raise HTTPException(503, f"Too many answers under way ({exc}); try again shortly",
                                 headers={"Retry-After": "5"}) from exc
-        key = _chat_key(face, request, chat_id)
         previous = await manager.store.name_run(key, info.run_id)
-        if previous is not None and previous != info.run_id:
-            earlier = await manager.store.get(previous)
-            if earlier is not None and earlier.status is RunStatus.RUNNING:
-                await manager.cancel(previous)  # the chat moved on: that answer is moot
+        if previous is not None and previous != info.run_id:  # a message sent meanwhile
+            await manager.cancel(previous, SUPERSEDED)
         return ClosingEventStream(_replay(manager, info.run_id, key),
                                   headers=UI_MESSAGE_STREAM_HEADERS)
 

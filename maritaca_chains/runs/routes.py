@@ -16,9 +16,7 @@ Unknown, expired and other keys' runs are 404.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -164,13 +162,7 @@ def _status_endpoint(name: str, manager: RunManager) -> Any:
 def _cancel_endpoint(name: str, manager: RunManager) -> Any:
     async def cancel_run(run_id: str, request: Request, caller: CallerDep) -> dict[str, Any]:
         info = await _own_run(manager, name, run_id, caller, request)
-        if info.status is RunStatus.RUNNING:
-            await manager.cancel(run_id)
-            deadline = time.monotonic() + 2  # another replica's run ends a moment later
-            while info.status is RunStatus.RUNNING and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                info = await manager.store.get(run_id) or info
-        return info.public()
+        return (await manager.cancel_and_wait(run_id) or info).public()
 
     return cancel_run
 

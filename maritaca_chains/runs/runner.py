@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
+from fastapi import HTTPException
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from maritaca import closing_upstreams
@@ -95,12 +96,27 @@ class RunManager:
         self._tasks.pop(run_id, None)
         self._why.pop(run_id, None)
 
-    async def cancel(self, run_id: str) -> None:
+    async def cancel(self, run_id: str, why: str = "cancelled by DELETE") -> None:
         """Cancel the run wherever it runs (this process, or a replica via the store)."""
         if run_id in self._tasks:
-            self._cancel_here(run_id)
+            self._cancel_here(run_id, why)
         else:
             await self.store.publish_cancel(run_id)
+
+    async def cancel_and_wait(self, run_id: str, why: str = "cancelled by DELETE",
+                              within: float = 2.0) -> RunInfo | None:
+        """Cancel the run if it still runs and wait (at most ``within`` seconds: another
+        replica's run ends a moment after the store tells it) until it has ended, so
+        what it held (a chat thread's turn) is free; the run as it stands then."""
+        info = await self.store.get(run_id)
+        if info is None or info.status is not RunStatus.RUNNING:
+            return info
+        await self.cancel(run_id, why)
+        deadline = asyncio.get_running_loop().time() + within
+        while info.status is RunStatus.RUNNING and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            info = await self.store.get(run_id) or info
+        return info
 
     def _cancel_here(self, run_id: str, why: str = "cancelled by DELETE") -> None:
         task = self._tasks.get(run_id)
@@ -149,7 +165,10 @@ class RunManager:
             tail = wire.cancelled(last[0] + 1, why)
         except Exception as exc:
             status = RunStatus.FAILED
-            logger.error("run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+            # a refusal (a busy or unknown thread, bad input) is the client's to mend
+            refused = isinstance(exc, HTTPException) and exc.status_code < 500
+            logger.log(logging.INFO if refused else logging.ERROR, "run %s failed: %s: %s",
+                       run_id, type(exc).__name__, exc)
             tail = wire.failed(last[0] + 1, exc)
         finally:
             watcher.cancel()
