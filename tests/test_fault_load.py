@@ -42,11 +42,16 @@ import httpx
 import psutil
 import pytest
 
+from maritaca._http import ASYNC_LIMITS, ASYNC_SHARDS
 from maritaca.testing import MaritacaEmulator, RecordedRequest, SubprocessEmulator, terminate
 from tests.child_servers import healthy, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY_TOKENS = 12
+# Streams at once that reach every one of the server's upstream pool shards (each request
+# leases the shard with the fewest in flight): the pool's next use, for all of them.
+EVERY_SHARD = 4 * ASYNC_SHARDS
+KEPT_ALIVE = ASYNC_SHARDS * (ASYNC_LIMITS.max_keepalive_connections or 0)
 FAULT_RATE = 0.3
 # The error type the server must name for the fault played on a stream's last attempt.
 CAUSE = {"rate_limit": "rate_limit", "server_error": "upstream_error",
@@ -292,13 +297,14 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
         assert extra <= 2, (f"{extra} file descriptors more than at the start ({base_desc}): "
                             f"now {server.descriptors()}")
         pooled = len(upstream)
-        assert pooled <= 200, f"{pooled} upstream connections left open (pool keeps <= 200)"
+        assert pooled <= KEPT_ALIVE, (f"{pooled} upstream connections left open (the pool "
+                                      f"shards keep <= {KEPT_ALIVE})")
         # the emulator closes connections idle for its keep-alive timeout (CLOSE_WAIT
         # here): they must be the pool's, which drops them on its next use
         half_closed = {port for port, status in upstream.items()
                        if status == psutil.CONN_CLOSE_WAIT}
         if half_closed:
-            asyncio.run(load_round(server.url, -round_no, 1))
+            asyncio.run(load_round(server.url, -round_no, EVERY_SHARD))
             wait_upstream_idle(emulator)
             left = {port for port, status in server.upstream_connections().items()
                     if status == psutil.CONN_CLOSE_WAIT} & half_closed
@@ -319,9 +325,9 @@ def run_rounds(server: ServerChild, emulator: SubprocessEmulator, streams: int,
 
 def pool_drains(server: ServerChild, emulator: SubprocessEmulator) -> int:
     """Wait until the emulator's keep-alive timeout has closed every idle upstream
-    connection (CLOSE_WAIT here), then make the pool use itself once: it drops every idle
-    one, so any half-closed connection left is one it holds as busy. Returns how many
-    connections were dropped."""
+    connection (CLOSE_WAIT here), then make every pool shard use itself once: it drops
+    every idle one, so any half-closed connection left is one it holds as busy. Returns
+    how many connections were dropped."""
     deadline = time.monotonic() + EMULATOR_KEEP_ALIVE + 20
     while True:
         upstream = server.upstream_connections()
@@ -332,7 +338,7 @@ def pool_drains(server: ServerChild, emulator: SubprocessEmulator) -> int:
         time.sleep(0.5)
     assert not still_open, (f"{len(still_open)} upstream connections still open long after "
                             f"the emulator's keep-alive timeout: {still_open}")
-    asyncio.run(load_round(server.url, -1000, 1))
+    asyncio.run(load_round(server.url, -1000, EVERY_SHARD))
     wait_upstream_idle(emulator)
     left = {port for port, status in server.upstream_connections().items()
             if status == psutil.CONN_CLOSE_WAIT} & set(upstream)
