@@ -50,8 +50,10 @@ def log_in(page: Page, url: str, key: str) -> None:
 def said(page: Page) -> list[tuple[str, str]]:
     """The open conversation's messages: ("user" | "bot", text)."""
     box = page.locator("#chat-conversation")
-    return [(m.get_attribute("data-testid") or "", m.inner_text().strip())
-            for m in box.locator("[data-testid=user], [data-testid=bot]").all()]
+    # read in one go: a message re-rendered between a lookup and its read is not waited on
+    return [(role, text.strip()) for role, text in box.locator(
+        "[data-testid=user], [data-testid=bot]").evaluate_all(
+        "els => els.map(e => [e.dataset.testid || '', e.innerText])")]
 
 
 def turn(page: Page, message: str, turns: int) -> None:
@@ -63,7 +65,8 @@ def turn(page: Page, message: str, turns: int) -> None:
 
 
 def listed(page: Page) -> list[str]:
-    return [label.inner_text().strip() for label in page.locator("#chat-threads label").all()]
+    # in one go: a label removed between a lookup and its read (a deletion) is not waited on
+    return [text.strip() for text in page.locator("#chat-threads label").all_inner_texts()]
 
 
 def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(

@@ -89,6 +89,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             url = f"http://127.0.0.1:{port}"
             wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
                        "nginx")
+            for replica in replicas:  # a replica's first stream pays its lazy start-up
+                httpx.post(f"{replica}/story/invoke", json=STORY, timeout=60)
             yield Proxy(emu, url, replicas, workdir / "access.log")
         finally:
             terminate(nginx, timeout=10)

@@ -178,6 +178,7 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
         # the chat moved on: an answer of it still running (kept for a resume after the
         # client's stop()) is moot, and ends before this one starts, freeing its thread
         key = _chat_key(face, request, chat_id)
+        await manager.ensure_open()  # the store opens with the first run
         earlier = await manager.store.named_run(key)
         if earlier is not None:
             await manager.cancel_and_wait(earlier, SUPERSEDED)
