@@ -31,7 +31,7 @@ from ..threads import ThreadStore
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
 from .ui_run import Respond, chat_fn
-from .ui_stream import run_into, stopped
+from .ui_stream import halt, run_into, stopped
 from .ui_talk import Talk, is_conversation, talk_buttons, talk_handler, view_of
 from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text
 
@@ -163,7 +163,8 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
                 show_progress="hidden"))
         # the run is cancelled first, then the history says where it stopped
         chats = [talk.chat for talk in talks.values()]
-        halted = stop.click(None, cancels=runs, api_visibility="private", queue=False).then(
+        halt.__annotations__["request"] = gr.Request  # Gradio passes the page's request
+        halted = stop.click(halt, cancels=runs, api_visibility="private", queue=False).then(
             stopped(len(sends), list(talks)), inputs=[history, running, *chats],
             outputs=[*outputs, *chats], api_visibility="private", queue=False)
         if store is not None:

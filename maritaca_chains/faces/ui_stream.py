@@ -4,6 +4,7 @@ every tab (``ui``) and the conversation tab (``ui_talk``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,10 @@ from .ui_run import Respond, RunUpdate
 from .ui_text import run_footer
 from .ui_threads import NOTHING
 
-__all__ = ["buttons", "run_into", "stopped"]
+__all__ = ["buttons", "halt", "run_into", "stopped"]
+
+# the task streaming each page session's run (Gradio runs one event at a time per session)
+_RUNNING: dict[str, asyncio.Task[Any]] = {}
 
 
 def buttons(gr: Any, running: bool, sends: int) -> list[Any]:
@@ -25,6 +29,24 @@ async def run_into(respond: Respond, name: str, fields: dict[str, Any], history:
                    ) -> AsyncIterator[list[Any]]:
     """One run streamed into ``history`` (the session's, or a conversation): yields
     ``[history, status, running, Parar, *Enviar]`` updates. ``line``: what was asked."""
+
+    session = getattr(request, "session_hash", None)
+    task = asyncio.current_task()
+    if session and task is not None:
+        _RUNNING[session] = task
+    try:
+        async for out in _stream(respond, name, fields, history, line, sends, request, model,
+                                 temperature, max_tokens, thread_id):
+            yield out
+    finally:
+        if session and _RUNNING.get(session) is task:
+            del _RUNNING[session]
+
+
+async def _stream(respond: Respond, name: str, fields: dict[str, Any], history: list[Any],
+                  line: str, sends: int, request: Any, model: str | None,
+                  temperature: float, max_tokens: float, thread_id: str | None
+                  ) -> AsyncIterator[list[Any]]:
     import gradio as gr
 
     update, added = RunUpdate(), False
@@ -48,6 +70,16 @@ async def run_into(respond: Respond, name: str, fields: dict[str, Any], history:
     history.append({"role": "assistant", "content": f"_{footer}_"})
     status = f"**Atenção:** {update.error}" if update.error else update.status
     yield [history, status, "", *buttons(gr, False, sends)]
+
+
+async def halt(request: Any) -> None:
+    """Parar's first step: the session's run is cancelled and has ended before the next
+    step writes where it stopped (else an update it had already sent could land after
+    that step and overwrite it)."""
+    task = _RUNNING.get(getattr(request, "session_hash", None) or "")
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
 
 
 def stopped(sends: int, talks: list[str]) -> Callable[..., list[Any]]:
