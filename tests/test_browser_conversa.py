@@ -7,6 +7,8 @@ reload, another key's list without it, and Excluir. Screenshots:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -69,136 +71,137 @@ def listed(page: Page) -> list[str]:
     return [text.strip() for text in page.locator("#chat-threads label").all_inner_texts()]
 
 
-def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(
-        page: Page, tmp_path: Path) -> None:
-    settings = ServerSettings(_env_file=None, MARITACA_CHAINS_API_KEYS=f"{KEY},{OTHER}",  # type: ignore[call-arg]
-                              MARITACA_CHAINS_DATABASE_URL=f"sqlite:///{tmp_path}/t.db")
-    with MaritacaEmulator(reply_tokens=12, token_delay=TOKEN_DELAY) as emu:
-        app = create_app(settings, model=emulator_model(emu))
+@contextmanager
+def ui_server(page: Page, tmp_path: Path, reply_tokens: int,
+              **settings: str) -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
+    """The app over the emulator (threads in a SQLite file in ``tmp_path``), served; the
+    page leaves it before it stops. Skips where /ui is not mounted."""
+    config = ServerSettings(_env_file=None,  # type: ignore[call-arg]
+                            MARITACA_CHAINS_DATABASE_URL=f"sqlite:///{tmp_path}/t.db",
+                            **settings)
+    with MaritacaEmulator(reply_tokens=reply_tokens, token_delay=TOKEN_DELAY) as emu:
+        app = create_app(config, model=emulator_model(emu))
         with RunningServer(app) as server:
             if httpx.get(f"{server.url}/ui/", timeout=10, trust_env=False).status_code == 404:
                 pytest.skip("/ui is not mounted (gradio missing)")
             try:
-                log_in(page, server.url, KEY)
-                assert page.get_by_role("tab", name="Conversa").get_attribute(
-                    "aria-selected") == "true"
-                assert listed(page) == []
-                shot(page, "empty")
-
-                turn(page, "Meu nome é Ana e eu gosto de sabiás.", 1)
-                first = said(page)[1][1]
-                body = chat_requests(emu)[-1].body
-                assert body is not None
-                assert first == emu.expected_text(body["messages"])
-                assert page.locator("#chat-message textarea").input_value() == ""
-                assert "Meu nome é Ana" in page.locator("#chat-title").inner_text()
-                wait_for(lambda: len(listed(page)) == 1, "the new conversation in the list",
-                         page=page)
-                assert listed(page)[0].startswith("Meu nome é Ana e eu gosto de sabiás.")
-                assert listed(page)[0].endswith("2 mensagens")
-
-                turn(page, "Qual é o meu nome?", 2)
-                sent = chat_requests(emu)[-1].body
-                assert sent is not None
-                assert [(m["role"], m["content"]) for m in sent["messages"][1:]] == [
-                    ("user", "Meu nome é Ana e eu gosto de sabiás."), ("assistant", first),
-                    ("user", "Qual é o meu nome?")]
-                assert said(page)[4][1] == emu.expected_text(sent["messages"])
-                wait_for(lambda: listed(page)[0].endswith("4 mensagens"), "4 messages",
-                         page=page)
-                shot(page, "two-turns")
-
-                # a reload: a new page session; the conversation comes back from the list
-                page.reload()
-                page.locator("#send-chat").wait_for()
-                wait_for(lambda: len(listed(page)) == 1, "the list after the reload", page=page)
-                assert said(page) == []
-                page.locator("#chat-threads label").first.click()
-                page.locator("#chat-open").click()
-                wait_for(lambda: len(said(page)) == 6, "the reopened conversation", page=page)
-                texts = [text for _, text in said(page)]
-                assert texts[0] == "Meu nome é Ana e eu gosto de sabiás."
-                assert texts[1] == first and texts[3] == "Qual é o meu nome?"
-                assert texts[2].startswith("concluído · ") and "custo estimado R$" in texts[2]
-                shot(page, "reopened")
-
-                # a third turn continues the reopened one (its whole history goes up)
-                turn(page, "Obrigada!", 3)
-                sent = chat_requests(emu)[-1].body
-                assert sent is not None and len(sent["messages"]) == 6
-                assert len(listed(page)) == 1
-
-                # another key: its own (empty) list
-                page.context.clear_cookies()
-                log_in(page, server.url, OTHER)
-                wait_for(lambda: page.locator("#chat-threads").is_visible(), "the list",
-                         page=page)
-                page.wait_for_timeout(500)
-                assert listed(page) == []
-
-                # back as the first key: Excluir empties the list and the conversation
-                page.context.clear_cookies()
-                log_in(page, server.url, KEY)
-                wait_for(lambda: len(listed(page)) == 1, "the list", page=page)
-                page.locator("#chat-threads label").first.click()
-                page.locator("#chat-open").click()
-                wait_for(lambda: len(said(page)) == 9, "the conversation", page=page)
-                page.locator("#chat-delete").click()
-                wait_for(lambda: listed(page) == [] and said(page) == [], "the deletion",
-                         page=page)
-                assert "Conversa excluída." in page.locator("#ui-status").inner_text()
-                shot(page, "deleted")
-                threads = httpx.get(f"{server.url}/chat/threads", headers={"X-API-Key": KEY},
-                                    trust_env=False).json()
-                assert threads["total"] == 0
+                yield emu, server
             finally:
                 page.goto("about:blank")
+
+
+def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(
+        page: Page, tmp_path: Path) -> None:
+    with ui_server(page, tmp_path, 12, MARITACA_CHAINS_API_KEYS=f"{KEY},{OTHER}") as (emu, server):
+        log_in(page, server.url, KEY)
+        assert page.get_by_role("tab", name="Conversa").get_attribute(
+            "aria-selected") == "true"
+        assert listed(page) == []
+        shot(page, "empty")
+
+        turn(page, "Meu nome é Ana e eu gosto de sabiás.", 1)
+        first = said(page)[1][1]
+        body = chat_requests(emu)[-1].body
+        assert body is not None
+        assert first == emu.expected_text(body["messages"])
+        assert page.locator("#chat-message textarea").input_value() == ""
+        assert "Meu nome é Ana" in page.locator("#chat-title").inner_text()
+        wait_for(lambda: len(listed(page)) == 1, "the new conversation in the list",
+                 page=page)
+        assert listed(page)[0].startswith("Meu nome é Ana e eu gosto de sabiás.")
+        assert listed(page)[0].endswith("2 mensagens")
+
+        turn(page, "Qual é o meu nome?", 2)
+        sent = chat_requests(emu)[-1].body
+        assert sent is not None
+        assert [(m["role"], m["content"]) for m in sent["messages"][1:]] == [
+            ("user", "Meu nome é Ana e eu gosto de sabiás."), ("assistant", first),
+            ("user", "Qual é o meu nome?")]
+        assert said(page)[4][1] == emu.expected_text(sent["messages"])
+        wait_for(lambda: listed(page)[0].endswith("4 mensagens"), "4 messages",
+                 page=page)
+        shot(page, "two-turns")
+
+        # a reload: a new page session; the conversation comes back from the list
+        page.reload()
+        page.locator("#send-chat").wait_for()
+        wait_for(lambda: len(listed(page)) == 1, "the list after the reload", page=page)
+        assert said(page) == []
+        page.locator("#chat-threads label").first.click()
+        page.locator("#chat-open").click()
+        wait_for(lambda: len(said(page)) == 6, "the reopened conversation", page=page)
+        texts = [text for _, text in said(page)]
+        assert texts[0] == "Meu nome é Ana e eu gosto de sabiás."
+        assert texts[1] == first and texts[3] == "Qual é o meu nome?"
+        assert texts[2].startswith("concluído · ") and "custo estimado R$" in texts[2]
+        shot(page, "reopened")
+
+        # a third turn continues the reopened one (its whole history goes up)
+        turn(page, "Obrigada!", 3)
+        sent = chat_requests(emu)[-1].body
+        assert sent is not None and len(sent["messages"]) == 6
+        assert len(listed(page)) == 1
+
+        # another key: its own (empty) list
+        page.context.clear_cookies()
+        log_in(page, server.url, OTHER)
+        wait_for(lambda: page.locator("#chat-threads").is_visible(), "the list",
+                 page=page)
+        page.wait_for_timeout(500)
+        assert listed(page) == []
+
+        # back as the first key: Excluir empties the list and the conversation
+        page.context.clear_cookies()
+        log_in(page, server.url, KEY)
+        wait_for(lambda: len(listed(page)) == 1, "the list", page=page)
+        page.locator("#chat-threads label").first.click()
+        page.locator("#chat-open").click()
+        wait_for(lambda: len(said(page)) == 9, "the conversation", page=page)
+        page.locator("#chat-delete").click()
+        wait_for(lambda: listed(page) == [] and said(page) == [], "the deletion",
+                 page=page)
+        assert "Conversa excluída." in page.locator("#ui-status").inner_text()
+        shot(page, "deleted")
+        threads = httpx.get(f"{server.url}/chat/threads", headers={"X-API-Key": KEY},
+                            trust_env=False).json()
+        assert threads["total"] == 0
 
 
 def test_parar_in_a_conversation_keeps_the_cut_answer_marked_incomplete(
         page: Page, tmp_path: Path) -> None:
-    settings = ServerSettings(_env_file=None,  # type: ignore[call-arg]
-                              MARITACA_CHAINS_DATABASE_URL=f"sqlite:///{tmp_path}/t.db")
-    with MaritacaEmulator(reply_tokens=400, token_delay=TOKEN_DELAY) as emu:
-        app = create_app(settings, model=emulator_model(emu))
-        with RunningServer(app) as server:
-            if httpx.get(f"{server.url}/ui/", timeout=10, trust_env=False).status_code == 404:
-                pytest.skip("/ui is not mounted (gradio missing)")
-            try:
-                page.goto(f"{server.url}/ui/?cadeia=chat")
-                page.locator("#chat-message textarea").fill("Fale bastante sobre sabiás.")
-                page.locator("#send-chat").click()
-                wait_for(lambda: len(said(page)) >= 2 and len(said(page)[1][1].split()) >= 10,
-                         "ten words of the answer", timeout=RUN_S, page=page)
-                request = chat_requests(emu)[0]
-                page.locator("#ui-stop").click()
-                wait_for(lambda: request.client_disconnected, "the upstream to close",
-                         page=page)
-                wait_for(lambda: said(page)[-1][1] == "interrompida com Parar",
-                         "the stopped line", page=page)
-                shown = said(page)[1][1]
-                assert request.chunks_sent < 400
-                # the session history (hidden on this tab) was left alone
-                assert page.locator("#ui-history [data-testid=bot]").count() == 0
-                wait_for(lambda: listed(page) and listed(page)[0].endswith("2 mensagens"),
-                         "the stopped conversation in the list", page=page)
-                shot(page, "stopped")
-                listing = httpx.get(f"{server.url}/chat/threads", trust_env=False).json()
-                thread = listing["threads"][0]["thread_id"]
+    with ui_server(page, tmp_path, 400) as (emu, server):
+        page.goto(f"{server.url}/ui/?cadeia=chat")
+        page.locator("#chat-message textarea").fill("Fale bastante sobre sabiás.")
+        page.locator("#send-chat").click()
+        wait_for(lambda: len(said(page)) >= 2 and len(said(page)[1][1].split()) >= 10,
+                 "ten words of the answer", timeout=RUN_S, page=page)
+        request = chat_requests(emu)[0]
+        page.locator("#ui-stop").click()
+        wait_for(lambda: request.client_disconnected, "the upstream to close",
+                 page=page)
+        wait_for(lambda: said(page)[-1][1] == "interrompida com Parar",
+                 "the stopped line", page=page)
+        shown = said(page)[1][1]
+        assert request.chunks_sent < 400
+        # the session history (hidden on this tab) was left alone
+        assert page.locator("#ui-history [data-testid=bot]").count() == 0
+        wait_for(lambda: listed(page) and listed(page)[0].endswith("2 mensagens"),
+                 "the stopped conversation in the list", page=page)
+        shot(page, "stopped")
+        listing = httpx.get(f"{server.url}/chat/threads", trust_env=False).json()
+        thread = listing["threads"][0]["thread_id"]
 
-                def stored() -> dict:
-                    return httpx.get(f"{server.url}/chat/threads/{thread}",
-                                     trust_env=False).json()
+        def stored() -> dict:
+            return httpx.get(f"{server.url}/chat/threads/{thread}",
+                             trust_env=False).json()
 
-                wait_for(lambda: stored()["running_run"] is None, "the turn to be stored",
-                         page=page)
-                answer = stored()["messages"][-1]
-                assert answer["complete"] is False and answer["outcome"] == "cancelled"
-                assert answer["text"].startswith(shown[:40])
-                page.reload()
-                page.locator("#chat-threads label").first.click()
-                page.locator("#chat-open").click()
-                wait_for(lambda: len(said(page)) == 3, "the reopened conversation", page=page)
-                assert said(page)[2][1] == "Não concluída: interrompida antes do fim"
-            finally:
-                page.goto("about:blank")
+        wait_for(lambda: stored()["running_run"] is None, "the turn to be stored",
+                 page=page)
+        answer = stored()["messages"][-1]
+        assert answer["complete"] is False and answer["outcome"] == "cancelled"
+        assert answer["text"].startswith(shown[:40])
+        page.reload()
+        page.locator("#chat-threads label").first.click()
+        page.locator("#chat-open").click()
+        wait_for(lambda: len(said(page)) == 3, "the reopened conversation", page=page)
+        assert said(page)[2][1] == "Não concluída: interrompida antes do fim"
