@@ -6,6 +6,7 @@ be obsolete or broken: read its module and decide."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,10 @@ from langchain_core.runnables import RunnableConfig, RunnableGenerator, Runnable
 from langserve import add_routes
 from langserve.callbacks import AsyncEventAggregatorCallback
 from langserve.lzstring import LZString
+from sse_starlette import EventSourceResponse
 
 from maritaca_chains import create_app
+from maritaca_chains.langserve_compat import sse_encoding
 from maritaca_chains.langserve_compat.config_hash import configurable_in_path
 from maritaca_chains.langserve_compat.error_events import GENERIC_ERROR
 from maritaca_chains.langserve_compat.event_aggregator import served_chain
@@ -165,3 +168,36 @@ def test_langserve_adds_a_token_feedback_route_that_we_leave_out():
     paths = {getattr(route, "path", "") for route in app.routes}
     assert "/plain_fb/token_feedback" in paths
     assert not any(p.startswith("/ours_fb/") and "feedback" in p for p in paths)
+
+
+def test_sse_starlette_encodes_every_probe_event_as_our_one_step_encoder_does():
+    """sse_encoding's stream_response is installed only while this holds: if sse-starlette
+    changes how it encodes or sends events, the server falls back to sse-starlette's own
+    (slower) path, and this test says so."""
+    assert sse_encoding.matches()
+    assert sse_encoding.install()
+    assert EventSourceResponse.stream_response is not sse_encoding._ORIGINAL
+
+
+async def test_langserve_streams_the_same_bytes_through_the_one_step_encoder(monkeypatch):
+    """Byte for byte what sse-starlette's own encoder sends, multi-line chunks included."""
+    async def story(_: AsyncIterator[str]) -> AsyncIterator[str]:
+        for text in ("Era uma vez", " duas\nlinhas", "\r\n", "", "fim \"citado\""):
+            yield text
+
+    app = FastAPI()
+    add_routes(app, RunnableGenerator(story).with_types(input_type=str, output_type=str),
+               path="/story")
+
+    async def wire() -> bytes:
+        async with bare(app) as http:
+            response = await http.post("/story/stream", json={"input": "x"})
+            return re.sub(rb"[0-9a-f]{8}-[0-9a-f-]{27}", b"<run>", response.content)
+
+    sse_encoding.install()
+    ours = await wire()
+    monkeypatch.setattr(EventSourceResponse, "stream_response", sse_encoding._ORIGINAL)
+    theirs = await wire()
+    assert ours == theirs
+    assert b'event: data\r\ndata: " duas\\nlinhas"\r\n\r\n' in ours
+    assert ours.endswith(b"event: end\r\n\r\n")

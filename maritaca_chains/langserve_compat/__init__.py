@@ -23,6 +23,9 @@ LangServe's. What this package relies on:
   (left out); ``/feedback`` works only with LangSmith tracing on (added only then).
 - ``playground_page``: the playground page's exact ``<html lang="en">`` and
   ``<title>Playground</title>`` (made pt-BR and named after the chain).
+- ``sse_encoding``: sse-starlette's ``EventSourceResponse.stream_response`` (which LangServe's
+  streams go through) and its ``_send_lock``; replaced by one that sends the same bytes,
+  only when a probe at start shows it does.
 - ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
   to the run's callbacks and never reads it.
 
@@ -49,6 +52,7 @@ from .error_events import UpstreamErrorMiddleware
 from .event_aggregator import served_chain
 from .feedback_routes import feedback_routes
 from .playground_page import PlaygroundInPortuguese
+from .sse_encoding import install as install_sse_encoding
 
 __all__ = ["add_chain_routes", "install"]
 
@@ -62,6 +66,7 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
     app.add_middleware(PlaygroundInPortuguese, titles=titles)
     app.add_middleware(JSONBodyGuard, max_depth=max_json_depth)
     app.add_exception_handler(ValidationError, validation_error_json)
+    install_sse_encoding()  # the same bytes per event, encoded in one step
 
 
 def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],

@@ -1,0 +1,137 @@
+"""LangServe streams through sse-starlette's ``EventSourceResponse``, which encodes every
+event by building a ``ServerSentEvent`` object and writing it line by line into a
+``StringIO`` (regular expressions included), then formats a debug line with the whole
+event decoded again even when debug logging is off: about a twentieth of the server's CPU
+per relayed chunk (BENCHMARKS.md, issue 26).
+
+``install()`` gives ``EventSourceResponse`` a ``stream_response`` that sends the same
+messages with the same bytes: LangServe's events (a dict of ``event`` and a one-line
+``data``, or ``event`` alone) are formatted in one step, anything else goes through
+sse-starlette's own ``ensure_bytes``. It is installed only if, at the time, both ways
+give identical bytes for a set of probe events and identical ASGI messages for a probe
+response (``matches()``); otherwise sse-starlette is left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import sse
+
+__all__ = ["event_bytes", "install", "matches"]
+
+_ORIGINAL = sse.EventSourceResponse.stream_response
+_log = logging.getLogger(sse.__name__)  # sse-starlette's own logger
+
+
+def event_bytes(data: Any, sep: str) -> bytes:
+    """One event as sse-starlette encodes it (``ensure_bytes``), in one step for
+    LangServe's shapes."""
+    if type(data) is dict:
+        event, payload = data.get("event"), data.get("data")
+        if type(event) is str and len(data) == 1 + ("data" in data) \
+                and "\n" not in event and "\r" not in event:
+            if payload is None:
+                return f"event: {event}{sep}{sep}".encode()
+            if type(payload) is str and "\n" not in payload and "\r" not in payload:
+                return f"event: {event}{sep}data: {payload}{sep}{sep}".encode()
+    return sse.ensure_bytes(data, sep)
+
+
+async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
+    """``EventSourceResponse.stream_response``, encoding with ``event_bytes``."""
+    await send({"type": "http.response.start", "status": self.status_code,
+                "headers": self.raw_headers})
+    sep = self.sep
+    async for data in self.body_iterator:
+        chunk = event_bytes(data, sep)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("chunk: %s", chunk.decode())
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    async with self._send_lock:
+        self.active = False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# Events as LangServe sends them, and the shapes that must take sse-starlette's own path
+_PROBES: list[Any] = [
+    {"event": "data", "data": '"Era uma vez"'},
+    {"event": "metadata", "data": '{"run_id": "4b46c61c", "feedback_tokens": []}'},
+    {"event": "end"},
+    {"event": "error", "data": '{"status_code": 500, "message": "Internal Server Error"}'},
+    {"event": "data", "data": "duas\nlinhas\r\ne mais\runa"},
+    {"event": "quebra\nde linha", "data": "x"},
+    {"event": "data", "data": ""},
+    {"data": "só dados"},
+    {"event": "data", "data": 3},
+    {"event": "data", "data": "x", "id": "7", "retry": 1000},
+    {"event": "data", "data": None},
+    {"event": None, "data": "x"},
+    b"event: pronto\r\n\r\n",
+    "texto solto",
+    sse.ServerSentEvent(data="com objeto", event="data", comment="nota"),
+]
+
+
+def _probe_bytes_match() -> bool:
+    for sep in ("\r\n", "\n", "\r"):
+        for probe in _PROBES:
+            theirs = sse.ensure_bytes(dict(probe) if isinstance(probe, dict) else probe, sep)
+            if event_bytes(dict(probe) if isinstance(probe, dict) else probe, sep) != theirs:
+                return False
+    return True
+
+
+async def _messages(stream_response: Any) -> list[dict[str, Any]]:
+    async def events() -> AsyncIterator[Any]:
+        for probe in _PROBES:
+            yield dict(probe) if isinstance(probe, dict) else probe
+
+    response = sse.EventSourceResponse(events())
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await stream_response(response, send)
+    return [*sent, {"active": response.active}]
+
+
+def matches() -> bool:
+    """Whether ``event_bytes`` and ``_stream_response`` send exactly what sse-starlette
+    would, for every probe."""
+    try:
+        if not _probe_bytes_match():
+            return False
+        return _alone(_messages(_ORIGINAL)) == _alone(_messages(_stream_response))
+    except Exception:  # noqa: BLE001 - sse-starlette changed under us: leave it alone
+        return False
+
+
+def _alone(coroutine: Any) -> Any:
+    """Run ``coroutine`` on an event loop of its own (the caller's may be running)."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coroutine)))
+    thread.start()
+    thread.join()
+    if not result:
+        raise RuntimeError("the probe failed")
+    return result[0]
+
+
+_INSTALLED: bool | None = None
+
+
+def install() -> bool:
+    """Give ``EventSourceResponse`` the one-step encoder if it sends the same bytes
+    (checked once per process); whether it did."""
+    global _INSTALLED
+    if _INSTALLED is None:
+        _INSTALLED = matches()
+        if _INSTALLED:
+            sse.EventSourceResponse.stream_response = _stream_response  # type: ignore[method-assign]
+    return _INSTALLED
