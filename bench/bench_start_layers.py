@@ -1,0 +1,165 @@
+"""Where a short stream's CPU goes, layer by layer, in one process (issue 26).
+
+Run: ``.venv/bin/python bench/bench_start_layers.py [--requests 400] [--concurrency 50]``
+
+The emulator runs in its own process (5-token answers, no delay); everything else runs
+here, and each layer is measured by this process's CPU time over ``--requests`` requests,
+``--concurrency`` at a time, round robin, the median of ``--repeat`` rounds:
+
+1. raw httpx: one streaming chat completion, ``aiter_lines`` + ``orjson`` per line (what
+   the bare relay does upstream), on one ``httpx.AsyncClient`` as the relay has it;
+2. the same on ChatMaritaca's pool (``maritaca._http``: 8 clients, least busy first),
+   whose cost does not grow with the idle connections a pool holds;
+3. ``ChatMaritaca.astream`` (the model and its callbacks, no chain);
+4. the story chain's ``astream`` (prompt, model, parser: five runs);
+5. the bare relay app (``bench/_floor_app.py``) through httpx's ASGI transport;
+6. our whole app (``create_app``), ``/story/stream``, through the same transport;
+7. our whole app, ``/story/stream_events``.
+
+Each step's difference from the one before is what that layer adds. The ASGI transport
+replaces uvicorn's socket and HTTP parsing (the same for every app), so rows 5-7 are the
+apps' own work; ``bench_request_start.py`` measures the servers as deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+from report import print_table, run_bench  # noqa: E402
+from servers import emulator  # noqa: E402
+
+MESSAGES = [{"role": "system", "content": "Conte uma história original."},
+            {"role": "user", "content": "Tema: Brasil"}]
+
+Layer = Callable[[int], Awaitable[int]]  # request number -> text chunks received
+
+
+def layers(base_url: str, api_key: str) -> dict[str, Layer]:
+    """Each layer's one request, set up for ``base_url`` (the emulator)."""
+    os.environ.update(MARITACA_API_KEY=api_key, MARITACA_BASE_URL=base_url,
+                      MARITACA_BACKEND="maritaca", MARITACA_CHAINS_LOG_LEVEL="warning")
+    from _floor_app import app_factory as floor_factory
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from chains import build_chains
+    from maritaca import ChatMaritaca
+    from maritaca._http import async_lease
+    from maritaca_chains import create_app
+    from maritaca_chains.settings import ServerSettings
+
+    client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
+    headers = {"Authorization": f"Bearer {api_key}"}
+    model = ChatMaritaca(api_key=api_key, base_url=base_url, model="sabia-4")
+    story = build_chains(model)["story"]
+    messages = [SystemMessage(MESSAGES[0]["content"]), HumanMessage(MESSAGES[1]["content"])]
+
+    async def raw(i: int, sharded: bool = False) -> int:
+        lease = async_lease(("bench", base_url), 30) if sharded else None
+        http = lease.client if lease else client
+        body = {"model": "sabia-4", "messages": MESSAGES, "max_tokens": 300, "stream": True,
+                "stream_options": {"include_usage": True}}
+        chunks = 0
+        async with http.stream("POST", f"{base_url}/chat/completions", json=body,
+                                 headers=headers) as upstream:
+            async for line in upstream.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    choices = orjson.loads(line[6:]).get("choices")
+                    chunks += bool(choices and choices[0]["delta"].get("content"))
+        if lease:
+            lease.release()
+        return chunks
+
+    async def raw_sharded(i: int) -> int:
+        return await raw(i, sharded=True)
+
+    async def chat_model(i: int) -> int:
+        return sum([1 async for chunk in model.astream(messages) if chunk.content])
+
+    async def chain(i: int) -> int:
+        return sum([1 async for text in story.astream({"topic": f"tema {i}"}) if text])
+
+    def through(app: Any, path: str) -> Layer:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app, client=("127.0.0.1", 9)),
+                                 base_url="http://127.0.0.1", timeout=30)
+
+        async def one(i: int) -> int:
+            response = await http.post(path, json={"input": {"topic": f"tema {i}"}})
+            response.raise_for_status()
+            return response.content.count(b"event: data")
+
+        return one
+
+    ours = create_app(ServerSettings())
+    return {"raw httpx stream, one pool": raw, "raw httpx stream, 8 pools": raw_sharded,
+            "ChatMaritaca.astream": chat_model,
+            "story chain astream": chain,
+            "bare relay app /stream": through(floor_factory(), "/story/stream"),
+            "our app /stream": through(ours, "/story/stream"),
+            "our app /stream_events": through(ours, "/story/stream_events")}, ours
+
+
+async def cpu_per_request(layer: Layer, requests: int, concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> int:
+        async with gate:
+            return await layer(i)
+
+    start = time.process_time()
+    received = await asyncio.gather(*(one(i) for i in range(requests)))
+    spent = time.process_time() - start
+    if min(received) < 1:
+        raise RuntimeError("a request received no text")
+    return spent / requests * 1e3
+
+
+async def run(args: argparse.Namespace) -> None:
+    with emulator(reply_tokens=5, token_delay=0.0, max_records=5000) as emu:
+        found, app = layers(emu.base_url, emu.api_key or "")
+        async with app.router.lifespan_context(app):
+            for layer in found.values():  # warm: imports, pools, caches
+                await cpu_per_request(layer, 100, args.concurrency)
+            figures: dict[str, list[float]] = {name: [] for name in found}
+            for _ in range(args.repeat):
+                for name, layer in found.items():
+                    figures[name].append(
+                        await cpu_per_request(layer, args.requests, args.concurrency))
+                    emu.reset()
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    rows, previous = [], None
+    for name, ms in medians.items():
+        rows.append([name, f"{ms:.2f}", "" if previous is None else f"{ms - previous:+.2f}"])
+        previous = ms
+    print(f"\nCPU per request in one process, {args.requests} requests for a 5-token answer, "
+          f"{args.concurrency} at a time, median of {args.repeat} rounds")
+    print_table(["layer", "ms CPU / request", "vs the row above"], rows)
+    relay, ours = medians["bare relay app /stream"], medians["our app /stream"]
+    events = medians["our app /stream_events"]
+    print(f"our app /stream = {ours / relay:.2f}x the bare relay app; /stream_events = "
+          f"{events / ours:.2f}x /stream")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    run_bench("start layers bench", run, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
