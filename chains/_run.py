@@ -7,7 +7,7 @@ wins; so the chain is a streaming lambda around the ``prompt | model | parser`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -40,6 +40,14 @@ class AutoBudgetChain(RunnableBinding):  # type: ignore[type-arg]
             "Longest answer, in tokens. 0 (the default): the chain's own budget for what "
             "was asked (e.g. a short story's).")) if spec.id == "max_tokens" else spec
             for spec in super().config_specs]
+
+    def astream(self, input: Any, config: RunnableConfig | None = None,
+                **kwargs: Any) -> AsyncIterator[Any]:
+        """The chain's own stream, without a generator layer of the binding's (one hop
+        per token): with no config or kwargs of its own, the binding adds nothing."""
+        if self.config or self.config_factories or self.kwargs:
+            return super().astream(input, config, **kwargs)
+        return self.bound.astream(input, config, **kwargs)
 
 
 def auto_budget(chain: Runnable[Any, Any], input_type: type[BaseModel],

@@ -7,6 +7,7 @@ with that callback dropped from ``astream``'s config.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
@@ -18,15 +19,18 @@ __all__ = ["served_chain"]
 class _StreamWithoutAggregator(RunnableBinding):  # type: ignore[type-arg]
     """The chain, with LangServe's unread ``/stream`` event aggregator left out."""
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None,
-                      **kwargs: Any) -> Any:
+    def astream(self, input: Any, config: RunnableConfig | None = None,
+                **kwargs: Any) -> AsyncIterator[Any]:
         callbacks = (config or {}).get("callbacks")
         if isinstance(callbacks, list):
             config = {**(config or {}), "callbacks": [
                 handler for handler in callbacks
                 if not isinstance(handler, AsyncEventAggregatorCallback)]}
-        async for chunk in super().astream(input, config, **kwargs):
-            yield chunk
+        if self.config or self.config_factories or self.kwargs:  # with_config'd
+            return super().astream(input, config, **kwargs)
+        # the chain's own stream: the binding adds nothing, and a generator layer here
+        # would be one more hop per token
+        return self.bound.astream(input, config, **kwargs)
 
 
 def served_chain(chain: Runnable[Any, Any]) -> Runnable[Any, Any]:
