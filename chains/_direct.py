@@ -31,6 +31,7 @@ from langchain_core.runnables.config import (
     get_callback_manager_for_config,
     patch_config,
 )
+from langchain_core.runnables.configurable import DynamicRunnable
 
 from . import _lcel_private as lcel
 from ._direct_probe import probe_matches
@@ -156,7 +157,7 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         try:
             prompt_value = await _aadded_up(prompt.atransform(_aiter_of(values),
                                                               _step_config(config, sequence, 1)))
-            stream = model.astream(prompt_value, _step_config(config, sequence, 2))
+            stream = _model_astream(model, prompt_value, _step_config(config, sequence, 2))
             async with aclosing(stream):  # type: ignore[type-var]
                 async for text in _atapped(sequence, _aparse(
                         stream, _step_config(config, sequence, 3), parser.get_name(), parts)):
@@ -165,6 +166,16 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             await sequence.on_chain_error(error, inputs=values)
             raise
         await sequence.on_chain_end("".join(parts), inputs=values)
+
+
+def _model_astream(model: Runnable[Any, Any], value: Any,
+                   config: RunnableConfig) -> AsyncIterator[Any]:
+    """``model.astream``; a configurable model's chosen runnable streamed directly, as its
+    ``astream`` streams it, minus its generator layer (a hop per token)."""
+    if isinstance(model, DynamicRunnable):
+        chosen, config = model.prepare(config)
+        return chosen.astream(value, config)
+    return model.astream(value, config)
 
 
 def _added_up(output: Iterator[Any]) -> Any:
