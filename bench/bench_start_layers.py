@@ -8,8 +8,9 @@ here, and each layer is measured by this process's CPU time over ``--requests`` 
 
 1. raw httpx: one streaming chat completion, ``aiter_lines`` + ``orjson`` per line (what
    the bare relay does upstream), on one ``httpx.AsyncClient`` as the relay has it;
-2. the same on ChatMaritaca's pool (``maritaca._http``: 8 clients, least busy first),
-   whose cost does not grow with the idle connections a pool holds;
+2. the same on eight clients, each request taking the one with the fewest in flight (how
+   ChatMaritaca pools its connections), whose cost does not grow as one pool's does with
+   the idle connections it holds;
 3. ``ChatMaritaca.astream`` (the model and its callbacks, no chain);
 4. the story chain's ``astream`` (prompt, model, parser: five runs);
 5. the bare relay app (``bench/_floor_app.py``) through httpx's ASGI transport;
@@ -57,34 +58,40 @@ def layers(base_url: str, api_key: str) -> dict[str, Layer]:
 
     from chains import build_chains
     from maritaca import ChatMaritaca
-    from maritaca._http import async_lease
     from maritaca_chains import create_app
     from maritaca_chains.settings import ServerSettings
 
     client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
+    shards = [httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=25))
+              for _ in range(8)]
+    in_flight = [0] * len(shards)
     headers = {"Authorization": f"Bearer {api_key}"}
     model = ChatMaritaca(api_key=api_key, base_url=base_url, model="sabia-4")
     story = build_chains(model)["story"]
     messages = [SystemMessage(MESSAGES[0]["content"]), HumanMessage(MESSAGES[1]["content"])]
 
-    async def raw(i: int, sharded: bool = False) -> int:
-        lease = async_lease(("bench", base_url), 30) if sharded else None
-        http = lease.client if lease else client
+    async def one_stream(http: httpx.AsyncClient) -> int:
         body = {"model": "sabia-4", "messages": MESSAGES, "max_tokens": 300, "stream": True,
                 "stream_options": {"include_usage": True}}
         chunks = 0
         async with http.stream("POST", f"{base_url}/chat/completions", json=body,
-                                 headers=headers) as upstream:
+                               headers=headers) as upstream:
             async for line in upstream.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":
                     choices = orjson.loads(line[6:]).get("choices")
                     chunks += bool(choices and choices[0]["delta"].get("content"))
-        if lease:
-            lease.release()
         return chunks
 
+    async def raw(i: int) -> int:
+        return await one_stream(client)
+
     async def raw_sharded(i: int) -> int:
-        return await raw(i, sharded=True)
+        shard = in_flight.index(min(in_flight))  # the fewest in flight, the first of those
+        in_flight[shard] += 1
+        try:
+            return await one_stream(shards[shard])
+        finally:
+            in_flight[shard] -= 1
 
     async def chat_model(i: int) -> int:
         return sum([1 async for chunk in model.astream(messages) if chunk.content])
