@@ -17,9 +17,11 @@ here, and each layer is measured by this process's CPU time over ``--requests`` 
 6. our whole app (``create_app``), ``/story/stream``, through the same transport;
 7. our whole app, ``/story/stream_events``.
 
-Each step's difference from the one before is what that layer adds. The ASGI transport
-replaces uvicorn's socket and HTTP parsing (the same for every app), so rows 5-7 are the
-apps' own work; ``bench_request_start.py`` measures the servers as deployed.
+The last column is what a layer adds to the one it stands on (``ON``): eight clients to
+one, the model to eight clients, the chain to the model, our app to the chain,
+``/stream_events`` to ``/stream``. The ASGI transport replaces uvicorn's socket and HTTP
+parsing (the same for every app), so rows 5-7 are the apps' own work;
+``bench_request_start.py`` measures the servers as deployed.
 """
 
 from __future__ import annotations
@@ -47,10 +49,17 @@ MESSAGES = [{"role": "system", "content": "Conte uma história original."},
             {"role": "user", "content": "Tema: Brasil"}]
 
 Layer = Callable[[int], Awaitable[int]]  # request number -> text chunks received
+# layer -> the layer it stands on (its last column: what it adds to that one)
+ON = {"raw httpx stream, 8 pools": "raw httpx stream, one pool",
+      "ChatMaritaca.astream": "raw httpx stream, 8 pools",
+      "story chain astream": "ChatMaritaca.astream",
+      "our app /stream": "story chain astream",
+      "our app /stream_events": "our app /stream"}
 
 
-def layers(base_url: str, api_key: str) -> dict[str, Layer]:
-    """Each layer's one request, set up for ``base_url`` (the emulator)."""
+def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
+    """Each layer's one request, set up for ``base_url`` (the emulator), and our app (its
+    lifespan must be running)."""
     os.environ.update(MARITACA_API_KEY=api_key, MARITACA_BASE_URL=base_url,
                       MARITACA_BACKEND="maritaca", MARITACA_CHAINS_LOG_LEVEL="warning")
     from _floor_app import app_factory as floor_factory
@@ -147,13 +156,11 @@ async def run(args: argparse.Namespace) -> None:
                         await cpu_per_request(layer, args.requests, args.concurrency))
                     emu.reset()
     medians = {name: statistics.median(values) for name, values in figures.items()}
-    rows, previous = [], None
-    for name, ms in medians.items():
-        rows.append([name, f"{ms:.2f}", "" if previous is None else f"{ms - previous:+.2f}"])
-        previous = ms
+    rows = [[name, f"{ms:.2f}", f"{ms - medians[ON[name]]:+.2f} on {ON[name]}"
+             if name in ON else ""] for name, ms in medians.items()]
     print(f"\nCPU per request in one process, {args.requests} requests for a 5-token answer, "
           f"{args.concurrency} at a time, median of {args.repeat} rounds")
-    print_table(["layer", "ms CPU / request", "vs the row above"], rows)
+    print_table(["layer", "ms CPU / request", "adds"], rows)
     relay, ours = medians["bare relay app /stream"], medians["our app /stream"]
     events = medians["our app /stream_events"]
     print(f"our app /stream = {ours / relay:.2f}x the bare relay app; /stream_events = "

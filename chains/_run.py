@@ -7,22 +7,23 @@ wins; so the chain is a streaming lambda around the ``prompt | model | parser`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
 from ._direct import DirectChain, astream_closed, stream_closed
 from ._model import AUTO_MAX_TOKENS, with_budget
+from .bindings import PassThroughBinding
 
 __all__ = ["AutoBudgetChain", "astream_closed", "auto_budget", "budgeted_chain",
            "stream_closed"]
 
 
-class AutoBudgetChain(RunnableBinding):  # type: ignore[type-arg]
+class AutoBudgetChain(PassThroughBinding):
     """A chain whose config schema offers ``max_tokens`` 0, "the chain's own budget",
     as its default.
 
@@ -40,14 +41,6 @@ class AutoBudgetChain(RunnableBinding):  # type: ignore[type-arg]
             "Longest answer, in tokens. 0 (the default): the chain's own budget for what "
             "was asked (e.g. a short story's).")) if spec.id == "max_tokens" else spec
             for spec in super().config_specs]
-
-    def astream(self, input: Any, config: RunnableConfig | None = None,
-                **kwargs: Any) -> AsyncIterator[Any]:
-        """The chain's own stream, without a generator layer of the binding's (one hop
-        per token): with no config or kwargs of its own, the binding adds nothing."""
-        if self.config or self.config_factories or self.kwargs:
-            return super().astream(input, config, **kwargs)
-        return self.bound.astream(input, config, **kwargs)
 
 
 def auto_budget(chain: Runnable[Any, Any], input_type: type[BaseModel],

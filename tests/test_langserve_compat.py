@@ -194,7 +194,7 @@ async def test_langserve_streams_the_same_bytes_through_the_one_step_encoder(mon
             response = await http.post("/story/stream", json={"input": "x"})
             return re.sub(rb"[0-9a-f]{8}-[0-9a-f-]{27}", b"<run>", response.content)
 
-    sse_encoding.install()
+    assert sse_encoding.install()  # else both sides below would be sse-starlette's
     ours = await wire()
     monkeypatch.setattr(EventSourceResponse, "stream_response", sse_encoding._ORIGINAL)
     theirs = await wire()

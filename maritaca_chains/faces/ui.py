@@ -30,7 +30,7 @@ from ..request_rules import admitted_caller
 from ..threads import ThreadStore
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
-from .ui_run import Respond, chat_fn
+from .ui_run import Respond, chat_fn, gets_request
 from .ui_stream import halt, run_into, stopped
 from .ui_talk import Talk, is_conversation, talk_buttons, talk_handler, view_of
 from .ui_text import BACKENDS, TINY_MODEL_NOTE, field_text
@@ -163,8 +163,7 @@ def _build(chains: dict[str, Runnable[Any, str]], specs: dict[str, ChainSpec],
                 show_progress="hidden"))
         # the run is cancelled first, then the history says where it stopped
         chats = [talk.chat for talk in talks.values()]
-        halt.__annotations__["request"] = gr.Request  # Gradio passes the page's request
-        halted = stop.click(halt, cancels=runs, api_visibility="private", queue=False).then(
+        halted = stop.click(gets_request(halt), cancels=runs, api_visibility="private", queue=False).then(
             stopped(len(sends), list(talks)), inputs=[history, running, *chats],
             outputs=[*outputs, *chats], api_visibility="private", queue=False)
         if store is not None:
@@ -191,8 +190,7 @@ def _tab_from_url(gr: Any, names: list[str], talks: list[str]
             return [gr.update()] * (4 + 2 * len(talks))
         return [gr.Tabs(selected=wanted), *view_of(gr, wanted, talks)()]
 
-    pick.__annotations__["request"] = gr.Request  # how Gradio knows to pass the request
-    return pick
+    return gets_request(pick)
 
 
 def _title(specs: dict[str, ChainSpec], name: str) -> str:
@@ -275,12 +273,8 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
                                    model, temperature, max_tokens):
             yield out
 
-    import gradio as gr
-
-    # Gradio passes the request that started the run (its key is charged) to a positional
-    # parameter annotated gr.Request; resolved here, as gradio is imported lazily
-    run.__annotations__["request"] = gr.Request
-    return run
+    # Gradio passes the request that started the run (its key is charged)
+    return gets_request(run)
 
 
 def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:

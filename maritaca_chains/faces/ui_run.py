@@ -30,7 +30,7 @@ from ..ledger import Ledger, RunAccounts
 from ._face import Face
 from .ui_text import blank_field, cut_note, error_line, progress_line
 
-__all__ = ["Respond", "RunUpdate", "chat_fn"]
+__all__ = ["Respond", "RunUpdate", "chat_fn", "gets_request"]
 
 logger = logging.getLogger("maritaca_chains.faces")
 
@@ -144,3 +144,12 @@ def _ended(state: RunUpdate, ledger: Ledger, asked: int | None) -> RunUpdate:
                    status=cut_note(run.max_tokens or asked) if run.cut else "Pronto.",
                    model_name=run.answered_by or run.model or None, tokens=run.tokens or None,
                    cost_brl=run.cost_brl)
+
+
+def gets_request(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler`` with its ``request`` parameter annotated ``gr.Request``: how Gradio
+    knows to pass the page's request (set here, as gradio is imported lazily)."""
+    import gradio as gr
+
+    handler.__annotations__["request"] = gr.Request
+    return handler

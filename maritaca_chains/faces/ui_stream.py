@@ -29,7 +29,6 @@ async def run_into(respond: Respond, name: str, fields: dict[str, Any], history:
                    ) -> AsyncIterator[list[Any]]:
     """One run streamed into ``history`` (the session's, or a conversation): yields
     ``[history, status, running, Parar, *Enviar]`` updates. ``line``: what was asked."""
-
     session = getattr(request, "session_hash", None)
     task = asyncio.current_task()
     if session and task is not None:

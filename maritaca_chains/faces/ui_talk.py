@@ -14,7 +14,7 @@ from langchain_core.runnables import Runnable
 
 from ..security import caller_label
 from ..threads import THREAD_ID, ThreadNotFound, ThreadStore
-from .ui_run import Respond
+from .ui_run import Respond, gets_request
 from .ui_stream import run_into
 from .ui_threads import conversation, new_title, thread_choices
 
@@ -105,10 +105,7 @@ def talk_handler(respond: Respond, store: ThreadStore, name: str, names: list[st
         elif last is not None:
             yield [*last[:-len(names) - 3], thread_id, *last[-len(names) - 2:]]
 
-    import gradio as gr
-
-    run.__annotations__["request"] = gr.Request
-    return run
+    return gets_request(run)
 
 
 def _title_line(title: str) -> str:
@@ -154,7 +151,7 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
         return [gr.update(), gr.update(), gr.update(), listing, line]
 
     for handler in (listed, opened, deleted):  # Gradio passes the page's request here
-        handler.__annotations__["request"] = gr.Request
+        gets_request(handler)
     shown = [talk.chat, talk.thread, talk.title, talk.threads, status]
     demo.load(listed, inputs=[talk.thread], outputs=[talk.threads], api_visibility="private",
               queue=False)

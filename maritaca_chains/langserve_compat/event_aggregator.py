@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langserve.callbacks import AsyncEventAggregatorCallback
+
+from chains.bindings import PassThroughBinding
 
 __all__ = ["served_chain"]
 
 
-class _StreamWithoutAggregator(RunnableBinding):  # type: ignore[type-arg]
+class _StreamWithoutAggregator(PassThroughBinding):
     """The chain, with LangServe's unread ``/stream`` event aggregator left out."""
 
     def astream(self, input: Any, config: RunnableConfig | None = None,
@@ -26,11 +28,7 @@ class _StreamWithoutAggregator(RunnableBinding):  # type: ignore[type-arg]
             config = {**(config or {}), "callbacks": [
                 handler for handler in callbacks
                 if not isinstance(handler, AsyncEventAggregatorCallback)]}
-        if self.config or self.config_factories or self.kwargs:  # with_config'd
-            return super().astream(input, config, **kwargs)
-        # the chain's own stream: the binding adds nothing, and a generator layer here
-        # would be one more hop per token
-        return self.bound.astream(input, config, **kwargs)
+        return super().astream(input, config, **kwargs)
 
 
 def served_chain(chain: Runnable[Any, Any]) -> Runnable[Any, Any]:

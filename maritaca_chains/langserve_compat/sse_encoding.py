@@ -1,8 +1,8 @@
 """LangServe streams through sse-starlette's ``EventSourceResponse``, which encodes every
 event by building a ``ServerSentEvent`` object and writing it line by line into a
 ``StringIO`` (regular expressions included), then formats a debug line with the whole
-event decoded again even when debug logging is off: about a twentieth of the server's CPU
-per relayed chunk (BENCHMARKS.md, issue 26).
+event decoded again even when debug logging is off: without that, an unpaced stream's
+chunk costs the server half as much (BENCHMARKS.md, issue 26, third pass).
 
 ``install()`` gives ``EventSourceResponse`` a ``stream_response`` that sends the same
 messages with the same bytes: LangServe's events (a dict of ``event`` and a one-line
@@ -77,19 +77,20 @@ _PROBES: list[Any] = [
 ]
 
 
+def _fresh(probe: Any) -> Any:
+    """A copy of a dict probe (``ensure_bytes`` writes ``sep`` into the dicts it gets)."""
+    return dict(probe) if isinstance(probe, dict) else probe
+
+
 def _probe_bytes_match() -> bool:
-    for sep in ("\r\n", "\n", "\r"):
-        for probe in _PROBES:
-            theirs = sse.ensure_bytes(dict(probe) if isinstance(probe, dict) else probe, sep)
-            if event_bytes(dict(probe) if isinstance(probe, dict) else probe, sep) != theirs:
-                return False
-    return True
+    return all(event_bytes(_fresh(probe), sep) == sse.ensure_bytes(_fresh(probe), sep)
+               for sep in ("\r\n", "\n", "\r") for probe in _PROBES)
 
 
 async def _messages(stream_response: Any) -> list[dict[str, Any]]:
     async def events() -> AsyncIterator[Any]:
         for probe in _PROBES:
-            yield dict(probe) if isinstance(probe, dict) else probe
+            yield _fresh(probe)
 
     response = sse.EventSourceResponse(events())
     sent: list[dict[str, Any]] = []
