@@ -12,7 +12,8 @@ request and each response close (and, for every idle connection, all of them aga
 with a ``poll`` of its socket), so a request costs more the larger the pool is, and
 quadratically more with idle connections. A server relaying hundreds of streams keeps
 hundreds of connections: split over ``ASYNC_SHARDS`` pools, each walk is that many
-times shorter (BENCHMARKS.md, issue 26).
+times shorter (BENCHMARKS.md, issue 26). Their sockets are asyncio protocols rather than
+anyio streams (``_asyncio_net``): a relayed chunk costs about half as much to read.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import httpx
 
 from . import errors
+from ._asyncio_net import AsyncioHTTPTransport
 
 __all__ = ["Lease", "aclose_clients", "async_lease", "backoff_delay", "close_clients",
            "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]
@@ -58,7 +60,9 @@ class _Shards:
     __slots__ = ("busy", "clients")
 
     def __init__(self, timeout: float | None) -> None:
-        self.clients = [httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
+        tls = httpx.create_ssl_context()
+        self.clients = [httpx.AsyncClient(timeout=_timeout(timeout), transport=AsyncioHTTPTransport(
+                            limits=ASYNC_LIMITS, ssl_context=tls))
                         for _ in range(ASYNC_SHARDS)]
         self.busy = [0] * ASYNC_SHARDS
 
