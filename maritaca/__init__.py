@@ -7,8 +7,9 @@
         print(chunk.content, end="", flush=True)
 
 Errors are in ``maritaca.errors``, the model catalogue in ``maritaca.models``, the
-embedded offline backend in ``maritaca.local`` and an API emulator for offline tests in
-``maritaca.testing``.
+embedded offline backend in ``maritaca.local``, an API emulator for offline tests in
+``maritaca.testing``, and in ``maritaca.asyncio_http`` the httpx transport ChatMaritaca
+relays streams with (usable by any ``httpx.AsyncClient``).
 
 The public names load on first use (PEP 562), so ``import maritaca.models`` or
 ``import maritaca.testing`` does not pull in langchain-core.
@@ -52,7 +53,7 @@ _HOMES = {
     "closing_upstreams": "_upstream",
     "open_upstreams": "_upstream",
 }
-_SUBMODULES = frozenset({"chat_model", "errors", "local", "models", "testing"})
+_SUBMODULES = frozenset({"asyncio_http", "chat_model", "errors", "local", "models", "testing"})
 
 
 def __getattr__(name: str) -> Any:

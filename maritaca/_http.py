@@ -13,7 +13,7 @@ with a ``poll`` of its socket), so a request costs more the larger the pool is, 
 quadratically more with idle connections. A server relaying hundreds of streams keeps
 hundreds of connections: split over ``ASYNC_SHARDS`` pools, each walk is that many
 times shorter (BENCHMARKS.md, issue 26). Their sockets are asyncio protocols rather than
-anyio streams (``_asyncio_net``): a relayed chunk costs about half as much to read.
+anyio streams (``maritaca.asyncio_http``): a relayed chunk costs about half as much to read.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from . import errors
-from ._asyncio_net import AsyncioHTTPTransport
+from .asyncio_http import AsyncioHTTPTransport
 
 __all__ = ["Lease", "aclose_clients", "async_lease", "backoff_delay", "close_clients",
            "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]

@@ -1,9 +1,13 @@
 """An httpx transport whose sockets are plain asyncio protocols instead of anyio streams.
 
-Use it for an ``httpx.AsyncClient`` that relays many streams: ChatMaritaca's pooled
-clients (``_http``) do. The connection pool, HTTP/1.1 and every rule of the request
-are still httpcore's (its public ``AsyncConnectionPool`` with a ``network_backend``);
-only the socket layer underneath changes, for two costs anyio adds on every read:
+Use it for an ``httpx.AsyncClient`` that relays many streams, as ChatMaritaca's pooled
+clients do::
+
+    client = httpx.AsyncClient(transport=AsyncioHTTPTransport(limits=httpx.Limits()))
+
+The connection pool, HTTP/1.1 and every rule of the request are still httpcore's (its
+public ``AsyncConnectionPool`` with a ``network_backend``); only the socket layer
+underneath changes, for two costs anyio adds:
 
 - each read opens a cancel scope with a deadline (``anyio.fail_after``) and yields to
   the loop once before it looks at the socket, even when data is waiting;
@@ -12,9 +16,11 @@ only the socket layer underneath changes, for two costs anyio adds on every read
   and httpcore then ``poll``s the socket. Here the protocol already knows: bytes or an
   end of stream arrived while the connection was idle.
 
-``bench/bench_upstream_transport.py`` measures both against httpx's own transport.
-Proxies: ``httpx.AsyncClient`` mounts its own transports for the proxies it finds in
-the environment, so those requests keep httpx's usual path.
+``bench/bench_upstream_transport.py`` measures it against httpx's own transport.
+HTTP/1.1 only (Maritaca's API speaks it). Proxies: ``httpx.AsyncClient`` mounts its own
+transports for the proxies it finds in the environment, so those requests keep httpx's
+usual path. Connecting tries a host's addresses one at a time, as uvloop always does
+(anyio races IPv6 against IPv4).
 """
 
 # httpcore's backend interface takes ``timeout`` arguments (ASYNC109 would have us drop them).
