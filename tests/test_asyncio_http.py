@@ -189,3 +189,16 @@ async def test_a_cancelled_request_leaves_no_connection_behind() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(hung_up.wait(), 2)
+
+
+@pytest.mark.parametrize("scenario", [test_https_with_the_servers_ca_and_without_it,
+                                      test_a_large_body_streams_intact_to_a_slow_reader,
+                                      test_a_connection_the_server_closed_while_idle_is_not_reused,
+                                      test_a_cancelled_request_leaves_no_connection_behind],
+                         ids=lambda scenario: scenario.__name__.removeprefix("test_"))
+def test_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
+    """The server runs on uvloop (uvicorn's default), whose transports differ from
+    asyncio's own (TLS, flow control): the same scenarios there."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
