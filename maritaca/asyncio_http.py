@@ -38,6 +38,7 @@ import httpx
 
 __all__ = ["AsyncioBackend", "AsyncioHTTPTransport"]
 
+_NEVER = float("inf")
 # Past this many unread bytes the socket stops being read until the reader catches up.
 _READ_HIGH_WATER = 256 * 1024
 
@@ -88,11 +89,15 @@ async def _wait(waiter: asyncio.Future[bool], seconds: float | None) -> bool:
 class _Connection(asyncio.Protocol):
     """One socket's received bytes and state, kept by the event loop's callbacks."""
 
-    __slots__ = ("buffer", "drain_waiter", "ended", "error", "lost", "read_waiter",
-                 "reading_paused", "transport", "writing_paused")
+    __slots__ = ("buffer", "deadline", "drain_waiter", "ended", "error", "lost", "read_timer",
+                 "read_waiter", "reading_paused", "transport", "writing_paused")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # The read timeout: one timer per connection, armed by the first read that waits
+        # and moved on only when it fires, rather than a timer made and cancelled per read.
+        self.deadline = _NEVER
+        self.read_timer: asyncio.TimerHandle | None = None
         self.buffer = bytearray()
         self.ended = False          # the peer sent its end of stream, or the socket closed
         self.lost = False           # the socket closed
@@ -120,6 +125,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = self.lost = True
         self.error = exc
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
         _wake(self.read_waiter)
         _wake(self.drain_waiter)
 
@@ -129,6 +137,33 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writing_paused = False
         _wake(self.drain_waiter)
+
+    async def wait_readable(self, timeout: float | None) -> bool:
+        """Wait for bytes or the end of the stream; False when ``timeout`` passed first."""
+        loop = asyncio.get_running_loop()
+        self.read_waiter = waiter = loop.create_future()
+        try:
+            if timeout is None:
+                self.deadline = _NEVER
+            else:
+                self.deadline = loop.time() + timeout
+                if self.read_timer is None:
+                    self.read_timer = loop.call_at(self.deadline, self._expire)
+            return await waiter
+        finally:
+            self.read_waiter = None
+
+    def _expire(self) -> None:
+        """The read timer: time the waiting read out, or wait on until its deadline."""
+        self.read_timer = None
+        waiter = self.read_waiter
+        if waiter is None or waiter.done() or self.deadline == _NEVER:
+            return  # nobody waits (the next waiting read arms the timer again)
+        loop = waiter.get_loop()
+        if loop.time() >= self.deadline:
+            waiter.set_result(False)
+        else:
+            self.read_timer = loop.call_at(self.deadline, self._expire)
 
     def take(self, max_bytes: int) -> bytes:
         buffer = self.buffer
@@ -157,12 +192,8 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         connection = self._connection
         if not connection.buffer and not connection.ended:
-            connection.read_waiter = waiter = asyncio.get_running_loop().create_future()
-            try:
-                if not await _wait(waiter, timeout):
-                    raise httpcore.ReadTimeout(f"no data for {timeout} s")
-            finally:
-                connection.read_waiter = None
+            if not await connection.wait_readable(timeout):
+                raise httpcore.ReadTimeout(f"no data for {timeout} s")
         if connection.buffer:
             return connection.take(max_bytes)
         if connection.error is not None:

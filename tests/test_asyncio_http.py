@@ -152,6 +152,40 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
             await http.get(f"http://127.0.0.1:{server.port}/")
 
 
+def trickle(parts: int, gap: float, stall_after: int | None = None) -> Handler:
+    """A chunked body of ``parts`` pieces ``gap`` seconds apart (silent for good after
+    ``stall_after`` of them)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for index in range(parts):
+            if index == stall_after:
+                await asyncio.sleep(5)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(gap)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    return handler
+
+
+async def test_the_read_timeout_is_the_gap_between_chunks_not_the_whole_answer() -> None:
+    """A model that streams steadily for longer than the read timeout is fine; one that
+    goes silent mid-answer for longer than it times out."""
+    timeout = httpx.Timeout(5, read=0.3)
+    async with serving(trickle(8, 0.1)) as server, client(timeout=timeout) as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/")  # 0.8 s in all
+        assert response.text == "x" * 8
+    async with serving(trickle(8, 0.05, stall_after=3)) as server, \
+            client(timeout=timeout) as http:
+        async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+            received = b""
+            with pytest.raises(httpx.ReadTimeout):
+                async for part in response.aiter_bytes():
+                    received += part
+        assert received == b"xxx"
+
+
 async def test_a_body_cut_short_is_a_protocol_error() -> None:
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
