@@ -13,7 +13,9 @@ with a ``poll`` of its socket), so a request costs more the larger the pool is, 
 quadratically more with idle connections. A server relaying hundreds of streams keeps
 hundreds of connections: split over ``ASYNC_SHARDS`` pools, each walk is that many
 times shorter (BENCHMARKS.md, issue 26). Their sockets are asyncio protocols rather than
-anyio streams (``maritaca.asyncio_http``): a relayed chunk costs about half as much to read.
+anyio streams (``maritaca.asyncio_http``): a relayed chunk costs about 40% less to read.
+With a proxy named in the environment they keep httpx's own transport, the one that
+honours it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import email.utils
+import functools
 import json
 import random
+import ssl
 import threading
 import time
+import urllib.request
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -60,11 +65,31 @@ class _Shards:
     __slots__ = ("busy", "clients")
 
     def __init__(self, timeout: float | None) -> None:
-        tls = httpx.create_ssl_context()
-        self.clients = [httpx.AsyncClient(timeout=_timeout(timeout), transport=AsyncioHTTPTransport(
-                            limits=ASYNC_LIMITS, ssl_context=tls))
-                        for _ in range(ASYNC_SHARDS)]
+        self.clients = [_async_client(timeout) for _ in range(ASYNC_SHARDS)]
         self.busy = [0] * ASYNC_SHARDS
+
+
+def _async_client(timeout: float | None) -> httpx.AsyncClient:
+    """One async client: on ``AsyncioHTTPTransport``, unless the environment names a
+    proxy (httpx uses the proxies and ``NO_PROXY`` it finds there only with its own
+    transport, so those clients keep it)."""
+    if _environment_proxy():
+        return httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
+    return httpx.AsyncClient(timeout=_timeout(timeout), transport=AsyncioHTTPTransport(
+        limits=ASYNC_LIMITS, ssl_context=_tls_context()))
+
+
+def _environment_proxy() -> bool:
+    """Whether ``HTTP(S)_PROXY``/``ALL_PROXY`` (or the system's settings) name a proxy,
+    read as httpx reads them."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once (it loads the certificate store)."""
+    return httpx.create_ssl_context()
 
 
 class Lease:

@@ -17,9 +17,9 @@ underneath changes, for two costs anyio adds:
   end of stream arrived while the connection was idle.
 
 ``bench/bench_upstream_transport.py`` measures it against httpx's own transport.
-HTTP/1.1 only (Maritaca's API speaks it). Proxies: ``httpx.AsyncClient`` mounts its own
-transports for the proxies it finds in the environment, so those requests keep httpx's
-usual path. Connecting tries a host's addresses one at a time, as uvloop always does
+HTTP/1.1 only (Maritaca's API speaks it), and no proxies: httpx reads ``HTTP(S)_PROXY``
+from the environment only for a client on its own transport, so a client given this one
+connects directly (ChatMaritaca's clients keep httpx's transport when a proxy is set). Connecting tries a host's addresses one at a time, as uvloop always does
 (anyio races IPv6 against IPv4).
 """
 

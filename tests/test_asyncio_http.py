@@ -236,3 +236,47 @@ def test_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
     uvloop = pytest.importorskip("uvloop")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_chat_maritaca_goes_through_a_proxy_named_in_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx honours ``HTTP_PROXY`` only on its own transport: ChatMaritaca's clients keep
+    it then, and a user behind a proxy still reaches the API through it."""
+    from maritaca import ChatMaritaca, aclose_clients
+    from maritaca.testing import MaritacaEmulator
+
+    proxied: list[bytes] = []
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A forward proxy for plain HTTP: one request per connection, relayed whole."""
+        head = await read_request(reader)
+        line, _, rest = head.partition(b"\r\n")
+        method, target, version = line.split(b" ")
+        proxied.append(target)
+        url = httpx.URL(target.decode())
+        length = int(next((h.split(b":")[1] for h in rest.split(b"\r\n")
+                           if h.lower().startswith(b"content-length:")), b"0"))
+        body = await reader.readexactly(length)
+        up_reader, up_writer = await asyncio.open_connection(url.host, url.port)
+        up_writer.write(b"%s %s %s\r\nconnection: close\r\n%s%s" % (
+            method, url.raw_path, version, rest, body))
+        await up_writer.drain()
+        while part := await up_reader.read(65536):
+            writer.write(part)
+            await writer.drain()
+        up_writer.close()
+        writer.close()
+
+    with MaritacaEmulator(reply_tokens=6) as emu:
+        endpoint = f"{emu.base_url}/chat/completions".encode()
+        async with serving(forward) as proxy:
+            for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+            monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+            model = ChatMaritaca(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
+            try:
+                text = "".join([str(chunk.content) async for chunk in model.astream("oi")])
+            finally:
+                await aclose_clients()
+    assert text and proxied == [endpoint]
