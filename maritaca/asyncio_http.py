@@ -17,10 +17,12 @@ underneath changes, for two costs anyio adds:
   end of stream arrived while the connection was idle.
 
 ``bench/bench_upstream_transport.py`` measures it against httpx's own transport.
-HTTP/1.1 only (Maritaca's API speaks it), and no proxies: httpx reads ``HTTP(S)_PROXY``
-from the environment only for a client on its own transport, so a client given this one
-connects directly (ChatMaritaca's clients keep httpx's transport when a proxy is set). Connecting tries a host's addresses one at a time, as uvloop always does
-(anyio races IPv6 against IPv4).
+
+Limits: HTTP/1.1 only (Maritaca's API speaks it). No proxies: httpx reads
+``HTTP(S)_PROXY`` from the environment only for a client on its own transport, so a
+client given this one connects directly (ChatMaritaca's clients keep httpx's transport
+when a proxy is set). Connecting tries a host's addresses one at a time, as uvloop
+always does (anyio races IPv6 against IPv4).
 """
 
 # httpcore's backend interface takes ``timeout`` arguments (ASYNC109 would have us drop them).
@@ -59,6 +61,11 @@ _HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
     httpcore.LocalProtocolError: httpx.LocalProtocolError,
     httpcore.ProtocolError: httpx.ProtocolError,
 }
+
+
+# What httpcore raises for a failed request (the rest are programming errors).
+_CORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+                httpcore.ProxyError, httpcore.UnsupportedProtocol)
 
 
 def _httpx_error(exc: Exception) -> Exception:
@@ -306,9 +313,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         try:
             async for part in self._body:
                 yield part
-        except httpcore.TimeoutException as exc:  # the errors httpcore raises mid-body
-            raise _httpx_error(exc) from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        except _CORE_ERRORS as exc:
             raise _httpx_error(exc) from exc
 
     async def aclose(self) -> None:
@@ -316,8 +321,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         if close is not None:
             try:
                 await close()
-            except (httpcore.TimeoutException, httpcore.NetworkError,
-                    httpcore.ProtocolError) as exc:
+            except _CORE_ERRORS as exc:
                 raise _httpx_error(exc) from exc
 
 
@@ -347,8 +351,7 @@ class AsyncioHTTPTransport(httpx.AsyncBaseTransport):
             headers=request.headers.raw, content=request.stream, extensions=request.extensions)
         try:
             response = await self._pool.handle_async_request(core_request)
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:
+        except _CORE_ERRORS as exc:
             raise _httpx_error(exc) from exc
         return httpx.Response(status_code=response.status, headers=response.headers,
                               stream=_ResponseBody(response.stream),
