@@ -14,14 +14,18 @@ here, and each layer is measured by this process's CPU time over ``--requests`` 
 3. ``ChatMaritaca.astream`` (the model and its callbacks, no chain);
 4. the story chain's ``astream`` (prompt, model, parser: five runs);
 5. the bare relay app (``bench/_floor_app.py``) through httpx's ASGI transport;
-6. our whole app (``create_app``), ``/story/stream``, through the same transport;
-7. our whole app, ``/story/stream_events``.
+6. the same chain streamed by a minimal Starlette route, framed as LangServe's
+   ``/stream`` is: what serving the chain costs at the least;
+7. the same chain under LangServe alone (``add_routes`` on a bare FastAPI app);
+8. our whole app (``create_app``), ``/story/stream``, through the same transport;
+9. our whole app, ``/story/stream_events``.
 
 The last column is what a layer adds to the one it stands on (``ON``): eight clients to
-one, the model to eight clients, the chain to the model, our app to the chain,
-``/stream_events`` to ``/stream``. The ASGI transport replaces uvicorn's socket and HTTP
-parsing (the same for every app), so rows 5-7 are the apps' own work;
-``bench_request_start.py`` measures the servers as deployed.
+one, the model to eight clients, the chain to the model, the Starlette route and
+LangServe to the chain, our app to LangServe, ``/stream_events`` to ``/stream``. The
+ASGI transport replaces uvicorn's socket and HTTP parsing (the same for every app), so
+rows 5-9 are the apps' own work; ``bench_request_start.py`` measures the servers as
+deployed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +48,16 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from report import print_table, run_bench  # noqa: E402
 from servers import emulator  # noqa: E402
-
-MESSAGES = [{"role": "system", "content": "Conte uma história original."},
-            {"role": "user", "content": "Tema: Brasil"}]
+from upstream_reads import MESSAGES, LeastBusy, read_completion  # noqa: E402
 
 Layer = Callable[[int], Awaitable[int]]  # request number -> text chunks received
 # layer -> the layer it stands on (its last column: what it adds to that one)
 ON = {"raw httpx stream, 8 pools": "raw httpx stream, one pool",
       "ChatMaritaca.astream": "raw httpx stream, 8 pools",
       "story chain astream": "ChatMaritaca.astream",
-      "our app /stream": "story chain astream",
+      "Starlette route /stream": "story chain astream",
+      "bare LangServe app /stream": "story chain astream",
+      "our app /stream": "bare LangServe app /stream",
       "our app /stream_events": "our app /stream"}
 
 
@@ -63,7 +67,13 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
     os.environ.update(MARITACA_API_KEY=api_key, MARITACA_BASE_URL=base_url,
                       MARITACA_BACKEND="maritaca", MARITACA_CHAINS_LOG_LEVEL="warning")
     from _floor_app import app_factory as floor_factory
+    from fastapi import FastAPI
     from langchain_core.messages import HumanMessage, SystemMessage
+    from langserve import add_routes
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
 
     from chains import build_chains
     from maritaca import ChatMaritaca
@@ -71,36 +81,17 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
     from maritaca_chains.settings import ServerSettings
 
     client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
-    shards = [httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=25))
-              for _ in range(8)]
-    in_flight = [0] * len(shards)
-    headers = {"Authorization": f"Bearer {api_key}"}
+    shards = LeastBusy([httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=25))
+                        for _ in range(8)])
     model = ChatMaritaca(api_key=api_key, base_url=base_url, model="sabia-4")
     story = build_chains(model)["story"]
     messages = [SystemMessage(MESSAGES[0]["content"]), HumanMessage(MESSAGES[1]["content"])]
 
-    async def one_stream(http: httpx.AsyncClient) -> int:
-        body = {"model": "sabia-4", "messages": MESSAGES, "max_tokens": 300, "stream": True,
-                "stream_options": {"include_usage": True}}
-        chunks = 0
-        async with http.stream("POST", f"{base_url}/chat/completions", json=body,
-                               headers=headers) as upstream:
-            async for line in upstream.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    choices = orjson.loads(line[6:]).get("choices")
-                    chunks += bool(choices and choices[0]["delta"].get("content"))
-        return chunks
-
     async def raw(i: int) -> int:
-        return await one_stream(client)
+        return await read_completion(client, base_url, api_key)
 
     async def raw_sharded(i: int) -> int:
-        shard = in_flight.index(min(in_flight))  # the fewest in flight, the first of those
-        in_flight[shard] += 1
-        try:
-            return await one_stream(shards[shard])
-        finally:
-            in_flight[shard] -= 1
+        return await shards.read_completion(base_url, api_key)
 
     async def chat_model(i: int) -> int:
         return sum([1 async for chunk in model.astream(messages) if chunk.content])
@@ -119,11 +110,27 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
 
         return one
 
+    async def route(request: Request) -> StreamingResponse:
+        values = orjson.loads(await request.body())["input"]
+
+        async def events() -> AsyncIterator[bytes]:
+            async for text in story.astream(values):
+                yield b"event: data\r\ndata: " + orjson.dumps(text) + b"\r\n\r\n"
+            yield b"event: end\r\n\r\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    langserve_alone = FastAPI()
+    add_routes(langserve_alone, story, path="/story")
     ours = create_app(ServerSettings())
     return {"raw httpx stream, one pool": raw, "raw httpx stream, 8 pools": raw_sharded,
             "ChatMaritaca.astream": chat_model,
             "story chain astream": chain,
             "bare relay app /stream": through(floor_factory(), "/story/stream"),
+            "Starlette route /stream": through(
+                Starlette(routes=[Route("/story/stream", route, methods=["POST"])]),
+                "/story/stream"),
+            "bare LangServe app /stream": through(langserve_alone, "/story/stream"),
             "our app /stream": through(ours, "/story/stream"),
             "our app /stream_events": through(ours, "/story/stream_events")}, ours
 

@@ -13,7 +13,7 @@ with a ``poll`` of its socket), so a request costs more the larger the pool is, 
 quadratically more with idle connections. A server relaying hundreds of streams keeps
 hundreds of connections: split over ``ASYNC_SHARDS`` pools, each walk is that many
 times shorter (BENCHMARKS.md, issue 26). Their sockets are asyncio protocols rather than
-anyio streams (``maritaca.asyncio_http``): a relayed chunk costs about 40% less to read.
+anyio streams (``maritaca.asyncio_http``): a relayed chunk costs 35-41% less to read.
 With a proxy named in the environment they keep httpx's own transport, the one that
 honours it.
 """
@@ -65,15 +65,16 @@ class _Shards:
     __slots__ = ("busy", "clients")
 
     def __init__(self, timeout: float | None) -> None:
-        self.clients = [_async_client(timeout) for _ in range(ASYNC_SHARDS)]
+        proxied = _environment_proxy()
+        self.clients = [_async_client(timeout, proxied) for _ in range(ASYNC_SHARDS)]
         self.busy = [0] * ASYNC_SHARDS
 
 
-def _async_client(timeout: float | None) -> httpx.AsyncClient:
+def _async_client(timeout: float | None, proxied: bool) -> httpx.AsyncClient:
     """One async client: on ``AsyncioHTTPTransport``, unless the environment names a
-    proxy (httpx uses the proxies and ``NO_PROXY`` it finds there only with its own
-    transport, so those clients keep it)."""
-    if _environment_proxy():
+    proxy (``proxied``: httpx uses the proxies and ``NO_PROXY`` it finds there only with
+    its own transport, so those clients keep it)."""
+    if proxied:
         return httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
     return httpx.AsyncClient(timeout=_timeout(timeout), transport=AsyncioHTTPTransport(
         limits=ASYNC_LIMITS, ssl_context=_tls_context()))

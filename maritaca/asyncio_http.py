@@ -186,6 +186,11 @@ class _Connection(asyncio.Protocol):
         return data
 
 
+# httpcore's names for what it asks a stream -> asyncio's for the same, from its transport
+_TRANSPORT_INFO = {"client_addr": "sockname", "server_addr": "peername",
+                   "ssl_object": "ssl_object", "socket": "socket"}
+
+
 class _Stream(httpcore.AsyncNetworkStream):
     """httpcore's view of one connection."""
 
@@ -247,10 +252,8 @@ class _Stream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # asked of idle connections: anything means "expired"
             return self._connection.ended or bool(self._connection.buffer)
-        name = {"client_addr": "sockname", "server_addr": "peername"}.get(info, info)
-        if name in ("ssl_object", "sockname", "peername", "socket"):
-            return self._transport.get_extra_info(name)
-        return None
+        name = _TRANSPORT_INFO.get(info)
+        return None if name is None else self._transport.get_extra_info(name)
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):

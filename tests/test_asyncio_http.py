@@ -16,6 +16,7 @@ from maritaca.asyncio_http import AsyncioHTTPTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
+TIMEOUT = httpx.Timeout(5)  # httpx's default
 
 
 class Server:
@@ -51,21 +52,26 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+def ok(body: bytes) -> bytes:
+    """A whole 200 response carrying ``body``."""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
 def keep_alive(body: bytes, requests: int = 100) -> Handler:
     """Answers up to ``requests`` requests on one connection with ``body``."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(requests):
             await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(ok(body))
             await writer.drain()
         writer.close()
     return handler
 
 
-def client(**kwargs: object) -> httpx.AsyncClient:
-    ssl_context = kwargs.pop("ssl_context", None)
-    return httpx.AsyncClient(transport=AsyncioHTTPTransport(
-        limits=LIMITS, ssl_context=ssl_context), **kwargs)  # type: ignore[arg-type]
+def client(ssl_context: ssl.SSLContext | None = None,
+           timeout: httpx.Timeout = TIMEOUT) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout, transport=AsyncioHTTPTransport(
+        limits=LIMITS, ssl_context=ssl_context))
 
 
 async def test_keep_alive_connection_is_reused() -> None:
@@ -105,8 +111,7 @@ async def test_a_large_request_body_is_sent_whole() -> None:
         head = await read_request(reader)
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         received = await reader.readexactly(length)
-        answer = b"%d %d" % (len(received), received.count(b"x"))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        writer.write(ok(b"%d %d" % (len(received), received.count(b"x"))))
         await writer.drain()
         writer.close()
 

@@ -258,8 +258,7 @@ def test_a_mid_stream_failure_ends_the_body_cleanly(caplog):
                 response = http.post(f"{server.url}/story/{route}",
                                      json={"input": INPUTS["story"]})
                 events = [block for block in response.text.split("\r\n\r\n") if block]
-                # /stream_events' events are written a loop turn's worth at a time: the
-                # error event LangServe sends just before it re-raises is not lost
+                # the error event LangServe sends just before it re-raises is not lost
                 assert events[-1].startswith("event: error"), (route, events[-3:])
                 assert json.loads(events[-1].split("data: ", 1)[1])["type"] == \
                     "upstream_stream_broken"
