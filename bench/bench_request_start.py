@@ -6,9 +6,11 @@ Run: ``.venv/bin/python bench/bench_request_start.py [--requests 400] [--concurr
 [--baseline DIR]``
 
 The bare relay (``bench/_floor_app.py``: uvicorn + Starlette + httpx, ``/story/stream``
-only) and our server (``server:app_factory``, the README's deployment) each run as one
-uvicorn worker on 127.0.0.1 in front of the emulator (in its own process). For each of
-floor ``/story/stream``, ours ``/story/stream`` and ours ``/story/stream_events``,
+only), LangServe alone on our story chain (``bench/_langserve_app.py``: ``add_routes`` on
+a bare FastAPI app, none of our middleware or bookkeeping) and our server
+(``server:app_factory``, the README's deployment) each run as one uvicorn worker on
+127.0.0.1 in front of the emulator (in its own process). For each of floor
+``/story/stream``, and ``/story/stream`` and ``/story/stream_events`` of the other two,
 ``--requests`` requests for a ``--tokens``-token answer, ``--concurrency`` at a time (a
 new connection each), round robin over the three, ``--repeat`` rounds: server CPU (user +
 system of the server process) per request, best round, and the first token's
@@ -43,7 +45,8 @@ from report import print_table, run_bench
 from servers import LABELS, ServerProcess, emulator
 from stats import percentile
 
-CASES = (("floor", "stream"), ("ours", "stream"), ("ours", "stream_events"))
+CASES = (("floor", "stream"), ("langserve", "stream"), ("langserve", "stream_events"),
+         ("ours", "stream"), ("ours", "stream_events"))
 BASELINE = "baseline"  # --baseline: ours from another checkout
 
 
@@ -141,6 +144,10 @@ async def run(args: argparse.Namespace) -> None:
                   percentile(t, 90), percentile(t, 99)]
                  for (kind, face), (ms, t) in best.items()])
     events = best["ours", "stream_events"][0]
+    alone = best["langserve", "stream"][0], best["langserve", "stream_events"][0]
+    print(f"LangServe alone: /stream {alone[0] / floor:.2f}x floor, /stream_events "
+          f"{alone[1] / alone[0]:.2f}x its /stream; ours on LangServe alone: /stream "
+          f"+{stream - alone[0]:.2f} ms, /stream_events +{events - alone[1]:.2f} ms")
     print(f"target ours /stream <= 1.5x floor: {stream / floor:.2f}x "
           f"({'met' if stream / floor <= 1.5 else 'NOT met'}); /stream_events <= 1.3x "
           f"/stream: {events / stream:.2f}x ({'met' if events / stream <= 1.3 else 'NOT met'})")

@@ -26,16 +26,18 @@ BENCH = Path(__file__).resolve().parent
 
 # The full servers, which every server bench compares; "floor" answers /story/stream only
 CONTENDERS = ("ours", "chatopenai")
-KINDS = (*CONTENDERS, "floor")
+KINDS = (*CONTENDERS, "floor", "langserve")
 LABELS = {"ours": "ChatMaritaca server (ours)",
           "chatopenai": "ChatOpenAI server",
           "floor": "bare relay (floor)",
+          "langserve": "LangServe alone, our chain",
           "direct": "emulator direct (no server)"}
 # uvicorn app and --app-dir (put on the child's sys.path) of each kind: the root for
 # server.py, bench/ for the others (the packages themselves are installed)
 APPS = {"ours": ("server:app_factory", ROOT),
         "chatopenai": ("_openai_app:app_factory", BENCH),
-        "floor": ("_floor_app:app_factory", BENCH)}
+        "floor": ("_floor_app:app_factory", BENCH),
+        "langserve": ("_langserve_app:app_factory", BENCH)}
 
 
 class ServerProcess:
@@ -46,7 +48,9 @@ class ServerProcess:
     at that URL) or ``chatopenai`` (``_openai_app:app_factory`` from ``bench/``: the
     same app built by ``create_app`` with ``ChatOpenAI(base_url=...)`` as model) or
     ``floor`` (``_floor_app:app_factory``: a bare Starlette + httpx relay of
-    ``/story/stream`` only, what the platform alone costs).
+    ``/story/stream`` only, what the platform alone costs) or ``langserve``
+    (``_langserve_app:app_factory``: LangServe's ``add_routes`` for our story chain on a
+    bare FastAPI app, what LangServe alone costs).
     ``cpus`` pins the server (and its workers) to those CPUs with ``taskset``.
     CPU and RSS are summed over the process and its children (uvicorn's workers).
     """
