@@ -218,8 +218,11 @@ def _start(config: RunnableConfig, name: str,
 
 async def _astart(config: RunnableConfig, name: str,
                   run_type: str | None = None) -> AsyncCallbackManagerForChainRun:
-    """``_start`` for async runs."""
-    return await get_async_callback_manager_for_config(config).on_chain_start(
+    """``_start`` for async runs; the run's streaming handler, if ``astream_events``'s
+    or ``astream_log``'s, is awaited in place from here on (``lcel.inline_streaming_handler``)."""
+    manager = get_async_callback_manager_for_config(config)
+    lcel.inline_streaming_handler(manager.handlers)
+    return await manager.on_chain_start(
         None, {"input": ""}, run_type=run_type, name=config.get("run_name") or name,
         run_id=config.pop("run_id", None), defers_inputs=False)
 

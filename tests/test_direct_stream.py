@@ -24,7 +24,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
-from chains import build_qa_chain, build_story_chain
+from chains import _lcel_private, build_qa_chain, build_story_chain
 from chains._direct import DirectChain
 from maritaca.testing import MaritacaEmulator, Scenario
 
@@ -287,6 +287,61 @@ async def test_astream_events_are_lcels(filters: dict[str, Any]) -> None:
     direct = await _events(build_story_chain, False, **filters)
     assert direct == await _events(build_story_chain, True, **filters)
     assert "on_parser_stream" in direct
+
+
+async def _events_and_tasks(inline: bool, monkeypatch: pytest.MonkeyPatch,
+                             log: bool = False) -> tuple[list[str], int]:
+    """A direct chain's ``astream_events`` (or ``astream_log``), normalised, and how many
+    asyncio tasks the call made; ``inline=False``: each event dispatched as langchain-core
+    does for a handler not ``run_inline``."""
+    if not inline:
+        monkeypatch.setattr(_lcel_private, "_INLINE_SAFE", frozenset())
+    made = 0
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal made
+        made += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    with MaritacaEmulator(reply_tokens=5) as emulator:
+        chain = build_story_chain(emulator_model(emulator))
+        loop.set_task_factory(counting)
+        try:
+            if log:
+                seen = [normalised(patch.ops) async for patch in chain.astream_log({"topic": "x"})]
+            else:
+                seen = [normalised({**event, "run_id": "", "parent_ids": len(event["parent_ids"])})
+                        async for event in chain.astream_events({"topic": "x"}, version="v2")]
+        finally:
+            loop.set_task_factory(None)
+    ids = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    times = r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00"
+    return [re.sub(times, "TIME", re.sub(ids, "ID", item)) for item in seen], made
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["astream_events", "astream_log"])
+async def test_langchains_streaming_handlers_are_awaited_in_place(
+        log: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``astream_events``'/``astream_log``'s handler gets each event in place, not in a task
+    (or on a thread) of its own: the same events, a dozen and more tasks fewer a call."""
+    inline = await _events_and_tasks(True, monkeypatch, log)
+    dispatched = await _events_and_tasks(False, monkeypatch, log)
+    assert inline[0] == dispatched[0] and len(inline[0]) > 10
+    assert inline[1] <= dispatched[1] - 12
+
+
+def test_only_langchains_own_streaming_handlers_are_marked_inline() -> None:
+    """A handler of the caller's own (even one built on langchain-core's) keeps the
+    dispatch it asked for."""
+    from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
+
+    class Mine(_AstreamEventsCallbackHandler):
+        pass
+
+    for handler, inline in ((_AstreamEventsCallbackHandler(), True), (Mine(), False)):
+        _lcel_private.inline_streaming_handler([Recorder(), handler])
+        assert handler.run_inline is inline
 
 
 async def _log(lcel: bool) -> list[str]:
