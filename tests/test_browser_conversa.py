@@ -2,7 +2,7 @@
 """The UI's "Conversa" tab in a real headless Chromium, logged in with an access key:
 a new conversation from the first message, a second turn that carries the first (the
 emulator's recorded request holds it), the conversation reopened from the list after a
-reload, another key's list without it, and Excluir. Screenshots:
+reload, another key's list without it, and Excluir (it asks first: Cancelar keeps it). Screenshots:
 ``test-artifacts/conversa-*.png``."""
 
 from __future__ import annotations
@@ -157,9 +157,24 @@ def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(
         page.locator("#chat-threads label").first.click()
         page.locator("#chat-open").click()
         wait_for(lambda: len(said(page)) == 9, "the conversation", page=page)
+        # Excluir asks first, naming the conversation: Cancelar keeps it
         page.locator("#chat-delete").click()
+        wait_for(lambda: page.locator("#chat-question").is_visible(), "the question",
+                 page=page)
+        question = page.locator("#chat-question").inner_text()
+        assert "Excluir “Meu nome é Ana e eu gosto de sabiás.”?" in question and "não pode ser recuperada" in question
+        shot(page, "delete-asked")
+        page.locator("#chat-delete-no").click()
+        wait_for(lambda: "Nada foi excluído" in page.locator("#ui-status").inner_text()
+                 and not page.locator("#chat-question").is_visible(), "the refusal", page=page)
+        assert len(listed(page)) == 1 and len(said(page)) == 9
+        page.locator("#chat-delete").click()
+        wait_for(lambda: page.locator("#chat-delete-yes").is_visible(), "the question",
+                 page=page)
+        page.locator("#chat-delete-yes").click()
         wait_for(lambda: listed(page) == [] and said(page) == [], "the deletion",
                  page=page)
+        assert not page.locator("#chat-question").is_visible()
         assert "Conversa excluída." in page.locator("#ui-status").inner_text()
         shot(page, "deleted")
         threads = httpx.get(f"{server.url}/chat/threads", headers={"X-API-Key": KEY},

@@ -346,3 +346,22 @@ def test_an_idle_ui_wakes_the_server_rarely(emu):
     # each sleep is two turns of the loop: 2 x (20 + 10) expected; Gradio's pace, 2 x 1100
     assert ours <= 90, f"{ours} wake-ups in an idle second"
     assert theirs > 5 * ours, (ours, theirs)
+
+
+@pytest.mark.parametrize("zone_data", [True, False], ids=["zoneinfo", "no-zone-data"])
+def test_saved_conversations_are_listed_in_brasilia_time(zone_data, monkeypatch):
+    """Stored in UTC, listed as a Brazilian reads the clock (the list's note names the
+    zone), also where the system has no zone data."""
+    from zoneinfo import ZoneInfoNotFoundError
+
+    from maritaca_chains.faces import ui_threads
+
+    if not zone_data:
+        def missing(key: str) -> Any:
+            raise ZoneInfoNotFoundError(key)
+
+        monkeypatch.setattr(ui_threads, "ZoneInfo", missing)
+        monkeypatch.setattr(ui_threads, "BRASILIA", ui_threads._brasilia())
+    entry = ui_threads.thread_label({"title": "Sabiás", "message_count": 2,
+                                     "updated_at": "2026-12-05T01:30:00.000+00:00"})
+    assert entry == "Sabiás · 04/12/2026 às 22:30 · 2 mensagens"

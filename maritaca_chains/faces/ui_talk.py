@@ -37,7 +37,17 @@ class Talk:
             self.open = gr.Button("Abrir", size="sm", min_width=60, elem_id=f"{name}-open")
             self.delete = gr.Button("Excluir", size="sm", variant="stop", min_width=60,
                                     elem_id=f"{name}-delete")
+        # Excluir asks first (a deleted conversation cannot be brought back), here in the
+        # page, not in a script's confirm(): the UI's CSP runs no code of ours
+        with gr.Group(visible=False) as self.confirm:
+            self.question = gr.Markdown("", padding=True, elem_id=f"{name}-question")
+            with gr.Row():
+                self.yes = gr.Button("Sim, excluir", size="sm", variant="stop",
+                                     min_width=60, elem_id=f"{name}-delete-yes")
+                self.no = gr.Button("Cancelar", size="sm", min_width=60,
+                                    elem_id=f"{name}-delete-no")
         self.thread = gr.State("")  # the open conversation's id ("": a new one)
+        self.doomed = gr.State("")  # the id Excluir asked about (the list may change)
 
     def view(self, gr: Any, visible: bool) -> None:
         self.title = gr.Markdown(NEW_TALK, visible=visible, elem_id=f"{self.name}-title")
@@ -50,7 +60,7 @@ class Talk:
 NEW_TALK = "**Nova conversa**: a primeira mensagem lhe dá o nome e a salva na lista."
 EMPTY_TALK = ("Escreva a primeira mensagem e clique em Enviar: a conversa fica salva e o "
               "assistente lembra dela.")
-LIST_INFO = "A mais recente primeiro: escolha uma e clique em Abrir."
+LIST_INFO = "A mais recente primeiro (horário de Brasília): escolha uma e clique em Abrir."
 NO_TALKS = "Nenhuma conversa salva ainda: a primeira mensagem enviada cria uma."
 
 
@@ -135,22 +145,39 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
         return [conversation(thread), chosen, _title_line(thread["title"]), gr.update(),
                 "Conversa aberta: a próxima mensagem que você enviar continua esta conversa."]
 
-    async def deleted(request: Any, chosen: str | None, open_id: str) -> list[Any]:
+    async def asked(request: Any, chosen: str | None) -> list[Any]:
+        """Excluir: the question, naming the conversation (nothing deleted yet)."""
         if not chosen:
-            return [gr.update(), gr.update(), gr.update(), gr.update(),
+            return [gr.update(visible=False), gr.update(), "",
                     "**Atenção:** Escolha uma conversa na lista para excluir."]
+        try:
+            thread = await store.get(_owner(request), chosen)
+        except ThreadNotFound:
+            return [gr.update(visible=False), gr.update(), "",
+                    "Esta conversa já não existia: a lista foi atualizada."]
+        title = thread["title"] or "Sem título"
+        return [gr.update(visible=True),
+                f"**Excluir “{title}”?** Ela sai da lista e não pode ser recuperada.",
+                chosen, ""]
+
+    def kept() -> list[Any]:
+        return [gr.update(visible=False), "", "Nada foi excluído: a conversa continua salva."]
+
+    async def deleted(request: Any, doomed: str, open_id: str) -> list[Any]:
+        """Sim, excluir: the conversation Excluir asked about is deleted."""
         owner = _owner(request)
         try:
-            await store.delete(owner, chosen)
+            await store.delete(owner, doomed)
             line = "Conversa excluída."
         except ThreadNotFound:
             line = "Esta conversa já não existia: a lista foi atualizada."
         listing = _listing(gr, await thread_choices(store, owner))
-        if chosen == open_id:  # the open one is gone: a new conversation starts
-            return [[], "", NEW_TALK, listing, line]
-        return [gr.update(), gr.update(), gr.update(), listing, line]
+        if doomed == open_id:  # the open one is gone: a new conversation starts
+            return [[], "", NEW_TALK, listing, line, gr.update(visible=False), ""]
+        return [gr.update(), gr.update(), gr.update(), listing, line,
+                gr.update(visible=False), ""]
 
-    for handler in (listed, opened, deleted):  # Gradio passes the page's request here
+    for handler in (listed, opened, asked, deleted):  # Gradio passes the page's request here
         gets_request(handler)
     shown = [talk.chat, talk.thread, talk.title, talk.threads, status]
     demo.load(listed, inputs=[talk.thread], outputs=[talk.threads], api_visibility="private",
@@ -158,8 +185,14 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
     talk.new.click(new, outputs=shown, api_visibility="private", queue=False)
     talk.open.click(opened, inputs=[talk.threads], outputs=shown, api_visibility="private",
                     queue=False)
-    talk.delete.click(deleted, inputs=[talk.threads, talk.thread], outputs=shown,
+    talk.delete.click(asked, inputs=[talk.threads],
+                      outputs=[talk.confirm, talk.question, talk.doomed, status],
                       api_visibility="private", queue=False)
+    talk.no.click(kept, outputs=[talk.confirm, talk.doomed, status], api_visibility="private",
+                  queue=False)
+    talk.yes.click(deleted, inputs=[talk.doomed, talk.thread],
+                   outputs=[*shown, talk.confirm, talk.doomed], api_visibility="private",
+                   queue=False)
     # the chat's own trash button empties the view: a new conversation (none is deleted)
     talk.chat.clear(new, outputs=shown, api_visibility="private", queue=False)
     return listed  # the list again (inputs: the open conversation), e.g. after Parar

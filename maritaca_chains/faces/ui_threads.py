@@ -6,14 +6,15 @@ login cookie counts as its key: ``security.caller_label``), as on ``/chat/thread
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..threads import ThreadStore
 from .ui_text import run_footer
 
 __all__ = ["LIST_LIMIT", "NOTHING", "conversation", "new_title", "thread_choices",
-           "thread_label"]
+           "thread_label", "when"]
 
 LIST_LIMIT = 50  # the most recently updated conversations the list shows
 TITLE_CHARACTERS = 60
@@ -29,15 +30,29 @@ def new_title(message: str) -> str:
     return text if len(text) <= TITLE_CHARACTERS else text[:TITLE_CHARACTERS].rstrip() + "…"
 
 
-def _when(iso: str) -> str:
-    return datetime.fromisoformat(iso).strftime("%d/%m/%Y %H:%M UTC")
+def _brasilia() -> tzinfo:
+    """Brasília time, the country's reference (UTC-3 since 2019, when daylight saving
+    ended), from the system's zone data; fixed at UTC-3 where there is none."""
+    try:
+        return ZoneInfo("America/Sao_Paulo")
+    except ZoneInfoNotFoundError:
+        return timezone(timedelta(hours=-3), "BRT")
+
+
+BRASILIA = _brasilia()
+
+
+def when(iso: str) -> str:
+    """A stored time (ISO 8601, UTC) as the list shows it, in Brasília time (the list's
+    note says so)."""
+    return datetime.fromisoformat(iso).astimezone(BRASILIA).strftime("%d/%m/%Y às %H:%M")
 
 
 def thread_label(thread: dict[str, Any]) -> str:
     """A list entry: title, when it was last updated, how many messages."""
     count = thread["message_count"]
     messages = "1 mensagem" if count == 1 else f"{count} mensagens"
-    return f"{thread['title'] or 'Sem título'} · {_when(thread['updated_at'])} · {messages}"
+    return f"{thread['title'] or 'Sem título'} · {when(thread['updated_at'])} · {messages}"
 
 
 async def thread_choices(store: ThreadStore, owner: str) -> list[tuple[str, str]]:
