@@ -23,12 +23,14 @@ then come from the environment: ``MARITACA_CHAINS_MAX_HEADER_BYTES`` and
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from functools import cache
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .messages import say
 from .metrics import request_refused
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_http_protocol"]
@@ -160,8 +162,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._too_large, self._head_since = True, None
         request_refused("head_too_large")
-        body = (b'{"detail": "The request head (request line and headers) is over '
-                + str(self.max_head_bytes).encode() + b' bytes.", "type": "head_too_large"}')
+        # the head is not read to its end, so not its Accept-Language either: pt-BR
+        body = json.dumps({"detail": say("head_too_large", limit=self.max_head_bytes),
+                           "type": "head_too_large"}, ensure_ascii=False).encode()
         self.transport.write(_431 + b"content-length: " + str(len(body)).encode()
                              + b"\r\n\r\n" + body)
         self.transport.close()

@@ -92,7 +92,7 @@ def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dic
     if isinstance(exc, Refusal):  # e.g. a busy conversation thread, refused in a run
         return {"status_code": exc.status_code, "type": exc.code, "message": exc.detail}
     if isinstance(exc, QuotaExceeded):  # this server's limit for the caller's key
-        return {"status_code": 429, "type": "quota_exceeded", "message": str(exc),
+        return {"status_code": 429, "type": "quota_exceeded", "message": exc.message(lang),
                 "retry_after": exc.retry_after}
     for kinds, status, name in _OURS:
         if isinstance(exc, kinds):

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException
 
+from .messages import DEFAULT_LANGUAGE, Language, say, scope_language
 from .metrics import request_refused
 from .settings import ServerSettings
 
@@ -101,15 +102,14 @@ class BodyTooLarge(HTTPException):
     """A request body over its cap (413). An HTTPException, so FastAPI's body reading
     passes it on as it is rather than as a 400."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, lang: Language = DEFAULT_LANGUAGE) -> None:
         # the rest of the body is not read: the connection closes after the answer
-        super().__init__(413, _too_large_message(cap), headers={"Connection": "close"})
+        super().__init__(413, _too_large_message(cap, lang), headers={"Connection": "close"})
 
 
-def _too_large_message(cap: int) -> str:
+def _too_large_message(cap: int, lang: Language = DEFAULT_LANGUAGE) -> str:
     size = f"{cap // 2**20} MiB" if cap % 2**20 == 0 else f"{cap} bytes"
-    return (f"The request body is over {size} (MARITACA_CHAINS_MAX_BODY_BYTES; the login "
-            f"form takes {LOGIN_MAX_BYTES} bytes): send less")
+    return say("body_too_large", lang, size=size, login=LOGIN_MAX_BYTES)
 
 
 class BodyLimit:
@@ -129,7 +129,7 @@ class BodyLimit:
         cap = self.cap_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > cap:
-            await _refuse(send, cap)
+            await _refuse(send, cap, scope_language(scope))
             return
         received = 0
         started = False
@@ -140,7 +140,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
-                    raise BodyTooLarge(cap)
+                    raise BodyTooLarge(cap, scope_language(scope))
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -159,7 +159,7 @@ class BodyLimit:
                 if rest is not None:
                     raise rest from exc
             if not started:
-                await _refuse(send, cap)
+                await _refuse(send, cap, scope_language(scope))
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -172,9 +172,10 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _refuse(send: Any, cap: int) -> None:
+async def _refuse(send: Any, cap: int, lang: Language) -> None:
     request_refused("body_too_large")
-    body = json.dumps({"detail": _too_large_message(cap), "type": "body_too_large"}).encode()
+    body = json.dumps({"detail": _too_large_message(cap, lang), "type": "body_too_large"},
+                      ensure_ascii=False).encode()
     await send({"type": "http.response.start", "status": 413, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close")]})

@@ -117,6 +117,28 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "internal": {"pt": "Erro interno do servidor: tente de novo; se persistir, veja o log "
                        "do servidor",
                  "en": "Internal Server Error"},
+    # -- input limits (input_limits)
+    "body_too_large": {
+        "pt": "O corpo do pedido passa de {size} (MARITACA_CHAINS_MAX_BODY_BYTES; o "
+              "formulário de login aceita {login} bytes): envie menos",
+        "en": "The request body is over {size} (MARITACA_CHAINS_MAX_BODY_BYTES; the login "
+              "form takes {login} bytes): send less"},
+    "head_too_large": {
+        "pt": "Os cabeçalhos do pedido (com a linha do pedido) passam de {limit} bytes "
+              "(MARITACA_CHAINS_MAX_HEADER_BYTES): envie cabeçalhos menores",
+        "en": "The request head (request line and headers) is over {limit} bytes "
+              "(MARITACA_CHAINS_MAX_HEADER_BYTES): send smaller headers"},
+    # -- this server's quotas per access key (quota_exceeded)
+    "quota_exceeded.requests": {
+        "pt": "Limite de pedidos desta chave de acesso ({limit}) atingido; ele se renova "
+              "em {when} (daqui a {seconds} s)",
+        "en": "Rate limit of {limit} for this access key reached; it resets at {when} "
+              "(in {seconds} s)"},
+    "quota_exceeded.tokens": {
+        "pt": "Orçamento de tokens desta chave de acesso ({limit}, entrada + saída) "
+              "esgotado; ele se renova em {when} (daqui a {seconds} s)",
+        "en": "Token budget (input + output) of {limit} for this access key reached; it "
+              "resets at {when} (in {seconds} s)"},
     # -- conversation threads (threads)
     "thread_not_found": {
         "pt": "Conversa {thread_id} não encontrada: ela não existe, foi apagada ou é de "

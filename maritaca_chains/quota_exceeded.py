@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException
 from limits import RateLimitItem
 
+from .messages import DEFAULT_LANGUAGE, Language, say
+
 __all__ = ["QuotaExceeded"]
 
 
@@ -25,11 +27,33 @@ class QuotaExceeded(Exception):
     def retry_after(self) -> int:
         return max(1, math.ceil(self.reset_at - time.time()))
 
-    def __str__(self) -> str:
-        what = ("Rate limit" if self.kind == "requests" else "Token budget (input + output)")
+    def message(self, lang: Language = DEFAULT_LANGUAGE) -> str:
+        """Which limit, and when it resets, for people (pt-BR unless ``lang`` is "en")."""
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.reset_at))
-        return (f"{what} of {self.limit} for this access key reached; it resets at {when} "
-                f"(in {self.retry_after} s)")
+        limit = str(self.limit) if lang == "en" else _per(self.limit)
+        return say(f"quota_exceeded.{self.kind}", lang, limit=limit, when=when,
+                   seconds=self.retry_after)
 
-    def http(self) -> HTTPException:
-        return HTTPException(429, str(self), headers={"Retry-After": str(self.retry_after)})
+    def __str__(self) -> str:
+        return self.message("en")  # logs
+
+    def http(self, lang: Language = DEFAULT_LANGUAGE) -> HTTPException:
+        return HTTPException(429, self.message(lang),
+                             headers={"Retry-After": str(self.retry_after)})
+
+
+# limits' granularities in Portuguese: (one, many)
+_UNITS = {"second": ("segundo", "segundos"), "minute": ("minuto", "minutos"),
+          "hour": ("hora", "horas"), "day": ("dia", "dias"), "month": ("mês", "meses"),
+          "year": ("ano", "anos")}
+
+
+def _per(limit: RateLimitItem) -> str:
+    """A limit in Portuguese: "60 por minuto", "5 a cada 30 segundos"."""
+    name = limit.GRANULARITY.name
+    if name not in _UNITS:
+        return str(limit)
+    one, many = _UNITS[name]
+    if limit.multiples == 1:
+        return f"{limit.amount} por {one}"
+    return f"{limit.amount} a cada {limit.multiples} {many}"

@@ -93,7 +93,7 @@ class RequestRules:
         try:
             await self.admit(connection, runs)
         except QuotaExceeded as exc:
-            raise exc.http() from None
+            raise exc.http(language(connection.headers)) from None
         except REDIS_DOWN:
             raise redis_unavailable_http(language(connection.headers)) from None
 

@@ -119,6 +119,7 @@ def test_a_head_over_the_limit_gets_431_while_it_arrives(server, shape):
         answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b"head_too_large" in answer
+    assert "Os cabeçalhos do pedido (com a linha do pedido) passam de".encode() in answer
     assert sent < 4 * 2**20, "the server read far past the limit before refusing"
 
 
@@ -180,6 +181,9 @@ def test_a_declared_length_over_the_cap_is_refused_before_the_body(server, path,
         answer = read_all(sock)  # no body sent: the answer comes anyway
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b"body_too_large" in answer
+    size = f"{cap // 2**20} MiB" if cap % 2**20 == 0 else f"{cap} bytes"
+    assert f"O corpo do pedido passa de {size} (MARITACA_CHAINS_MAX_BODY_BYTES".encode() \
+        in answer
     assert len(emu.requests) == calls
 
 

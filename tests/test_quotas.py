@@ -43,7 +43,11 @@ def assert_refused(response: httpx.Response, what: str, window: int = 60) -> Non
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= window
     detail = response.json()["detail"]
-    assert detail.startswith(what) and "resets at" in detail and f"in {retry_after} s" in detail
+    if detail.startswith(("Rate limit", "Token budget")):  # asked for in English
+        assert "resets at" in detail and f"in {retry_after} s" in detail
+    else:
+        assert "se renova em" in detail and f"daqui a {retry_after} s" in detail
+    assert detail.startswith(what)
 
 
 @pytest.mark.parametrize(("text", "default", "alpha"), [
@@ -80,24 +84,28 @@ async def test_rate_limit_refuses_on_every_face_before_any_upstream_call(emu):
                          "/story/batch", "/story/text", "/story/runs"):
                 body = {"inputs": [STORY["input"]]} if path.endswith("batch") else STORY
                 assert_refused(await http.post(path, json=body, headers=as_key(ALPHA)),
-                               "Rate limit of 2 per 1 minute")
+                               "Limite de pedidos desta chave de acesso (2 por minuto)")
+            # in English for a client that asks for it
+            assert_refused(await http.post("/story/invoke", json=STORY, headers={
+                **as_key(ALPHA), "Accept-Language": "en-US,en;q=0.9"}),
+                "Rate limit of 2 per 1 minute for this access key reached")
             assert_refused(await http.post("/ui/gradio_api/queue/join", json={},
-                                           headers=as_key(ALPHA)), "Rate limit")
+                                           headers=as_key(ALPHA)), "Limite de pedidos")
             refused_ai_sdk = await http.post("/story/ai-sdk", headers=as_key(ALPHA), json={
                 "id": "c1", "messages": [{"role": "user", "parts": [
                     {"type": "text", "text": "Brasil"}]}]})
-            assert_refused(refused_ai_sdk, "Rate limit of 2 per 1 minute")
+            assert_refused(refused_ai_sdk, "Limite de pedidos desta chave de acesso (2 por minuto)")
             refused_v1 = await http.post("/v1/chat/completions", headers=as_key(ALPHA), json={
                 "model": "story", "messages": [{"role": "user", "content": "Brasil"}]})
             assert refused_v1.status_code == 429 and int(refused_v1.headers["retry-after"]) >= 1
-            assert refused_v1.json()["error"]["message"].startswith("Rate limit of 2 per 1 minute")
+            assert refused_v1.json()["error"]["message"].startswith("Limite de pedidos desta chave de acesso (2 por minuto)")
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(server.url.replace("http", "ws") + "/story/ws",
                                    additional_headers=as_key(ALPHA)):
                     pass
             response = refused.value.response
             assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
-            assert b"Rate limit of 2 per 1 minute" in response.body
+            assert b"Limite de pedidos desta chave de acesso (2 por minuto)" in response.body
             assert len(emu.requests) == upstream  # refused before any upstream call
             # the limit is per key; the exempted key has none
             assert (await http.post("/story/invoke", json=STORY,
@@ -131,7 +139,7 @@ async def test_token_budget_counts_the_reported_usage_then_refuses(emu):
                                 headers=as_key(BETA))).status_code == 200
         upstream = len(emu.requests)
         assert_refused(await http.post("/story/stream", json=STORY, headers=as_key(BETA)),
-                       "Token budget (input + output) of 10 per 1 hour", 3600)
+                       "Orçamento de tokens desta chave de acesso (10 por hora, entrada + saída)", 3600)
         assert len(emu.requests) == upstream
         assert await app.state.quotas.remaining_tokens(label_of_key(BETA)) == 0
 
@@ -237,7 +245,7 @@ async def test_resumable_runs_spend_the_budget_and_are_logged_and_counted(emu, c
                 while (status := (await http.get(status_url)).json())["status"] == "running":  # noqa: ASYNC110
                     await asyncio.sleep(0.02)  # polling the server
                 assert status["status"] == "done"
-            assert_refused(response, "Token budget (input + output) of 300 per 1 hour", 3600)
+            assert_refused(response, "Orçamento de tokens desta chave de acesso (300 por hora, entrada + saída)", 3600)
             after = runs_counted((await http.get("/metrics")).text)
     one_run = status["usage"]["input_tokens"] + status["usage"]["output_tokens"]
     assert status["usage"]["total_tokens"] == one_run and status["usage"]["cost_brl"] > 0
@@ -267,7 +275,7 @@ async def test_every_websocket_run_is_a_request_checked_before_it_starts(emu):
     errors = [json.loads(f.removeprefix("[ERROR] ")) for f in frames if f.startswith("[ERROR]")]
     assert len(errors) == 2
     assert all(e["type"] == "quota_exceeded" and e["status_code"] == 429
-               and e["retry_after"] >= 1 and e["message"].startswith("Rate limit of 2 per 1 minute")
+               and e["retry_after"] >= 1 and e["message"].startswith("Limite de pedidos desta chave de acesso (2 por minuto)")
                for e in errors)
 
     emu.reset()
@@ -287,7 +295,7 @@ async def test_every_websocket_run_is_a_request_checked_before_it_starts(emu):
     for reply in replies[1:]:
         [frame] = reply
         assert json.loads(frame.removeprefix("[ERROR] "))["type"] == "quota_exceeded"
-        assert "Token budget" in frame
+        assert "Orçamento de tokens" in frame
 
 
 async def test_a_batch_is_a_request_per_input_and_has_a_size_cap(emu, caplog):
@@ -303,14 +311,14 @@ async def test_a_batch_is_a_request_per_input_and_has_a_size_cap(emu, caplog):
         assert too_many.status_code == 413, too_many.text
         assert "at most 5 inputs" in too_many.json()["detail"]
         assert_refused(await http.post("/story/batch", json={"inputs": inputs[:4]},
-                                       headers=as_key(ALPHA)), "Rate limit of 3 per 1 minute")
+                                       headers=as_key(ALPHA)), "Limite de pedidos desta chave de acesso (3 por minuto)")
         assert chat_calls(emu) == 0
         two = await http.post("/story/batch", json={"inputs": inputs[:2]}, headers=as_key(ALPHA))
         assert two.status_code == 200 and len(two.json()["output"]) == 2
         assert (await http.post("/story/invoke", json=STORY,
                                 headers=as_key(ALPHA))).status_code == 200
         assert_refused(await http.post("/story/invoke", json=STORY, headers=as_key(ALPHA)),
-                       "Rate limit of 3 per 1 minute")
+                       "Limite de pedidos desta chave de acesso (3 por minuto)")
     assert chat_calls(emu) == 3
     lines = run_log(caplog)
     assert len(lines) == 3 and len({line["run_id"] for line in lines}) == 3
@@ -350,10 +358,24 @@ async def test_background_runs_charge_the_key_that_started_them(emu):
             done = await http.get(started.json()["stream_url"], headers=as_key(ALPHA))
             assert "event: end" in done.text  # 87 tokens spent, past the budget
             assert_refused(await http.post("/story/runs", json=STORY, headers=as_key(ALPHA)),
-                           "Token budget")
+                           "Orçamento de tokens")
             body = {"id": "c", "messages": [{"role": "user", "parts": [
                 {"type": "text", "text": "Brasil"}]}]}
             assert_refused(await http.post("/story/ai-sdk", json=body, headers=as_key(ALPHA)),
-                           "Token budget")
+                           "Orçamento de tokens")
             assert (await http.post("/story/ai-sdk", json=body,
                                     headers=as_key(BETA))).status_code == 200
+
+
+@pytest.mark.parametrize(("text", "portuguese"), [
+    ("60/minute", "60 por minuto"), ("5/30 seconds", "5 a cada 30 segundos"),
+    ("1000/day", "1000 por dia"), ("3/2 months", "3 a cada 2 meses")])
+def test_a_limit_reads_in_portuguese(text, portuguese):
+    from limits import parse
+
+    from maritaca_chains.quota_exceeded import QuotaExceeded
+
+    refused = QuotaExceeded("requests", parse(text), time.time() + 30)
+    assert refused.message().startswith(
+        f"Limite de pedidos desta chave de acesso ({portuguese}) atingido")
+    assert refused.message("en").startswith(f"Rate limit of {parse(text)} for this access key")

@@ -33,7 +33,7 @@ def test_two_replicas_enforce_one_shared_limit(tmp_path):
             for url in (b, a):
                 refused = http.post(f"{url}/story/text", json=STORY, headers=one)
                 assert refused.status_code == 429
-                assert "Rate limit of 3 per 1 minute" in refused.json()["detail"]
+                assert "Limite de pedidos desta chave de acesso (3 por minuto)" in refused.json()["detail"]
                 assert 1 <= int(refused.headers["retry-after"]) <= 60
             assert len(emu.requests) == upstream
             # tokens spent through one replica count on the other
@@ -41,6 +41,6 @@ def test_two_replicas_enforce_one_shared_limit(tmp_path):
             assert http.post(f"{a}/story/text", json=STORY, headers=two).status_code == 200
             refused = http.post(f"{b}/story/stream", json=STORY, headers=two)
             assert refused.status_code == 429
-            assert "Token budget (input + output) of 20 per 1 hour" in refused.json()["detail"]
+            assert "Orçamento de tokens desta chave de acesso (20 por hora, entrada + saída)" in refused.json()["detail"]
             assert len(emu.requests) == upstream + 1
         assert redis_cli(port, "--scan", "--pattern", "maritaca_chains:quota*")  # in Redis

@@ -365,3 +365,17 @@ def test_saved_conversations_are_listed_in_brasilia_time(zone_data, monkeypatch)
     entry = ui_threads.thread_label({"title": "Sabiás", "message_count": 2,
                                      "updated_at": "2026-12-05T01:30:00.000+00:00"})
     assert entry == "Sabiás · 04/12/2026 às 22:30 · 2 mensagens"
+
+
+def test_a_spent_quota_says_when_it_renews_not_that_the_server_failed():
+    from limits import parse
+
+    from maritaca_chains.error_responses import describe_error
+    from maritaca_chains.faces.ui_text import error_line
+    from maritaca_chains.quota_exceeded import QuotaExceeded
+
+    line = error_line("story", describe_error(QuotaExceeded("tokens", parse("1000/day"),
+                                                            time.time() + 90)))
+    assert line.startswith("Orçamento de tokens desta chave de acesso (1000 por dia, "
+                           "entrada + saída) esgotado; ele se renova em ")
+    assert "(daqui a 90 s): espere e envie de novo." in line

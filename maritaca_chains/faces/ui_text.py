@@ -112,6 +112,8 @@ def error_line(chain: str, error: dict[str, Any],
         wait = error.get("retry_after")
         when = f"espere {wait:g} s" if isinstance(wait, int | float) else "espere um pouco"
         return f"O modelo recebeu pedidos demais: {when} e envie de novo."
+    if kind == "quota_exceeded":  # this server's limit for the key: when it renews
+        return f"{error['message']}: espere e envie de novo."
     if kind in _UPSTREAM:
         return _UPSTREAM[kind]
     if kind in _THREADS:
