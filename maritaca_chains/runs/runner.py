@@ -29,6 +29,7 @@ from .wire import SHUTTING_DOWN, LangServeWire, RunWire
 __all__ = ["RunManager"]
 
 logger = logging.getLogger("maritaca_chains.runs")
+BY_DELETE = "cancelled by DELETE"  # why a run was cancelled, unless the caller says
 
 
 class RunManager:
@@ -96,14 +97,14 @@ class RunManager:
         self._tasks.pop(run_id, None)
         self._why.pop(run_id, None)
 
-    async def cancel(self, run_id: str, why: str = "cancelled by DELETE") -> None:
+    async def cancel(self, run_id: str, why: str = BY_DELETE) -> None:
         """Cancel the run wherever it runs (this process, or a replica via the store)."""
         if run_id in self._tasks:
             self._cancel_here(run_id, why)
         else:
             await self.store.publish_cancel(run_id)
 
-    async def cancel_and_wait(self, run_id: str, why: str = "cancelled by DELETE",
+    async def cancel_and_wait(self, run_id: str, why: str = BY_DELETE,
                               within: float = 2.0) -> RunInfo | None:
         """Cancel the run if it still runs and wait (at most ``within`` seconds: another
         replica's run ends a moment after the store tells it) until it has ended, so
@@ -118,7 +119,7 @@ class RunManager:
             info = await self.store.get(run_id) or info
         return info
 
-    def _cancel_here(self, run_id: str, why: str = "cancelled by DELETE") -> None:
+    def _cancel_here(self, run_id: str, why: str = BY_DELETE) -> None:
         task = self._tasks.get(run_id)
         if task is not None and not task.done():
             self._why.setdefault(run_id, why)
