@@ -75,6 +75,11 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "runs_full": {
         "pt": "Execuções (runs) demais em andamento agora ({why}); tente de novo em instantes",
         "en": "Too many runs right now ({why}); try again shortly"},
+    "replay_too_long": {
+        "pt": "Esta resposta é longa demais para ser reenviada desde o início ({why}): "
+              "envie a mensagem de novo",
+        "en": "This answer is too long to replay from its start ({why}); send the message "
+              "again"},
     "run_not_found": {
         "pt": "Execução (run) não encontrada: id desconhecido, expirado, ou iniciado com "
               "outra chave",

@@ -50,6 +50,14 @@ def test_one_key_holds_at_most_its_share_of_the_run_slots(server):
         assert refused.status_code == 429, refused.text
         assert "RUN_KEY_SHARE" in refused.json()["detail"]
         assert int(refused.headers["retry-after"]) > 0
+        # an AI SDK answer is a run too: the same 429, in the caller's language
+        chat = {"id": "c", "messages": [{"role": "user", "parts": [
+            {"type": "text", "text": "Brasil"}]}]}
+        sdk = hog.post("/story/ai-sdk", json=chat)
+        assert sdk.status_code == 429, sdk.text
+        assert sdk.json()["detail"].startswith("Esta chave de acesso já tem execuções (runs) "
+                                               "demais em andamento")
+        assert int(sdk.headers["retry-after"]) > 0
         # the other key is not locked out
         assert other.post("/story/runs", json=STORY).status_code == 201
         # a run that ends gives its slot back

@@ -27,16 +27,17 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ..error_responses import describe_error
-from ..messages import language
+from ..messages import Language, language, say
 from ..redis_outage import REDIS_DOWN
+from ..refusals import Refusal
 from ..request_rules import RunRequest, admitted_caller, rules_of
-from ..runs import EventsDropped, RunInfo, RunManager, RunsFull
+from ..runs import EventsDropped, KeyRunsFull, RunInfo, RunManager, RunsFull
 from ..security import caller_label
 from ..threads import check_thread
 from ._face import Face
@@ -187,13 +188,16 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
         try:
             await manager.start(info, face.chain, parsed.value, parsed.config, ledger,
                                 wire=AiSdkWire(ledger))
+        except KeyRunsFull as exc:  # as on /runs: one key cannot take every slot
+            raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         except RunsFull as exc:
-            raise HTTPException(503, f"Too many answers under way ({exc}); try again shortly",
-                                headers={"Retry-After": "5"}) from exc
+            raise Refusal(503, "runs_full", language(request.headers), why=exc,
+                          headers={"Retry-After": "5"}) from exc
         previous = await manager.store.name_run(key, info.run_id)
         if previous is not None and previous != info.run_id:  # a message sent meanwhile
             await manager.cancel(previous, SUPERSEDED)
-        return ClosingEventStream(_replay(manager, info.run_id, key),
+        return ClosingEventStream(_replay(manager, info.run_id, key, language(request.headers)),
                                   headers=UI_MESSAGE_STREAM_HEADERS)
 
     answer.__doc__ = (f"The {face.name} chain for the Vercel AI SDK: DefaultChatTransport's "
@@ -210,7 +214,7 @@ def _resume_endpoint(face: Face, manager: RunManager) -> Callable[..., Any]:
         info = await manager.store.get(run_id) if run_id else None
         if info is None or info.chain != face.name or info.owner != caller_label(request):
             return Response(status_code=204)  # nothing to resume: the SDK stops there
-        return ClosingEventStream(_replay(manager, info.run_id, key),
+        return ClosingEventStream(_replay(manager, info.run_id, key, language(request.headers)),
                                   headers=UI_MESSAGE_STREAM_HEADERS)
 
     resume.__doc__ = ("Replay the chat's answer from its start, then follow it live "
@@ -218,17 +222,17 @@ def _resume_endpoint(face: Face, manager: RunManager) -> Callable[..., Any]:
     return resume
 
 
-async def _replay(manager: RunManager, run_id: str, key: str) -> AsyncGenerator[bytes, None]:
+async def _replay(manager: RunManager, run_id: str, key: str,
+                  lang: Language) -> AsyncGenerator[bytes, None]:
     """The run's parts from its start, live until its end; read to the end, the chat has
-    nothing more to resume."""
+    nothing more to resume. Errors said in ``lang``."""
     try:
         async with aclosing(manager.store.follow(run_id, 0, idle=KEEP_ALIVE_SECONDS)) as batches:
             async for batch in batches:
                 yield b"".join(batch) if batch else _PING
     except EventsDropped as exc:
-        yield error_part(f"This answer is too long to replay from its start ({exc}); "
-                         f"send the message again")
+        yield error_part(say("replay_too_long", lang, why=exc))
     except REDIS_DOWN as exc:  # named; the answer may still be resumed once Redis is back
-        yield error_part(describe_error(exc)["message"])
+        yield error_part(describe_error(exc, lang)["message"])
         return
     await manager.store.unname_run(key, run_id)
