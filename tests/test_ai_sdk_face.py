@@ -189,6 +189,29 @@ async def test_a_dropped_answer_goes_on_and_is_replayed_once_then_204(caplog):
     assert [(line["chain"], line["outcome"]) for line in run_lines(caplog)] == [("story", "ok")]
 
 
+async def test_an_answer_too_long_to_replay_says_so_in_the_callers_language():
+    """A run keeps only its latest events (MARITACA_CHAINS_RUN_MAX_EVENTS): resuming an
+    answer whose start is gone ends in an error part saying what to do."""
+    settings = ServerSettings(_env_file=None, MARITACA_CHAINS_API_KEYS=f"{KEY},{OTHER}",  # type: ignore[call-arg]
+                              MARITACA_CHAINS_RUN_MAX_EVENTS=20)
+    with MaritacaEmulator(reply_tokens=200, token_delay=0.002) as emu, \
+            RunningServer(create_app(settings, model=emulator_model(emu))) as server:
+        for chat in ("chat-pt", "chat-en"):
+            await read_some_then_drop(f"{server.url}/story/ai-sdk", chat_body(chat_id=chat),
+                                      KEY, 1)
+        await asyncio.sleep(1.5)  # both answers (200 tokens 2 ms apart) went on to their end
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            for chat, lang, said in (
+                    ("chat-pt", "pt-BR", "Esta resposta é longa demais para ser reenviada "
+                                         "desde o início"),
+                    ("chat-en", "en", "This answer is too long to replay from its start")):
+                resumed = await http.get(f"/story/ai-sdk/{chat}/stream", headers={
+                    "Authorization": f"Bearer {KEY}", "Accept-Language": lang})
+                parts = parts_of(resumed.text)
+                assert parts[-2]["type"] == "error" and parts[-1] == "[DONE]", parts[-3:]
+                assert parts[-2]["errorText"].startswith(said)
+
+
 async def test_nobody_back_within_the_grace_period_cancels_the_answer():
     with MaritacaEmulator(reply_tokens=400, token_delay=0.02) as emu, \
             RunningServer(keyed_app(emu, grace=0.5)) as server:
