@@ -133,7 +133,8 @@ def test_a_conversation_in_the_browser_remembers_reopens_and_is_deleted(
         texts = [text for _, text in said(page)]
         assert texts[0] == "Meu nome é Ana e eu gosto de sabiás."
         assert texts[1] == first and texts[3] == "Qual é o meu nome?"
-        assert texts[2].startswith("concluído · ") and "custo estimado R$" in texts[2]
+        # each stored answer's line as it was live: who answered, tokens, cost
+        assert texts[2].startswith("respondido por sabia-") and "custo estimado R$" in texts[2]
         shot(page, "reopened")
 
         # a third turn continues the reopened one (its whole history goes up)

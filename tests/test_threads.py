@@ -75,6 +75,8 @@ def test_the_threads_turns_go_before_the_new_message(tmp_path):
         answer = stored["messages"][-1]
         assert answer["outcome"] == "ok" and answer["output_tokens"] == 6
         assert answer["input_tokens"] > 0 and answer["cost_brl"] > 0
+        asked = emu.requests[-1].body["model"]  # type: ignore[index]
+        assert answer["model"].startswith(asked)  # the model that gave it, as it named itself
         # without a thread: the single message, nothing stored
         assert http.post("/chat/invoke", json={"input": {"message": "Oi"}}).status_code == 200
         assert sent_messages(emu)[1:] == [("user", "Oi")]

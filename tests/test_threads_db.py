@@ -145,3 +145,56 @@ def test_a_server_killed_mid_answer_leaves_the_thread_consistent(database):
             after = http.get(f"/chat/threads/{thread}").json()["messages"]
             assert [(m["role"], m["complete"]) for m in after] == [
                 ("user", True), ("assistant", False), ("user", True), ("assistant", True)]
+
+
+async def _fresh_database(url: str, name: str) -> str:
+    """A new, empty database in the PostgreSQL cluster at ``url``; its URL."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from maritaca_chains.threads.store import async_url
+
+    engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as db:
+        await db.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        await db.execute(text(f"CREATE DATABASE {name}"))
+    await engine.dispose()
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+async def test_a_database_from_before_the_model_column_is_migrated_in_place(database):
+    """Schema 2 adds the model that gave each answer: a database a server of schema 1 left
+    (its answers without it) is brought up to date at start, its rows kept."""
+    from sqlalchemy import text
+
+    from maritaca_chains.threads.schema import SCHEMA_VERSION
+    from maritaca_chains.threads.store import ThreadStore
+
+    if database.startswith("postgresql"):
+        database = await _fresh_database(database, "before_model_column")
+    old = ThreadStore(database)
+    await old.start()
+    async with old.engine.begin() as db:  # as schema 1 left it: no model column
+        await db.execute(text("ALTER TABLE chat_messages DROP COLUMN model"))
+        await db.execute(text("UPDATE maritaca_schema_version SET version = 1"))
+    thread = await old.create("k1", "Antes")
+    turn = await old.begin_turn("k1", thread, "run-1", "Oi")  # stored by the old schema
+    await old.aclose()
+
+    new = ThreadStore(database)
+    try:
+        await new.start()
+        async with new.engine.connect() as db:
+            version = (await db.execute(text(
+                "SELECT version FROM maritaca_schema_version"))).scalar()
+        assert version == SCHEMA_VERSION == 2
+        before = await new.get("k1", thread)
+        assert [(m["role"], m["text"]) for m in before["messages"]] == [
+            ("user", "Oi"), ("assistant", "")]
+        assert before["messages"][1]["model"] is None
+        await new.finish_turn(turn, "Olá!", outcome="ok", model="sabia-4-2026-01-06")
+        after = await new.get("k1", thread)
+        assert after["messages"][1]["text"] == "Olá!"
+        assert after["messages"][1]["model"] == "sabia-4-2026-01-06"
+    finally:
+        await new.aclose()

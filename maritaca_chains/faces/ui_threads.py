@@ -64,7 +64,7 @@ async def thread_choices(store: ThreadStore, owner: str) -> list[tuple[str, str]
 def _footer(message: dict[str, Any]) -> str:
     if message["complete"]:
         tokens = (message.get("input_tokens") or 0) + (message.get("output_tokens") or 0)
-        return run_footer(None, tokens or None, message.get("cost_brl"), False)
+        return run_footer(message.get("model"), tokens or None, message.get("cost_brl"), False)
     outcome = str(message.get("outcome") or "")
     return f"Não concluída: {_CUT.get(outcome, 'o modelo falhou no meio da resposta')}"
 

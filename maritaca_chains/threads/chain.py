@@ -184,7 +184,7 @@ def threaded_chain(inner: Runnable[Any, str], store: ThreadStore, *,
                 turn, "".join(parts), outcome=outcome,
                 input_tokens=usage.input_tokens if usage.calls else None,
                 output_tokens=usage.output_tokens if usage.calls else None,
-                cost_brl=usage.cost_brl)
+                cost_brl=usage.cost_brl, model=usage.answered_by or None)
             try:  # stored even if the run is cancelled again meanwhile
                 await asyncio.shield(finish)
             except asyncio.CancelledError:

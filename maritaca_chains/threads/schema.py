@@ -27,7 +27,9 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import DBAPIError
@@ -73,6 +75,7 @@ messages = Table(
     Column("input_tokens", Integer, nullable=True),
     Column("output_tokens", Integer, nullable=True),
     Column("cost_brl", Float, nullable=True),
+    Column("model", String(100), nullable=True),  # an answer's: the model that gave it
     Index("ix_chat_messages_thread", "thread_id", "id"),
 )
 
@@ -83,7 +86,15 @@ def _v1(connection: Connection) -> None:
     messages.create(connection)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(connection: Connection) -> None:
+    """An answer keeps the name of the model that gave it (``chat_messages.model``).
+    A database ``_v1`` made after the column was added already has it."""
+    if "model" not in {column["name"] for column in inspect(connection).get_columns(
+            messages.name)}:
+        connection.execute(text(f"ALTER TABLE {messages.name} ADD COLUMN model VARCHAR(100)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -201,15 +201,17 @@ class ThreadStore:
 
     async def finish_turn(self, turn: Turn, text: str, *, outcome: str,
                           input_tokens: int | None = None, output_tokens: int | None = None,
-                          cost_brl: float | None = None) -> None:
-        """Write the answer (complete when ``outcome`` is ok) and free the lease."""
+                          cost_brl: float | None = None, model: str | None = None) -> None:
+        """Write the answer (complete when ``outcome`` is ok; ``model``: the one that gave
+        it) and free the lease."""
         now = time.time()
         async with self.engine.begin() as db:
             await db.execute(update(messages).where(
                 messages.c.thread_id == turn.thread_id, messages.c.run_id == turn.run_id,
                 messages.c.role == "assistant").values(
                 text=text, complete=outcome == "ok", outcome=outcome, created_at=now,
-                input_tokens=input_tokens, output_tokens=output_tokens, cost_brl=cost_brl))
+                input_tokens=input_tokens, output_tokens=output_tokens, cost_brl=cost_brl,
+                model=model))
             await db.execute(update(threads).where(and_(
                 threads.c.id == turn.thread_id, threads.c.running_run == turn.run_id)
             ).values(running_run=None, running_until=None, updated_at=now))
@@ -249,5 +251,5 @@ def _message(row: Any) -> dict[str, Any]:
     if row["role"] == "assistant":
         out.update(run_id=row["run_id"], outcome=row["outcome"],
                    input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
-                   cost_brl=row["cost_brl"])
+                   cost_brl=row["cost_brl"], model=row["model"])
     return out
