@@ -221,3 +221,13 @@ def test_parar_in_a_conversation_keeps_the_cut_answer_marked_incomplete(
         page.locator("#chat-open").click()
         wait_for(lambda: len(said(page)) == 3, "the reopened conversation", page=page)
         assert said(page)[2][1] == "Não concluída: interrompida antes do fim"
+
+        # deleted elsewhere (the API) while the page still lists it: Excluir says so and
+        # the list catches up, nothing to confirm
+        assert httpx.delete(f"{server.url}/chat/threads/{thread}",
+                            trust_env=False).status_code in (200, 204)
+        page.locator("#chat-delete").click()
+        wait_for(lambda: "Esta conversa já não existia" in
+                 page.locator("#ui-status").inner_text() and listed(page) == [],
+                 "the list to catch up", page=page)
+        assert not page.locator("#chat-question").is_visible()

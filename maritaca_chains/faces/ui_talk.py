@@ -148,17 +148,19 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
     async def asked(request: Any, chosen: str | None) -> list[Any]:
         """Excluir: the question, naming the conversation (nothing deleted yet)."""
         if not chosen:
-            return [gr.update(visible=False), gr.update(), "",
+            return [gr.update(visible=False), gr.update(), "", gr.update(),
                     "**Atenção:** Escolha uma conversa na lista para excluir."]
+        owner = _owner(request)
         try:
-            thread = await store.get(_owner(request), chosen)
+            thread = await store.get(owner, chosen)
         except ThreadNotFound:
             return [gr.update(visible=False), gr.update(), "",
+                    _listing(gr, await thread_choices(store, owner)),
                     "Esta conversa já não existia: a lista foi atualizada."]
         title = thread["title"] or "Sem título"
         return [gr.update(visible=True),
                 f"**Excluir “{title}”?** Ela sai da lista e não pode ser recuperada.",
-                chosen, ""]
+                chosen, gr.update(), ""]
 
     def kept() -> list[Any]:
         return [gr.update(visible=False), "", "Nada foi excluído: a conversa continua salva."]
@@ -186,7 +188,7 @@ def talk_buttons(gr: Any, demo: Any, talk: Talk, store: ThreadStore, status: Any
     talk.open.click(opened, inputs=[talk.threads], outputs=shown, api_visibility="private",
                     queue=False)
     talk.delete.click(asked, inputs=[talk.threads],
-                      outputs=[talk.confirm, talk.question, talk.doomed, status],
+                      outputs=[talk.confirm, talk.question, talk.doomed, talk.threads, status],
                       api_visibility="private", queue=False)
     talk.no.click(kept, outputs=[talk.confirm, talk.doomed, status], api_visibility="private",
                   queue=False)
