@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +25,12 @@ collect_ignore = ["compat"]
 
 
 # the chat chain's threads: one SQLite file for the session (servers started as processes
-# inherit it), never the user's own database
-os.environ.setdefault("MARITACA_CHAINS_DATABASE_URL", "sqlite:///" + os.path.join(
-    tempfile.mkdtemp(prefix="maritaca-threads-"), "threads.db"))
+# inherit it), never the user's own database; a child started "as a user runs it",
+# without our MARITACA_* settings, finds the default one under a throwaway XDG_DATA_HOME
+_DATA = tempfile.mkdtemp(prefix="maritaca-threads-")
+os.environ.setdefault("MARITACA_CHAINS_DATABASE_URL",
+                      "sqlite:///" + os.path.join(_DATA, "threads.db"))
+os.environ.setdefault("XDG_DATA_HOME", os.path.join(_DATA, "xdg-data"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -165,3 +169,23 @@ def wait_disconnected(record: RecordedRequest, since: float) -> None:
 
 def run_sync(coro):  # noqa: ANN001, ANN201 - tiny helper for sync tests
     return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------ the browser tests'
+# Debian's headless Chromium (tests/browser_support.py), launched once per module that
+# asks for a page; Playwright is imported only then (the compat venvs lack it).
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from tests.browser_support import launched
+
+    with launched() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    from tests.browser_support import new_page
+
+    with new_page(browser) as opened:
+        yield opened

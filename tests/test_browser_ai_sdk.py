@@ -11,7 +11,6 @@ streams, then compares it with the emulator's reply. The screenshot goes to
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 import threading
@@ -21,24 +20,18 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS, launched
 from tests.conftest import RunningServer, emulator_model
 
-CHROMIUM = "/usr/bin/chromium"
 JS = Path(__file__).resolve().parent / "js"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKENS, DELAY = 40, 0.05  # a 2 s answer
 
 pytestmark = [
-    pytest.mark.browser, pytest.mark.timeout(120),
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"Debian's chromium is not at {CHROMIUM} (make install-dev)"),
+    *BROWSER_MARKS, pytest.mark.timeout(120),
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
 ]
 
@@ -74,34 +67,30 @@ def test_use_chat_streams_a_chain_in_chromium(page_site):
     settings = ServerSettings(_env_file=None, MARITACA_CHAINS_CORS_ORIGINS=page_site)  # type: ignore[call-arg]
     with MaritacaEmulator(reply_tokens=TOKENS, token_delay=DELAY) as emu, \
             RunningServer(create_app(settings, model=emulator_model(emu))) as server, \
-            sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.goto(f"{page_site}/index.html?api={server.url}/story/ai-sdk")
-            page.get_by_label("Tema da história").fill("um sabiá que aprendeu a programar")
-            page.get_by_role("button", name="Enviar").click()
-            answer = page.locator("article.assistant .texto")
-            answer.wait_for(timeout=20_000)
-            lengths = []
-            deadline = time.monotonic() + 20
-            while page.locator("#estado").get_attribute("data-status") != "ready" \
-                    and time.monotonic() < deadline:
-                lengths.append(len(answer.inner_text()))
-                time.sleep(0.1)
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "ai-sdk-chat.png"), full_page=True)
-            body = emu.requests[-1].body
-            assert body is not None
-            assert answer.inner_text() == emu.expected_text(body["messages"])
-            assert "um sabiá que aprendeu a programar" in body["messages"][-1]["content"]
-            # it streamed: the page showed the text growing, not all at once
-            growing = sorted({n for n in lengths if n})
-            assert len(growing) >= 3, lengths
-            assert "tokens · R$" in page.locator("article.assistant .custo").inner_text()
-            assert page.get_by_role("alert").count() == 0 and problems == []
-        finally:
-            browser.close()
+            launched() as browser:
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"{page_site}/index.html?api={server.url}/story/ai-sdk")
+        page.get_by_label("Tema da história").fill("um sabiá que aprendeu a programar")
+        page.get_by_role("button", name="Enviar").click()
+        answer = page.locator("article.assistant .texto")
+        answer.wait_for(timeout=20_000)
+        lengths = []
+        deadline = time.monotonic() + 20
+        while page.locator("#estado").get_attribute("data-status") != "ready" \
+                and time.monotonic() < deadline:
+            lengths.append(len(answer.inner_text()))
+            time.sleep(0.1)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ai-sdk-chat.png"), full_page=True)
+        body = emu.requests[-1].body
+        assert body is not None
+        assert answer.inner_text() == emu.expected_text(body["messages"])
+        assert "um sabiá que aprendeu a programar" in body["messages"][-1]["content"]
+        # it streamed: the page showed the text growing, not all at once
+        growing = sorted({n for n in lengths if n})
+        assert len(growing) >= 3, lengths
+        assert "tokens · R$" in page.locator("article.assistant .custo").inner_text()
+        assert page.get_by_role("alert").count() == 0 and problems == []

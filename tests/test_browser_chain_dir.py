@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests/test_browser.py
 """A chain from a directory in a real headless Chromium: its card on the landing page,
 its tab in /ui/ with the form generated from its inputs (a radio, a number box, a text
 box with its label and placeholder), and an answer streamed into the history.
@@ -12,19 +11,11 @@ from playwright.sync_api import Page
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS, TOKEN_DELAY, chat_requests, wait_for
 from tests.conftest import RunningServer, emulator_model
-from tests.test_browser import (  # noqa: F401 - the browser and page fixtures
-    ARTIFACTS,
-    TOKEN_DELAY,
-    browser,
-    chat_requests,
-    page,
-    wait_for,
-)
-from tests.test_browser import pytestmark as browser_marks
 from tests.test_chain_directory import TRADUCAO
 
-pytestmark = [*browser_marks, pytest.mark.timeout(180),
+pytestmark = [*BROWSER_MARKS, pytest.mark.timeout(180),
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 
 

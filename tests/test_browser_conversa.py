@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests/test_browser.py
 """The UI's "Conversa" tab in a real headless Chromium, logged in with an access key:
 a new conversation from the first message, a second turn that carries the first (the
 emulator's recorded request holds it), the conversation reopened from the list after a
@@ -18,18 +17,10 @@ from playwright.sync_api import Page
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS, TOKEN_DELAY, chat_requests, wait_for
 from tests.conftest import RunningServer, emulator_model
-from tests.test_browser import (  # noqa: F401 - the browser and page fixtures
-    ARTIFACTS,
-    TOKEN_DELAY,
-    browser,
-    chat_requests,
-    page,
-    wait_for,
-)
-from tests.test_browser import pytestmark as browser_marks
 
-pytestmark = [*browser_marks, pytest.mark.timeout(240),
+pytestmark = [*BROWSER_MARKS, pytest.mark.timeout(240),
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
 
 KEY, OTHER = "chave-conversa-0001", "chave-conversa-0002"

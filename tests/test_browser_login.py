@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page
 
 from chains import CHAINS
-from tests.test_browser import ARTIFACTS
+from tests.browser_support import ARTIFACTS
 from tests.test_browser_security import (  # noqa: F401 - the browser and page fixtures
     browser,
     page,

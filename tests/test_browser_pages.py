@@ -19,14 +19,14 @@ from maritaca import local
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS
 from tests.conftest import RunningServer, emulator_model
-from tests.test_browser import ARTIFACTS, browser, page, pytestmark  # noqa: F401 - fixtures
 
-__all__ = ["pytestmark"]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
-def offline(page: Page) -> Iterator[list[str]]:  # noqa: F811 - the fixture, reused
+def offline(page: Page) -> Iterator[list[str]]:
     """Block every request not to loopback; the list of those blocked."""
     blocked: list[str] = []
 

@@ -7,21 +7,12 @@ answers that one URL); the app runs on uvicorn at 127.0.0.1 over a slow emulator
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from playwright.sync_api import Page, Route
 
-from tests import test_browser
-from tests.test_browser import ARTIFACTS, CHROMIUM, chat_requests, serve, wait_for
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS, chat_requests, serve, wait_for
 
-browser, page = test_browser.browser, test_browser.page  # its fixtures, shared
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"Debian's chromium is not at {CHROMIUM} (make install-dev)"),
-]
+pytestmark = BROWSER_MARKS
 
 REPLY_TOKENS = 160  # 8 s at the browser tests' 50 ms a token: time to drop and come back
 

@@ -13,13 +13,12 @@ violation. Screenshots go to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -28,14 +27,17 @@ from chains import CHAINS
 from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
+from tests.browser_support import (
+    ARTIFACTS,
+    BROWSER_MARKS,
+    chat_requests,
+    launched,
+    new_page,
+    wait_for,
+)
 from tests.conftest import RunningServer, emulator_model
-from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, WAIT_MS, chat_requests, wait_for
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"Debian's chromium is not at {CHROMIUM} (make install-dev)"),
-]
+pytestmark = BROWSER_MARKS
 
 REBINDING_NAME = "evil.test"
 
@@ -93,29 +95,19 @@ def attacker_page(_: Any) -> HTMLResponse:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, timeout=60_000,
-            args=[*LAUNCH_ARGS, f"--host-resolver-rules=MAP {REBINDING_NAME} 127.0.0.1",
-                  # a browser without Private/Local Network Access checks (Firefox,
-                  # Safari, older Chromium): the server alone must hold
+    """Chromium resolving the rebinding name to 127.0.0.1, and without Private/Local
+    Network Access checks (as Firefox, Safari, older Chromium): the server alone must hold."""
+    with launched(f"--host-resolver-rules=MAP {REBINDING_NAME} 127.0.0.1",
                   "--disable-features=BlockInsecurePrivateNetworkRequests,"
-                  "PrivateNetworkAccessSendPreflights,LocalNetworkAccessChecks"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+                  "PrivateNetworkAccessSendPreflights,LocalNetworkAccessChecks") as chromium:
+        yield chromium
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="pt-BR")
-    context.set_default_timeout(WAIT_MS)
-    context.add_init_script(RECORD_VIOLATIONS)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    """A page that records every CSP violation it meets (``violations``)."""
+    with new_page(browser, RECORD_VIOLATIONS) as opened:
+        yield opened
 
 
 @contextmanager

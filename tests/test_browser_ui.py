@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from tests/test_browser.py
 """The Gradio UI at /ui/ in a real headless Chromium, over the slow emulator.
 
 Each chain is run from its own form, Parar stops a run (and its upstream request), an
@@ -16,21 +15,17 @@ from playwright.sync_api import Page
 
 from chains import CHAINS
 from maritaca.testing import MaritacaEmulator, Scenario
-from tests.conftest import RunningServer
-from tests.test_browser import (  # noqa: F401 - the browser and page fixtures
+from tests.browser_support import (
     ARTIFACTS,
-    browser,
+    BROWSER_MARKS,
     chat_requests,
-    page,
     sample_until,
     serve,
     wait_for,
 )
-from tests.test_browser import (
-    pytestmark as browser_marks,
-)
+from tests.conftest import RunningServer
 
-pytestmark = [*browser_marks,
+pytestmark = [*BROWSER_MARKS,
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # pandas
 
 TOKENS = 40  # a 2 s answer
