@@ -44,11 +44,13 @@ def emu() -> Iterator[MaritacaEmulator]:
 def serving(emu: MaritacaEmulator, cwd: Path, *flags: str) -> Iterator[str]:
     """``maritaca-chains serve`` (uvicorn, 127.0.0.1, a free port) over the emulator, run
     as a user runs it: the console script, settings from the environment, outside the
-    repo; stopped on leaving."""
+    repo; stopped on leaving. Its data (the threads' default database) goes under
+    ``cwd``, never the user's own ``~/.local/share``."""
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MARITACA", "PROMETHEUS_MULTIPROC"))}
-    env.update(MARITACA_API_KEY=emu.api_key or "k", MARITACA_BASE_URL=emu.base_url)
+    env.update(MARITACA_API_KEY=emu.api_key or "k", MARITACA_BASE_URL=emu.base_url,
+               XDG_DATA_HOME=str(cwd / "data"))
     script = Path(sys.executable).parent / "maritaca-chains"
     proc = subprocess.Popen([str(script), "serve", "--port", str(port), *flags], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
