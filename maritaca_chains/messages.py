@@ -80,6 +80,29 @@ MESSAGES: dict[str, dict[Language, str]] = {
               "envie a mensagem de novo",
         "en": "This answer is too long to replay from its start ({why}); send the message "
               "again"},
+    # why a run or an answer was cancelled (runs.wire.Reason; English in the logs)
+    "cancel_reason.deleted": {"pt": "por um DELETE", "en": "cancelled by DELETE"},
+    "cancel_reason.superseded": {"pt": "uma nova mensagem da conversa tomou o lugar dela",
+                                 "en": "superseded by a new message in the chat"},
+    "cancel_reason.no_reader": {"pt": "ninguém a leu por {seconds} s",
+                                "en": "no reader for {seconds} s"},
+    "cancel_reason.shutting_down": {"pt": "o servidor está parando",
+                                    "en": "the server is shutting down"},
+    "cancel_reason.cancelled": {"pt": "sem motivo registrado", "en": "cancelled"},
+    "run_cancelled": {"pt": "A execução foi cancelada ({why}).",
+                      "en": "The run was cancelled: {why}."},
+    "run_shut_down": {
+        "pt": "O servidor parou antes de a execução terminar (server_shutting_down): "
+              "inicie-a de novo, outra réplica vai executá-la.",
+        "en": "The server shut down before the run ended (server_shutting_down); start it "
+              "again: another replica will run it."},
+    "answer_cancelled": {"pt": "A resposta foi cancelada ({why}).",
+                         "en": "The answer was cancelled: {why}."},
+    "answer_shut_down": {
+        "pt": "O servidor parou antes de a resposta terminar (server_shutting_down): envie "
+              "a mensagem de novo, outra réplica vai respondê-la.",
+        "en": "The server shut down before the answer ended (server_shutting_down); send "
+              "the message again: another replica will answer it."},
     "run_not_found": {
         "pt": "Execução (run) não encontrada: id desconhecido, expirado, ou iniciado com "
               "outra chave",

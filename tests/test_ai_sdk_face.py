@@ -224,7 +224,8 @@ async def test_nobody_back_within_the_grace_period_cancels_the_answer():
             late = await http.get("/story/ai-sdk/chat-1/stream",
                                   headers={"Authorization": f"Bearer {KEY}"})
         parts = parts_of(late.text)  # what there was, and why it stopped
-        assert parts[-2]["type"] == "error" and "no reader" in parts[-2]["errorText"]
+        assert parts[-2] == {"type": "error",
+                             "errorText": "A resposta foi cancelada (ninguém a leu por 0.5 s)."}
 
 
 async def test_a_new_message_cancels_the_answer_still_running():
@@ -240,3 +241,20 @@ async def test_a_new_message_cancels_the_answer_still_running():
         assert text_of(parts_of(second.text)) == emu.expected_text(
             emu.requests[-1].body["messages"], 5)  # type: ignore[index]
         await asyncio.to_thread(wait_disconnected, first, time.monotonic())
+
+
+@pytest.mark.parametrize(("lang", "said"), [
+    ("pt", "A resposta foi cancelada (uma nova mensagem da conversa tomou o lugar dela)."),
+    ("en", "The answer was cancelled: superseded by a new message in the chat.")])
+def test_a_cancelled_answer_says_why_in_the_language_of_its_request(lang, said):
+    """The error part a cut answer ends with, as its reader (a useChat page) shows it."""
+    from maritaca_chains.faces.ai_sdk import SUPERSEDED
+    from maritaca_chains.faces.ai_sdk_wire import AiSdkWire
+    from maritaca_chains.runs.wire import SHUTTING_DOWN
+
+    wire = AiSdkWire(None, lang)  # type: ignore[arg-type] - the ledger is not read here
+    parts = parts_of(wire.cancelled(7, SUPERSEDED).decode())
+    assert parts == [{"type": "error", "errorText": said}, "[DONE]"]
+    restarted = parts_of(wire.cancelled(8, SHUTTING_DOWN).decode())[0]["errorText"]
+    assert restarted.startswith("O servidor parou antes de a resposta terminar" if lang == "pt"
+                                else "The server shut down before the answer ended")

@@ -173,9 +173,17 @@ def test_delete_cancels_and_closes_the_upstream_at_once():
         assert chat_requests(emu)[0].chunks_sent < 100
         rest = read_events(http, run["stream_url"], headers={"Last-Event-ID": "5"})
         assert seen[-1][0] == 5 and rest[-1][1] == "error"
-        assert json.loads(rest[-1][2] or "")["type"] == "cancelled"
+        error = json.loads(rest[-1][2] or "")
+        assert error["type"] == "cancelled"
+        assert error["message"] == "A execução foi cancelada (por um DELETE)."
         # cancelling again, or a finished run, changes nothing
         assert http.delete(run["status_url"]).json()["status"] == "cancelled"
+        # said in the language of the request that started the run
+        run = start(http, headers={"Accept-Language": "en"})
+        read_events(http, run["stream_url"], limit=2)
+        http.delete(run["status_url"])
+        error = json.loads(read_events(http, run["stream_url"])[-1][2] or "")
+        assert error["message"] == "The run was cancelled: cancelled by DELETE."
 
 
 def test_a_run_nobody_reads_is_cancelled_after_the_grace_and_the_upstream_closes():
@@ -186,6 +194,8 @@ def test_a_run_nobody_reads_is_cancelled_after_the_grace_and_the_upstream_closes
         status = wait_status(http, run["status_url"], "cancelled")
         wait_disconnected(chat_requests(emu)[0], time.monotonic())
         assert 0.6 <= time.monotonic() - started < 3, status
+        error = json.loads(read_events(http, run["stream_url"])[-1][2] or "")
+        assert error["message"] == "A execução foi cancelada (ninguém a leu por 0.6 s)."
         # a reader that stays keeps a longer run going past the grace
         emu.reset()
         emu.enqueue(Scenario.ok(reply_tokens=80))

@@ -38,6 +38,7 @@ from ..redis_outage import REDIS_DOWN
 from ..refusals import Refusal
 from ..request_rules import RunRequest, admitted_caller, rules_of
 from ..runs import EventsDropped, KeyRunsFull, RunInfo, RunManager, RunsFull
+from ..runs.wire import Reason
 from ..security import caller_label
 from ..threads import check_thread
 from ._face import Face
@@ -156,7 +157,7 @@ def parse_chat_body(face: Face, body: Any) -> tuple[str, RunRequest]:
         raise _invalid(("config",), str(exc)) from exc
 
 
-SUPERSEDED = "superseded by a new message in the chat"
+SUPERSEDED = Reason("superseded")  # a newer message of the chat took its place
 
 
 def _chat_key(face: Face, request: Request, chat_id: str) -> str:
@@ -187,7 +188,7 @@ def _answer_endpoint(face: Face, manager: RunManager) -> Callable[[Request], Any
         ledger = rules_of(request).accounts.open(request, face.name)
         try:
             await manager.start(info, face.chain, parsed.value, parsed.config, ledger,
-                                wire=AiSdkWire(ledger))
+                                wire=AiSdkWire(ledger, language(request.headers)))
         except KeyRunsFull as exc:  # as on /runs: one key cannot take every slot
             raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
                           headers={"Retry-After": "5"}) from exc

@@ -31,7 +31,8 @@ from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
 from ..error_responses import describe_error
 from ..ledger import Ledger
-from ..runs.wire import SHUTTING_DOWN, Emit
+from ..messages import DEFAULT_LANGUAGE, Language, say
+from ..runs.wire import SHUTTING_DOWN, Emit, said
 
 __all__ = ["DONE", "UI_MESSAGE_STREAM_HEADERS", "AiSdkWire", "error_part", "part"]
 
@@ -75,8 +76,9 @@ class AiSdkWire:
     """One answer's parts (see the module doc); usage and the cut come from the run's
     ``ledger``."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, lang: Language = DEFAULT_LANGUAGE) -> None:
         self.ledger = ledger
+        self.lang = lang  # of the request that started the answer: its error parts
         self._text_open = False
 
     def callbacks(self, emit: Emit) -> list[BaseCallbackHandler]:
@@ -110,12 +112,11 @@ class AiSdkWire:
         return closing + b'data: {"type":"finish"}\n\n' + DONE
 
     def failed(self, event_id: int, exc: BaseException) -> bytes:
-        return self._close_text() + error_part(describe_error(exc)["message"])
+        return self._close_text() + error_part(describe_error(exc, self.lang)["message"])
 
     def cancelled(self, event_id: int, why: str) -> bytes:
         if why == SHUTTING_DOWN:
-            return self._close_text() + error_part(
-                "The server shut down before the answer ended (server_shutting_down); "
-                "send the message again: another replica will answer it.")
-        return self._close_text() + error_part(f"The answer was cancelled: {why}.")
+            return self._close_text() + error_part(say("answer_shut_down", self.lang))
+        return self._close_text() + error_part(
+            say("answer_cancelled", self.lang, why=said(why, self.lang)))
 

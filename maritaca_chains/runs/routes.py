@@ -55,6 +55,7 @@ from .events import (
 from .redis_store import RedisRunStore
 from .runner import RunManager
 from .store import MemoryRunStore, RunStore
+from .wire import LangServeWire
 
 __all__ = ["EVENT_STREAM", "add_run_routes", "store_for"]
 
@@ -122,7 +123,8 @@ def _start_endpoint(name: str, chain: Runnable[Any, Any], manager: RunManager) -
         info = RunInfo(run_id=str(uuid.uuid4()), chain=name, owner=caller.label)
         await check_thread(chain, parsed.config, caller.label, language(request.headers))  # another key's: 404 now
         try:
-            await manager.start(info, chain, parsed.value, parsed.config, ledger)
+            await manager.start(info, chain, parsed.value, parsed.config, ledger,
+                                wire=LangServeWire(language(request.headers)))
         except KeyRunsFull as exc:
             raise Refusal(429, "key_runs_full", language(request.headers), why=exc,
                           headers={"Retry-After": "5"}) from exc

@@ -24,12 +24,11 @@ from maritaca import closing_upstreams
 from ..ledger import Ledger
 from .events import RunInfo, RunStatus
 from .store import RunStore
-from .wire import SHUTTING_DOWN, LangServeWire, RunWire
+from .wire import BY_DELETE, CANCELLED, SHUTTING_DOWN, LangServeWire, Reason, RunWire
 
 __all__ = ["RunManager"]
 
 logger = logging.getLogger("maritaca_chains.runs")
-BY_DELETE = "cancelled by DELETE"  # why a run was cancelled, unless the caller says
 
 
 class RunManager:
@@ -131,7 +130,7 @@ class RunManager:
         while True:
             await asyncio.sleep(every)
             if await self.store.idle_for(run_id) > self.grace:
-                self._cancel_here(run_id, f"no reader for {self.grace:g} s")
+                self._cancel_here(run_id, Reason("no_reader", seconds=f"{self.grace:g}"))
                 return
 
     async def _run(self, run_id: str, chain: Runnable[Any, Any], value: Any,
@@ -161,7 +160,7 @@ class RunManager:
             if current is not None:
                 current.uncancel()  # ours: record the end below, then stop quietly
             status = RunStatus.CANCELLED
-            why = self._why.get(run_id, "cancelled")
+            why = self._why.get(run_id, CANCELLED)
             logger.info("run %s cancelled: %s", run_id, why)
             tail = wire.cancelled(last[0] + 1, why)
         except Exception as exc:

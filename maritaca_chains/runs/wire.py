@@ -21,12 +21,38 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langserve.serialization import WellKnownLCSerializer
 
 from ..error_responses import sse_error_data
+from ..messages import DEFAULT_LANGUAGE, Language, say
 from .events import run_error_data, sse_block
 
-__all__ = ["SHUTTING_DOWN", "Emit", "LangServeWire", "RunWire"]
+__all__ = ["BY_DELETE", "CANCELLED", "SHUTTING_DOWN", "Emit", "LangServeWire", "Reason",
+           "RunWire", "said"]
 
-# why a run is cancelled when its server shuts down (``RunWire.cancelled``'s ``why``)
-SHUTTING_DOWN = "the server is shutting down"
+
+class Reason(str):
+    """Why a run was cancelled: its English words (what the logs say, and what it equals)
+    and its code in the message catalogue (``cancel_reason.<code>``), so a wire can say
+    it in its reader's language (``said``)."""
+
+    code: str
+    values: dict[str, object]
+
+    def __new__(cls, code: str, **values: object) -> Reason:
+        reason = super().__new__(cls, say(f"cancel_reason.{code}", "en", **values))
+        reason.code, reason.values = code, values
+        return reason
+
+
+def said(why: str, lang: Language) -> str:
+    """``why`` in ``lang`` (a plain string, not a ``Reason``, as it is)."""
+    if isinstance(why, Reason):
+        return say(f"cancel_reason.{why.code}", lang, **why.values)
+    return why
+
+
+BY_DELETE = Reason("deleted")  # the default: DELETE on the run, or a replica told to
+CANCELLED = Reason("cancelled")  # no reason recorded
+# why a run is cancelled when its server shuts down (another replica can run it again)
+SHUTTING_DOWN = Reason("shutting_down")
 
 # ``await emit(render)``: write one more event, ``render(event_id)`` making its bytes
 Emit = Callable[[Callable[[int], bytes]], Awaitable[None]]
@@ -65,7 +91,11 @@ _serializer = WellKnownLCSerializer()  # LangServe's, so data events match /stre
 
 
 class LangServeWire:
-    """LangServe's ``/stream`` SSE: ``metadata``, ``data``..., then ``end`` or ``error``."""
+    """LangServe's ``/stream`` SSE: ``metadata``, ``data``..., then ``end`` or ``error``;
+    the error messages in ``lang`` (the starting request's)."""
+
+    def __init__(self, lang: Language = DEFAULT_LANGUAGE) -> None:
+        self.lang = lang
 
     def callbacks(self, emit: Emit) -> list[BaseCallbackHandler]:
         return []
@@ -81,12 +111,11 @@ class LangServeWire:
         return sse_block(event_id, "end", "")
 
     def failed(self, event_id: int, exc: BaseException) -> bytes:
-        return sse_block(event_id, "error", sse_error_data(exc).decode())
+        return sse_block(event_id, "error", sse_error_data(exc, self.lang).decode())
 
     def cancelled(self, event_id: int, why: str) -> bytes:
         if why == SHUTTING_DOWN:
             return sse_block(event_id, "error", run_error_data(
-                503, "server_shutting_down", "The server shut down before the run ended "
-                "(server_shutting_down); start it again: another replica will run it."))
-        return sse_block(event_id, "error",
-                         run_error_data(409, "cancelled", f"The run was cancelled: {why}."))
+                503, "server_shutting_down", say("run_shut_down", self.lang)))
+        return sse_block(event_id, "error", run_error_data(
+            409, "cancelled", say("run_cancelled", self.lang, why=said(why, self.lang))))
