@@ -5,7 +5,8 @@ event decoded again even when debug logging is off: without that, an unpaced str
 chunk costs the server half as much (BENCHMARKS.md, issue 26, third pass).
 
 ``install()`` gives ``EventSourceResponse`` a ``stream_response`` that sends the same
-messages with the same bytes: LangServe's events (a dict of ``event`` and a one-line
+messages with the same bytes, and stops at the next event once the client has hung up
+(sse-starlette's own may read an abandoned ``/stream_events`` answer to its end): LangServe's events (a dict of ``event`` and a one-line
 ``data``, or ``event`` alone) are formatted in one step, anything else goes through
 sse-starlette's own ``ensure_bytes``. It is installed only if, at the time, both ways
 give identical bytes for a set of probe events and identical ASGI messages for a probe
@@ -18,8 +19,10 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
+from anyio.lowlevel import checkpoint_if_cancelled
 from sse_starlette import sse
 
 __all__ = ["event_bytes", "install", "matches"]
@@ -43,11 +46,21 @@ def event_bytes(data: Any, sep: str) -> bytes:
 
 
 async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
-    """``EventSourceResponse.stream_response``, encoding with ``event_bytes``."""
+    """``EventSourceResponse.stream_response``, encoding with ``event_bytes``, and ending
+    as soon as the client has hung up (``checkpoint_if_cancelled``, below)."""
     await send({"type": "http.response.start", "status": self.status_code,
                 "headers": self.raw_headers})
     sep = self.sep
     async for data in self.body_iterator:
+        # The hang-up cancels this task's scope, but anyio delivers that cancellation only
+        # while the task waits on a future not yet done. A generator whose events arrive
+        # through ``call_soon`` (``astream_events``' stream) always has its next one ready
+        # by then, so an abandoned answer was read to its end (2 s for 32,000 tokens).
+        try:
+            await checkpoint_if_cancelled()
+        except BaseException as cancelled:
+            await _hand_over(self.body_iterator, cancelled)
+            raise
         chunk = event_bytes(data, sep)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("chunk: %s", chunk.decode())
@@ -55,6 +68,16 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
     async with self._send_lock:
         self.active = False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _hand_over(events: Any, cancelled: BaseException) -> None:
+    """Raise ``cancelled`` in ``events`` where they wait, as when it comes while they
+    await: they end as they end on a hang-up (LangServe's generators send an error event
+    first, which goes nowhere), then are closed."""
+    with suppress(BaseException):  # the cancellation goes on in the caller
+        await events.athrow(cancelled)
+    with suppress(BaseException):
+        await events.aclose()
 
 
 # Events as LangServe sends them, and the shapes that must take sse-starlette's own path
