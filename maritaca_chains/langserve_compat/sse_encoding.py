@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio import current_effective_deadline
 from sse_starlette import sse
 
 __all__ = ["event_bytes", "install", "matches"]
@@ -47,37 +47,36 @@ def event_bytes(data: Any, sep: str) -> bytes:
 
 async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
     """``EventSourceResponse.stream_response``, encoding with ``event_bytes``, and ending
-    as soon as the client has hung up (``checkpoint_if_cancelled``, below)."""
+    as soon as the client has hung up (below)."""
     await send({"type": "http.response.start", "status": self.status_code,
                 "headers": self.raw_headers})
     sep = self.sep
-    async for data in self.body_iterator:
-        # The hang-up cancels this task's scope, but anyio delivers that cancellation only
-        # while the task waits on a future not yet done. A generator whose events arrive
-        # through ``call_soon`` (``astream_events``' stream) always has its next one ready
-        # by then, so an abandoned answer was read to its end (2 s for 32,000 tokens).
-        try:
-            await checkpoint_if_cancelled()
-        except BaseException as cancelled:
-            await _hand_over(self.body_iterator, cancelled)
-            raise
-        chunk = event_bytes(data, sep)
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("chunk: %s", chunk.decode())
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    async with self._send_lock:
-        self.active = False
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _hand_over(events: Any, cancelled: BaseException) -> None:
-    """Raise ``cancelled`` in ``events`` where they wait, as when it comes while they
-    await: they end as they end on a hang-up (LangServe's generators send an error event
-    first, which goes nowhere), then are closed."""
-    with suppress(BaseException):  # the cancellation goes on in the caller
-        await events.athrow(cancelled)
-    with suppress(BaseException):
-        await events.aclose()
+    task = asyncio.current_task()
+    cancelling = False
+    try:
+        async for data in self.body_iterator:
+            if not cancelling and current_effective_deadline() == -math.inf:
+                # The hang-up has cancelled this task's scope, but anyio delivers that
+                # only while the task waits on a future not done yet, and a generator
+                # whose events come through ``call_soon`` (``astream_events``' stream)
+                # always has its next one ready by then: an abandoned answer was read to
+                # its end (2 s for 32,000 tokens). Cancelled here, the task stops where
+                # the generator next waits, as it would have there, and it cleans up
+                # as on any hang-up (this event goes nowhere: the client is gone).
+                cancelling = True
+                task.cancel()  # type: ignore[union-attr]
+                continue
+            chunk = event_bytes(data, sep)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("chunk: %s", chunk.decode())
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if cancelling:
+            task.uncancel()  # type: ignore[union-attr]  # ours; anyio's goes on
+        raise
 
 
 # Events as LangServe sends them, and the shapes that must take sse-starlette's own path
