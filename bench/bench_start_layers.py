@@ -18,7 +18,9 @@ here, and each layer is measured by this process's CPU time over ``--requests`` 
    ``/stream`` is: what serving the chain costs at the least;
 7. the same chain under LangServe alone (``add_routes`` on a bare FastAPI app);
 8. our whole app (``create_app``), ``/story/stream``, through the same transport;
-9. our whole app, ``/story/stream_events``.
+9. our whole app, ``/story/stream_events``;
+10. and 11. our whole app with LangServe's own ``/stream`` and ``/stream_events`` handlers
+   in place of ``langserve_compat.stream_route``'s (what that route saves).
 
 The last column is what a layer adds to the one it stands on (``ON``): eight clients to
 one, the model to eight clients, the chain to the model, the Starlette route and
@@ -58,12 +60,14 @@ ON = {"raw httpx stream, 8 pools": "raw httpx stream, one pool",
       "Starlette route /stream": "story chain astream",
       "bare LangServe app /stream": "story chain astream",
       "our app /stream": "bare LangServe app /stream",
-      "our app /stream_events": "our app /stream"}
+      "our app /stream_events": "our app /stream",
+      "our app, LangServe's handler /stream": "our app /stream",
+      "our app, LangServe's handler /stream_events": "our app /stream_events"}
 
 
-def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
-    """Each layer's one request, set up for ``base_url`` (the emulator), and our app (its
-    lifespan must be running)."""
+def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], tuple[Any, Any]]:
+    """Each layer's one request, set up for ``base_url`` (the emulator), and our two apps
+    (their lifespans must be running)."""
     os.environ.update(MARITACA_API_KEY=api_key, MARITACA_BASE_URL=base_url,
                       MARITACA_BACKEND="maritaca", MARITACA_CHAINS_LOG_LEVEL="warning")
     from _floor_app import app_factory as floor_factory
@@ -77,7 +81,7 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
 
     from chains import build_chains
     from maritaca import ChatMaritaca
-    from maritaca_chains import create_app
+    from maritaca_chains import create_app, langserve_compat
     from maritaca_chains.settings import ServerSettings
 
     client = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
@@ -123,6 +127,12 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
     langserve_alone = FastAPI()
     add_routes(langserve_alone, story, path="/story")
     ours = create_app(ServerSettings())
+    own_routes = langserve_compat.add_stream_route
+    langserve_compat.add_stream_route = lambda *args: False  # LangServe's handlers stay
+    try:
+        langserve_handled = create_app(ServerSettings())
+    finally:
+        langserve_compat.add_stream_route = own_routes
     return {"raw httpx stream, one pool": raw, "raw httpx stream, 8 pools": raw_sharded,
             "ChatMaritaca.astream": chat_model,
             "story chain astream": chain,
@@ -132,7 +142,10 @@ def layers(base_url: str, api_key: str) -> tuple[dict[str, Layer], Any]:
                 "/story/stream"),
             "bare LangServe app /stream": through(langserve_alone, "/story/stream"),
             "our app /stream": through(ours, "/story/stream"),
-            "our app /stream_events": through(ours, "/story/stream_events")}, ours
+            "our app /stream_events": through(ours, "/story/stream_events"),
+            "our app, LangServe's handler /stream": through(langserve_handled, "/story/stream"),
+            "our app, LangServe's handler /stream_events": through(
+                langserve_handled, "/story/stream_events")}, (ours, langserve_handled)
 
 
 async def cpu_per_request(layer: Layer, requests: int, concurrency: int) -> float:
@@ -152,8 +165,9 @@ async def cpu_per_request(layer: Layer, requests: int, concurrency: int) -> floa
 
 async def run(args: argparse.Namespace) -> None:
     with emulator(reply_tokens=5, token_delay=0.0, max_records=5000) as emu:
-        found, app = layers(emu.base_url, emu.api_key or "")
-        async with app.router.lifespan_context(app):
+        found, (app, langserve_handled) = layers(emu.base_url, emu.api_key or "")
+        async with app.router.lifespan_context(app), \
+                langserve_handled.router.lifespan_context(langserve_handled):
             for layer in found.values():  # warm: imports, pools, caches
                 await cpu_per_request(layer, 100, args.concurrency)
             figures: dict[str, list[float]] = {name: [] for name in found}
@@ -172,6 +186,10 @@ async def run(args: argparse.Namespace) -> None:
     events = medians["our app /stream_events"]
     print(f"our app /stream = {ours / relay:.2f}x the bare relay app; /stream_events = "
           f"{events / ours:.2f}x /stream")
+    for face in ("/stream", "/stream_events"):
+        own, langserves = medians[f"our app {face}"], medians[f"our app, LangServe's handler {face}"]
+        print(f"stream_route on {face}: {own - langserves:+.2f} ms, {own / langserves:.2f}x "
+              "LangServe's handler in the same app")
 
 
 def main() -> None:

@@ -24,8 +24,12 @@ LangServe's. What this package relies on:
 - ``playground_page``: the playground page's exact ``<html lang="en">`` and
   ``<title>Playground</title>`` (made pt-BR and named after the chain).
 - ``sse_encoding``: sse-starlette's ``EventSourceResponse.stream_response`` (which LangServe's
-  streams go through) and its ``_send_lock``; replaced by one that sends the same bytes,
-  only when a probe at start shows it does.
+  streams go through) and its ``_send_lock``; replaced by one that sends the same bytes
+  (and ends at the next event after a hang-up), only when a probe at start shows it does.
+- ``stream_route``: what LangServe's ``/stream`` and ``/stream_events`` handlers do for a
+  request with no config (the config they build, how they unpack the input, the events
+  they send), done without them; ``add_routes`` adds those ``POST`` routes with the
+  chain's dependencies, whose places these routes take.
 - ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
   to the run's callbacks and never reads it.
 
@@ -53,6 +57,7 @@ from .event_aggregator import served_chain
 from .feedback_routes import feedback_routes
 from .playground_page import PlaygroundInPortuguese
 from .sse_encoding import install as install_sse_encoding
+from .stream_route import add_stream_route
 
 __all__ = ["add_chain_routes", "install"]
 
@@ -71,8 +76,11 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
 
 def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      dependencies: Sequence[DependsParam]) -> None:
-    """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``."""
-    add_routes(app, served_chain(chain), path=f"/{name}", dependencies=list(dependencies),
-               per_req_config_modifier=config_hook(threads=takes_threads(chain)),
-               config_keys=("configurable",),
+    """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``; the
+    common ``/stream`` and ``/stream_events`` requests answered by ``stream_route``."""
+    hook = config_hook(threads=takes_threads(chain))
+    served = served_chain(chain)
+    add_routes(app, served, path=f"/{name}", dependencies=list(dependencies),
+               per_req_config_modifier=hook, config_keys=("configurable",),
                **feedback_routes())
+    add_stream_route(app, name, chain, served, dependencies, hook)

@@ -1,0 +1,210 @@
+"""``/<chain>/stream`` for the requests nearly every client sends (``{"input": ...}``, no
+``config`` or an empty one), answered with exactly the bytes LangServe's handler sends,
+for less work per request; everything else goes to LangServe's own handler.
+
+LangServe's ``/stream`` validates every request's config against a pydantic model built
+from the chain's config schema, dumps it back, merges it three times, asks the chain for
+its input schema under that config (a new binding each time) and adds an event aggregator
+it never reads (``event_aggregator``): about 0.2 ms of a short request's 3-4 ms
+(BENCHMARKS.md, issue 26, sixth pass). With no config to validate, none of that changes
+what the run gets, so this route does the rest itself:
+
+- the same dependencies (the key and the quotas), then the same per-request hook
+  (``config_hook``: the ledger and the error recorder in the run's callbacks);
+- the same config as ``langserve.api_handler._update_config_with_defaults`` makes
+  (``run_name`` = the route's base path, the ``__useragent``, ``__langserve_version`` and
+  ``__langserve_endpoint`` metadata, a fresh ``run_id``), pinned by a test against it;
+- the input validated by the chain's own input schema and unpacked as LangServe does;
+- the same events (``metadata`` before the first chunk, ``data`` per chunk through
+  LangServe's serializer, ``end``; on an error LangServe's generic ``error`` event and the
+  exception re-raised) in sse-starlette's ``EventSourceResponse``, as LangServe sends them.
+
+A body that is not JSON, not an object, without ``input``, with a config, or whose input
+does not validate is handed to LangServe's handler unchanged: its errors (422 and their
+details) stay LangServe's. It is not installed when LangServe runs as "hosted" (its
+extra metadata) or when the chain's input schema depends on its config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIRoute
+from langchain_core.load.serializable import Serializable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import merge_configs
+from langchain_core.runnables.configurable import DynamicRunnable
+from langserve import CustomUserType
+from langserve import __version__ as langserve_version
+from langserve.serialization import WellKnownLCSerializer
+from langserve.validation import StreamEventsParameters
+from pydantic import BaseModel, RootModel, ValidationError
+from sse_starlette import EventSourceResponse
+
+__all__ = ["add_stream_route", "defaults", "unpacked"]
+
+Hook = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
+FILTERS = ("include_names", "include_types", "include_tags",
+           "exclude_names", "exclude_types", "exclude_tags")
+_ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"})
+
+
+def defaults(config: dict[str, Any], *, run_name: str, user_agent: str | None,
+             endpoint: str) -> RunnableConfig:
+    """``config`` (what the hook returned) with what LangServe's handler adds to every
+    run's config (not hosted)."""
+    metadata = {"__useragent": user_agent, "__langserve_version": langserve_version,
+                "__langserve_endpoint": endpoint}
+    # LangServe merges ({}, config, these): the empty config first changes nothing
+    merged = merge_configs(cast(RunnableConfig, config),
+                           {"metadata": metadata, "run_name": run_name})
+    if merged.get("run_id") is None:
+        merged["run_id"] = str(uuid.uuid4())  # type: ignore[typeddict-item]
+    return merged
+
+
+def unpacked(validated: Any) -> Any:
+    """The chain's input from its validated model, as LangServe unpacks it: the models
+    validation made become dicts again, recursively; LangChain objects stay."""
+    model = validated.root if isinstance(validated, RootModel) else validated
+    if isinstance(model, BaseModel) and not isinstance(model, (Serializable, CustomUserType)):
+        return {field: unpacked(getattr(model, field)) for field in type(model).model_fields}
+    return model
+
+
+def _fast_input(body: Any, schema: Any) -> tuple[bool, Any]:
+    """(True, the chain's input) when this route can answer ``body`` itself."""
+    if type(body) is not dict or "input" not in body:
+        return False, None
+    config = body.get("config", {})
+    if type(config) is not dict or config:
+        return False, None
+    try:
+        return True, unpacked(schema.model_validate(body["input"]))
+    except ValidationError:
+        return False, None
+
+
+def _event_filters(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``/stream_events``' filters from ``body`` as LangServe reads them; None when they
+    do not validate (LangServe's handler answers those)."""
+    try:
+        parameters = StreamEventsParameters(**body)
+    except ValidationError:
+        return None
+    return {field: getattr(parameters, field) for field in FILTERS}
+
+
+def _public(metadata: dict[str, Any]) -> dict[str, Any]:
+    """An event's metadata without the internal ``__`` keys, as LangServe sends it."""
+    return {key: value for key, value in metadata.items() if not key.startswith("__")}
+
+
+def _langserve_route(app: FastAPI, path: str) -> tuple[int, APIRoute]:
+    for index, route in enumerate(app.router.routes):
+        if isinstance(route, APIRoute) and route.path == path and "POST" in (route.methods or ()):
+            return index, route
+    raise LookupError(f"LangServe added no POST {path}")
+
+
+def _answerable(chain: Runnable[Any, Any]) -> bool:
+    """Whether the chain's input schema is the same for every run with no config."""
+    hosted = os.environ.get("HOSTED_LANGSERVE_ENABLED", "false").lower() == "true"
+    return not hosted and not isinstance(chain, DynamicRunnable)
+
+
+def _error_ends(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """``events``, then LangServe's generic ``error`` event if they raise (re-raised)."""
+    async def ended() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in events:
+                yield event
+        except GeneratorExit:  # closed where it waits: nobody reads an error event
+            raise
+        except BaseException:
+            yield {"event": "error", "data": _ERROR}
+            raise
+
+    return ended()
+
+
+def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
+                     served: Runnable[Any, Any], dependencies: Sequence[DependsParam],
+                     hook: Hook) -> bool:
+    """Put this module's routes in place of LangServe's ``POST /<name>/stream`` and
+    ``/stream_events`` (call after ``add_routes``); whether it did. ``served`` is the
+    runnable LangServe serves (``chain``, as ``event_aggregator`` wraps it)."""
+    if not _answerable(chain):
+        return False
+    schema = chain.input_schema
+    serializer = WellKnownLCSerializer()
+
+    async def started(request: Request, endpoint: str
+                      ) -> tuple[dict[str, Any], Any, RunnableConfig] | None:
+        """The body, the input and the run's config; None: LangServe's handler answers
+        (before the hook runs, so that it runs once per request either way)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        fast, input_ = _fast_input(body, schema)
+        if not fast or (endpoint == "stream_events" and _event_filters(body) is None):
+            return None
+        config = defaults(await hook({}, request), run_name=f"/{name}",
+                          user_agent=request.headers.get("user-agent"), endpoint=endpoint)
+        return body, input_, config
+
+    async def stream(request: Request) -> Any:
+        start = await started(request, "stream")
+        if start is None:
+            return await delegates["stream"](request)
+        _, input_, config = start
+        run_id = config["run_id"]  # type: ignore[typeddict-item]
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            sent_metadata = False
+            async for chunk in chain.astream(input_, config=config):
+                if not sent_metadata:
+                    sent_metadata = True
+                    yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
+                yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
+            yield {"event": "end"}
+
+        return EventSourceResponse(_error_ends(events()))
+
+    async def stream_events(request: Request) -> Any:
+        start = await started(request, "stream_events")
+        if start is None:
+            return await delegates["stream_events"](request)
+        body, input_, config = start
+        filters = _event_filters(body) or {}  # validated in started()
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for event in served.astream_events(input_, config=config, version="v2",
+                                                     **filters):
+                event["metadata"] = _public(event["metadata"])
+                yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
+            yield {"event": "end"}
+
+        return EventSourceResponse(_error_ends(events()))
+
+    delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
+                 for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
+    return True
+
+
+def _replace(app: FastAPI, path: str, endpoint: Callable[..., Any],
+             dependencies: Sequence[DependsParam]) -> Callable[..., Any]:
+    """Route ``POST path`` to ``endpoint`` (behind ``dependencies``) in the place of
+    LangServe's route; LangServe's endpoint."""
+    index, langserve = _langserve_route(app, path)
+    app.post(path, include_in_schema=False, dependencies=list(dependencies))(endpoint)
+    app.router.routes.insert(index, app.router.routes.pop())
+    app.router.routes.remove(langserve)
+    return langserve.endpoint
