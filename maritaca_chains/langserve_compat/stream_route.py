@@ -5,9 +5,9 @@ for less work per request; everything else goes to LangServe's own handler.
 LangServe's ``/stream`` validates every request's config against a pydantic model built
 from the chain's config schema, dumps it back, merges it three times, asks the chain for
 its input schema under that config (a new binding each time) and adds an event aggregator
-it never reads (``event_aggregator``): about 0.2 ms of a short request's 3-4 ms
-(BENCHMARKS.md, issue 26, sixth pass). With no config to validate, none of that changes
-what the run gets, so this route does the rest itself:
+it never reads (``event_aggregator``): up to 0.25 ms of a short request's 3-4 ms in one
+process, within noise deployed (BENCHMARKS.md, issue 26, sixth pass). With no config to
+validate, none of that changes what the run gets, so this route does the rest itself:
 
 - the same dependencies (the key and the quotas), then the same per-request hook
   (``config_hook``: the ledger and the error recorder in the run's callbacks);
