@@ -72,11 +72,14 @@ def new_page(browser: Browser, init_script: str | None = None) -> Iterator[Page]
 
 
 @contextmanager
-def serve(page: Page, reply_tokens: int) -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
-    """The app on uvicorn at 127.0.0.1 over a slow emulator; both stop on exit, after the
-    page has left (open event streams would otherwise hold uvicorn's shutdown)."""
+def serve(page: Page, reply_tokens: int, **settings: str
+          ) -> Iterator[tuple[MaritacaEmulator, RunningServer]]:
+    """The app (``settings``: its environment, e.g. ``MARITACA_CHAINS_RATE_LIMIT``) on
+    uvicorn at 127.0.0.1 over a slow emulator; both stop on exit, after the page has left
+    (open event streams would otherwise hold uvicorn's shutdown)."""
     with MaritacaEmulator(reply_tokens=reply_tokens, token_delay=TOKEN_DELAY) as emu:
-        app = create_app(ServerSettings(_env_file=None), model=emulator_model(emu))  # type: ignore[call-arg]
+        app = create_app(ServerSettings(_env_file=None, **settings),  # type: ignore[call-arg]
+                         model=emulator_model(emu))
         with RunningServer(app) as server:
             try:
                 yield emu, server

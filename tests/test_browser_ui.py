@@ -184,3 +184,35 @@ def test_ui_errors_are_one_portuguese_line_and_the_history_stays(page: Page) -> 
                                 "«Máximo de tokens» para recebê-la inteira.")
         assert answers(page)[-1].endswith("cortada no limite de tokens")
         page.screenshot(path=ARTIFACTS / "ui-cut.png", full_page=True)
+
+
+@pytest.mark.timeout(240)
+def test_ui_a_spent_quota_refuses_the_run_on_the_page_not_the_page_itself(page: Page) -> None:
+    """Each run is one request of the key's quota; loading the page, Limpar histórico and
+    the page's other calls are not runs. The run over the quota is refused before
+    sending, with the same Portuguese line as every refusal, and the history stays."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(page, 5, MARITACA_CHAINS_RATE_LIMIT="3/minute") as (emu, server):
+        for _ in range(3):  # loading the page three times: no run
+            open_ui(page, server)
+        fill(page, "story", FORMS["story"])
+        for _ in range(2):
+            page.locator("#send-story").click()
+            run_done(page, 1)
+            page.locator("#ui-clear").click()  # Limpar histórico: no run either
+            wait_for(lambda: page.get_by_test_id("bot").count() == 0, "the history to clear",
+                     page=page)
+        page.locator("#send-story").click()
+        run_done(page, 1)
+        first = answers(page)
+        page.locator("#send-story").click()
+        wait_for(lambda: status(page).startswith("Atenção:"), "the refusal", page=page)
+        line = status(page)
+        assert line.startswith("Atenção: Limite de pedidos desta chave de acesso (3 por minuto) "
+                               "atingido; ele se renova em "), line
+        assert line.endswith("s): espere e envie de novo."), line
+        assert answers(page) == first and len(chat_requests(emu)) == 3  # nothing was sent
+        assert page.get_by_text("Error", exact=True).count() == 0  # no Gradio error toast
+        assert page.get_by_text("Erro", exact=True).count() == 0  # nor its badge
+        assert page.locator("#send-story").is_enabled() and page.locator("#ui-stop").is_disabled()
+        page.screenshot(path=ARTIFACTS / "ui-quota-spent.png", full_page=True)

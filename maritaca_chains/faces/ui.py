@@ -26,7 +26,7 @@ from chains import CHAINS, DEFAULT_TEMPERATURE, MAX_TOKENS_RANGE, TEMPERATURE_RA
 from ..ledger import RunAccounts
 from ..login_pages import LoginRequired, login_required_html
 from ..refusals import Refusal, refusal_json
-from ..request_rules import admitted_caller
+from ..request_rules import current_caller
 from ..threads import ThreadStore
 from ._face import Face
 from .gradio_idle_poll import slow_idle_poll
@@ -278,9 +278,10 @@ def _handler(respond: Respond, title: str, name: str, names: list[str],
 
 
 def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:
-    """Mount the UI at ``/ui/`` behind the request rules (every POST admitted as a
-    request of the caller's key: ``request_rules.admitted_caller``); its runs are kept
-    in ledgers by ``app.state.accounts``. Without gradio, log why and mount nothing."""
+    """Mount the UI at ``/ui/`` behind the access guard (``request_rules.current_caller``);
+    each run is admitted by the caller's quotas where it starts (``ui_run``), not each of
+    the page's calls, and kept in ledgers by ``app.state.accounts``. Without gradio, log
+    why and mount nothing."""
     try:
         import gradio as gr
     except ImportError:
@@ -300,7 +301,7 @@ def mount_ui(app: FastAPI, chains: dict[str, Runnable[Any, str]]) -> None:
                   getattr(app.state, "accounts", None), getattr(app.state, "thread_store", None))
     gr.mount_gradio_app(app, demo, path="/ui", ssr_mode=False, footer_links=[], css=CSS,
                         theme=_theme(gr),
-                        app_kwargs={"dependencies": [Depends(admitted_caller)],
+                        app_kwargs={"dependencies": [Depends(current_caller)],
                                     # a browser without the key: the "entre primeiro" page
                                     "exception_handlers": {
                                         LoginRequired: login_required_html,

@@ -6,8 +6,11 @@ max_tokens=..., connection=..., thread_id=...)`` (``thread_id``: the conversatio
 sent, then yields a :class:`RunUpdate` per chunk or progress event, and a last one with
 how the run ended (cut by the token limit, who answered, tokens, cost when known), read
 from the run's ledger (``ledger``), which also logs, counts and charges the run to the key
-of ``connection`` (the request that started it). It never raises for a failed run: the
-failure is one pt-BR line in ``error``.
+of ``connection`` (the request that started it). Each run is one request of that key's
+quota (``MARITACA_CHAINS_RATE_LIMIT``), admitted here: the page's own calls (loading it,
+Parar, Limpar histórico, the conversation list) are not runs, and a key over its quota
+reads why on the page, in the same words as every refusal before sending. It never raises
+for a failed run: the failure is one pt-BR line in ``error``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from maritaca import closing_upstreams
 
 from ..error_responses import describe_error
 from ..ledger import Ledger, RunAccounts
+from ..quota_exceeded import QuotaExceeded
+from ..redis_outage import REDIS_DOWN
+from ..request_rules import rules_of
 from ._face import Face
 from .ui_text import blank_field, cut_note, error_line, progress_line
 
@@ -104,6 +110,9 @@ def chat_fn(chains: dict[str, Runnable[Any, str]], accounts: RunAccounts | None 
             line = error_line(chain, describe_error(exc), face.input_type)
             yield RunUpdate(error=line, status=line, done=True)
             return
+        if refusal := await _admitted(connection, chain):
+            yield RunUpdate(error=refusal, status=refusal, done=True)
+            return
         state = RunUpdate(sent=True, status="Gerando a resposta…")
         yield state
         config = _configurable(model, temperature, max_tokens, thread_id)
@@ -133,6 +142,19 @@ def chat_fn(chains: dict[str, Runnable[Any, str]], accounts: RunAccounts | None 
                      config["configurable"].get("max_tokens"))
 
     return respond
+
+
+async def _admitted(connection: HTTPConnection | None, chain: str) -> str:
+    """Room for one run in the quotas of ``connection``'s key (counted), by the app's
+    request rules; else the pt-BR line saying why not. Without a connection (a direct
+    caller of ``chat_fn``), no quota applies."""
+    if connection is None:
+        return ""
+    try:
+        await rules_of(connection).admit(connection)
+    except (QuotaExceeded, *REDIS_DOWN) as exc:
+        return error_line(chain, describe_error(exc))
+    return ""
 
 
 def _ended(state: RunUpdate, ledger: Ledger, asked: int | None) -> RunUpdate:

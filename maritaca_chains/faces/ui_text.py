@@ -114,6 +114,8 @@ def error_line(chain: str, error: dict[str, Any],
         return f"O modelo recebeu pedidos demais: {when} e envie de novo."
     if kind == "quota_exceeded":  # this server's limit for the key: when it renews
         return f"{error['message']}: espere e envie de novo."
+    if kind == "redis_unavailable":  # the quotas' Redis: the message says what to do
+        return str(error["message"])
     if kind in _UPSTREAM:
         return _UPSTREAM[kind]
     if kind in _THREADS:
