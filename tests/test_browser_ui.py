@@ -23,7 +23,9 @@ from tests.browser_support import (
     serve,
     wait_for,
 )
+from tests.child_servers import needs_redis
 from tests.conftest import RunningServer
+from tests.test_redis_outage import Redis
 
 pytestmark = [*BROWSER_MARKS,
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # pandas
@@ -216,3 +218,29 @@ def test_ui_a_spent_quota_refuses_the_run_on_the_page_not_the_page_itself(page: 
         assert page.get_by_text("Erro", exact=True).count() == 0  # nor its badge
         assert page.locator("#send-story").is_enabled() and page.locator("#ui-stop").is_disabled()
         page.screenshot(path=ARTIFACTS / "ui-quota-spent.png", full_page=True)
+
+
+@needs_redis
+@pytest.mark.timeout(240)
+def test_ui_a_run_while_the_quotas_redis_is_down_says_so_on_the_page(page: Page,
+                                                                      tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        with serve(page, 5, MARITACA_CHAINS_RATE_LIMIT="100/minute",
+                   MARITACA_CHAINS_REDIS_URL=redis.url) as (emu, server):
+            open_ui(page, server)
+            fill(page, "story", FORMS["story"])
+            page.locator("#send-story").click()
+            run_done(page, 1)
+            first = answers(page)
+            redis.stop()
+            page.locator("#send-story").click()
+            wait_for(lambda: status(page).startswith("Atenção:"), "the refusal", page=page)
+            assert status(page).startswith("Atenção: O Redis está fora de alcance"), status(page)
+            assert "redis://" not in page.content()  # the URL (and its password) stays hidden
+            assert answers(page) == first and len(chat_requests(emu)) == 1
+            page.screenshot(path=ARTIFACTS / "ui-redis-down.png", full_page=True)
+    finally:
+        redis.stop()

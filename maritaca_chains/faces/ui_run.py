@@ -152,7 +152,9 @@ async def _admitted(connection: HTTPConnection | None, chain: str) -> str:
         return ""
     try:
         await rules_of(connection).admit(connection)
-    except (QuotaExceeded, *REDIS_DOWN) as exc:
+    except QuotaExceeded as exc:
+        return error_line(chain, describe_error(exc))
+    except REDIS_DOWN as exc:  # the quotas' Redis, unless MARITACA_CHAINS_REDIS_FAIL_OPEN
         return error_line(chain, describe_error(exc))
     return ""
 
