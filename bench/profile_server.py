@@ -61,6 +61,8 @@ def summarise(collapsed: Path, top: int) -> None:
     total = 0
     for line in collapsed.read_text(encoding="utf-8").splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # py-spy splits a frame whose name holds a newline
+            continue
         n = int(count)
         frames = stack.split(";")
         total += n

@@ -5,12 +5,13 @@ event decoded again even when debug logging is off: without that, an unpaced str
 chunk costs the server half as much (BENCHMARKS.md, issue 26, third pass).
 
 ``install()`` gives ``EventSourceResponse`` a ``stream_response`` that sends the same
-messages with the same bytes, and stops at the next event once the client has hung up
-(sse-starlette's own may read an abandoned ``/stream_events`` answer to its end): LangServe's events (a dict of ``event`` and a one-line
-``data``, or ``event`` alone) are formatted in one step, anything else goes through
-sse-starlette's own ``ensure_bytes``. It is installed only if, at the time, both ways
-give identical bytes for a set of probe events and identical ASGI messages for a probe
-response (``matches()``); otherwise sse-starlette is left as it is.
+messages with the same bytes, and stops within 16 events once the client has hung up
+(sse-starlette's own may read an abandoned ``/stream_events`` answer to its end):
+LangServe's events (a dict of ``event`` and a one-line ``data``, or ``event`` alone) are
+formatted in one step, anything else goes through sse-starlette's own ``ensure_bytes``.
+It is installed only if, at the time, both ways give identical bytes for a set of probe
+events and identical ASGI messages for a probe response (``matches()``); otherwise
+sse-starlette is left as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = ["event_bytes", "install", "matches"]
 
 _ORIGINAL = sse.EventSourceResponse.stream_response
 _log = logging.getLogger(sse.__name__)  # sse-starlette's own logger
+_CHECK_EVERY = 15  # a mask: whether the client hung up, looked at every 16th event
 
 
 def event_bytes(data: Any, sep: str) -> bytes:
@@ -53,9 +55,12 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
     sep = self.sep
     task = asyncio.current_task()
     cancelling = False
+    sent = 0
     try:
         async for data in self.body_iterator:
-            if not cancelling and current_effective_deadline() == -math.inf:
+            sent += 1
+            if not sent & _CHECK_EVERY and not cancelling \
+                    and current_effective_deadline() == -math.inf:
                 # The hang-up has cancelled this task's scope, but anyio delivers that
                 # only while the task waits on a future not done yet, and a generator
                 # whose events come through ``call_soon`` (``astream_events``' stream)
@@ -63,6 +68,9 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 # its end (2 s for 32,000 tokens). Cancelled here, the task stops where
                 # the generator next waits, as it would have there, and it cleans up
                 # as on any hang-up (this event goes nowhere: the client is gone).
+                # Looked at every 16th event: the look costs about 5 µs, a paced
+                # stream's cancellation arrives without it, and a ready one sends 16
+                # events in well under a millisecond.
                 cancelling = True
                 task.cancel()  # type: ignore[union-attr]
                 continue
