@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> None:
     alone = best["langserve", "stream"][0], best["langserve", "stream_events"][0]
     print(f"LangServe alone: /stream {alone[0] / floor:.2f}x floor, /stream_events "
           f"{alone[1] / alone[0]:.2f}x its /stream; ours on LangServe alone: /stream "
-          f"+{stream - alone[0]:.2f} ms, /stream_events +{events - alone[1]:.2f} ms")
+          f"{stream - alone[0]:+.2f} ms, /stream_events {events - alone[1]:+.2f} ms")
     print(f"target ours /stream <= 1.5x floor: {stream / floor:.2f}x "
           f"({'met' if stream / floor <= 1.5 else 'NOT met'}); /stream_events <= 1.3x "
           f"/stream: {events / stream:.2f}x ({'met' if events / stream <= 1.3 else 'NOT met'})")
