@@ -16,10 +16,7 @@ answer. ``inline_streaming_handler`` marks the one handler a direct run streams 
 ``run_inline`` (a public attribute of every handler), for those two classes only: their
 callbacks only record the run and put an event on the handler's own unbounded stream,
 never wait, so awaiting them in place changes no event and no order (each dispatch was
-awaited to its end anyway) and saves the task or thread hop. Their events then reach
-the reader through the handler's private ``send_stream``: sent from the reader's own
-loop, they skip waking it (``_LoopLocalSends``, for langchain-core's ``_SendStream``
-only, checked once at import).
+awaited to its end anyway) and saves the task or thread hop.
 
 ``PRESENT`` says, checked once at import, that the protocol is there, with both taps,
 and that the handlers of ``astream_events`` and ``astream_log`` follow it;
@@ -29,7 +26,6 @@ included), and takes LCEL's path if either fails.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,75 +73,10 @@ def streaming_handler(handlers: Sequence[Any]) -> Any | None:
 
 def inline_streaming_handler(handlers: Sequence[Any]) -> None:
     """Mark the handler a run streams to ``run_inline`` if it is ``astream_events``'s or
-    ``astream_log``'s own, and let its events reach their reader without waking the loop
-    (see the module's docstring); anyone else's is left as it is."""
+    ``astream_log``'s own (see the module's docstring); anyone else's is left as it is."""
     handler = streaming_handler(handlers)
     if handler is not None and type(handler) in _INLINE_SAFE:
         handler.run_inline = True
-        sends = getattr(handler, "send_stream", None)
-        if type(sends) is _SEND_STREAM:
-            handler.send_stream = _LoopLocalSends(sends)
-
-
-class _LoopLocalSends:
-    """A handler's ``send_stream`` that puts an event sent from its reader's own loop
-    with ``call_soon``, not ``call_soon_threadsafe``.
-
-    The two queue the same callback in the same place; the thread-safe one also writes a
-    byte to the loop's self-pipe (and the loop reads it back) to wake a loop that another
-    thread may have left asleep: two system calls per event, 5% of a short
-    ``/stream_events`` request's CPU (BENCHMARKS.md, issue 26). From the loop's own thread
-    nothing sleeps. An event sent from any other thread, and the stream's close, take
-    the original's way.
-    """
-
-    __slots__ = ("_loop", "_original", "_put")
-
-    def __init__(self, original: Any) -> None:
-        self._original = original
-        self._loop = original._reader_loop
-        self._put = original._queue.put_nowait
-
-    def send_nowait(self, item: Any) -> None:
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:  # a worker thread without a loop
-            here = None
-        if here is self._loop:
-            here.call_soon(self._put, item)
-        else:
-            self._original.send_nowait(item)
-
-    async def send(self, item: Any) -> None:
-        self.send_nowait(item)
-
-    def close(self) -> None:
-        self._original.close()
-
-    async def aclose(self) -> None:
-        self._original.close()
-
-
-def _send_stream_class() -> type | None:
-    """langchain-core's ``_SendStream``, if it keeps its loop and queue where this module
-    reads them (``_reader_loop``, ``_queue.put_nowait``); else None: left alone."""
-    try:
-        from langchain_core.tracers.memory_stream import _MemoryStream
-    except ImportError:
-        return None
-    loop = asyncio.new_event_loop()
-    try:
-        sends = _MemoryStream[Any](loop).get_send_stream()
-        ok = (getattr(sends, "_reader_loop", None) is loop
-              and callable(getattr(getattr(sends, "_queue", None), "put_nowait", None))
-              and all(callable(getattr(sends, name, None))
-                      for name in ("send_nowait", "send", "close", "aclose")))
-        return type(sends) if ok else None
-    finally:
-        loop.close()
-
-
-_SEND_STREAM = _send_stream_class()
 
 
 # A runtime protocol's isinstance walks the protocol's members on every call (a few

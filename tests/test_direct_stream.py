@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 from typing import Any
 from uuid import UUID
@@ -380,56 +379,3 @@ def test_a_long_chain_answer_adds_up_to_lcels(sync: bool) -> None:
     fast = run(True)
     assert fast == run(False)
     assert fast[0] >= 300 and "'parser'" in fast[2]
-
-
-async def _events_and_wakeups(monkeypatch: pytest.MonkeyPatch, loop_local: bool
-                              ) -> tuple[list[str], int]:
-    """A direct chain's ``astream_events``, normalised, and how many times the call woke
-    its own loop through ``call_soon_threadsafe`` (a self-pipe write each)."""
-    if not loop_local:
-        monkeypatch.setattr(_lcel_private, "_SEND_STREAM", None)
-    loop = asyncio.get_running_loop()
-    original, wakeups = loop.call_soon_threadsafe, 0
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal wakeups
-        wakeups += 1
-        return original(*args, **kwargs)
-
-    with MaritacaEmulator(reply_tokens=5) as emulator:
-        chain = build_story_chain(emulator_model(emulator))
-        monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
-        try:
-            seen = [normalised({**event, "run_id": "", "parent_ids": len(event["parent_ids"])})
-                    async for event in chain.astream_events({"topic": "x"}, version="v2")]
-        finally:
-            monkeypatch.setattr(loop, "call_soon_threadsafe", original)
-    ids = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    return [re.sub(ids, "ID", item) for item in seen], wakeups
-
-
-async def test_astream_events_sent_on_the_loop_do_not_wake_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same events, without a self-pipe write per event."""
-    local = await _events_and_wakeups(monkeypatch, True)
-    threadsafe = await _events_and_wakeups(monkeypatch, False)
-    assert local[0] == threadsafe[0] and len(local[0]) > 10
-    assert threadsafe[1] >= len(local[0]) and local[1] <= 2  # the stream's close, at most
-
-
-async def test_an_event_sent_from_another_thread_still_wakes_its_reader() -> None:
-    from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
-
-    handler = _AstreamEventsCallbackHandler()
-    _lcel_private.inline_streaming_handler([handler])
-    assert type(handler.send_stream).__name__ == "_LoopLocalSends"
-    received = handler.receive_stream.__aiter__()
-    thread = threading.Thread(target=handler.send_stream.send_nowait, args=("do outro lado",))
-    started = time.monotonic()
-    thread.start()  # the loop sleeps in the read below until the thread wakes it
-    assert await asyncio.wait_for(received.__anext__(), 10) == "do outro lado"
-    assert time.monotonic() - started < 2  # woken, not found by a later timer
-    thread.join(5)
-    handler.send_stream.send_nowait("daqui")
-    await handler.send_stream.aclose()
-    assert [item async for item in received] == ["daqui"]

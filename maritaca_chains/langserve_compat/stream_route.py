@@ -52,7 +52,6 @@ __all__ = ["add_stream_route", "defaults", "unpacked"]
 Hook = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
 FILTERS = ("include_names", "include_types", "include_tags",
            "exclude_names", "exclude_types", "exclude_tags")
-# LangServe's generic error event's data, sent before a failed run's exception is re-raised
 _ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"})
 
 
@@ -120,6 +119,21 @@ def _answerable(chain: Runnable[Any, Any]) -> bool:
     return not hosted and not isinstance(chain, DynamicRunnable)
 
 
+def _error_ends(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """``events``, then LangServe's generic ``error`` event if they raise (re-raised)."""
+    async def ended() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in events:
+                yield event
+        except GeneratorExit:  # closed where it waits: nobody reads an error event
+            raise
+        except BaseException:
+            yield {"event": "error", "data": _ERROR}
+            raise
+
+    return ended()
+
+
 def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      served: Runnable[Any, Any], dependencies: Sequence[DependsParam],
                      hook: Hook) -> bool:
@@ -154,23 +168,15 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         run_id = config["run_id"]  # type: ignore[typeddict-item]
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            # the error event is sent here, not by a wrapping generator: one hop less
-            # per event (LangServe's handler does the same)
-            try:
-                sent_metadata = False
-                async for chunk in chain.astream(input_, config=config):
-                    if not sent_metadata:
-                        sent_metadata = True
-                        yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
-                    yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
-                yield {"event": "end"}
-            except GeneratorExit:  # closed where it waits: nobody reads an error event
-                raise
-            except BaseException:
-                yield {"event": "error", "data": _ERROR}
-                raise
+            sent_metadata = False
+            async for chunk in chain.astream(input_, config=config):
+                if not sent_metadata:
+                    sent_metadata = True
+                    yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
+                yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
+            yield {"event": "end"}
 
-        return EventSourceResponse(events())
+        return EventSourceResponse(_error_ends(events()))
 
     async def stream_events(request: Request) -> Any:
         start = await started(request, "stream_events")
@@ -180,19 +186,13 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         filters = _event_filters(body) or {}  # validated in started()
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            try:
-                async for event in served.astream_events(input_, config=config, version="v2",
-                                                         **filters):
-                    event["metadata"] = _public(event["metadata"])
-                    yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
-                yield {"event": "end"}
-            except GeneratorExit:
-                raise
-            except BaseException:
-                yield {"event": "error", "data": _ERROR}
-                raise
+            async for event in served.astream_events(input_, config=config, version="v2",
+                                                     **filters):
+                event["metadata"] = _public(event["metadata"])
+                yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
+            yield {"event": "end"}
 
-        return EventSourceResponse(events())
+        return EventSourceResponse(_error_ends(events()))
 
     delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
