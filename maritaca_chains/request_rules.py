@@ -61,6 +61,10 @@ _RULES_IN_SCOPE = "maritaca_chains.request_rules"
 ENVELOPE_KEYS = frozenset({"input", "config"})
 
 
+# what ``RequestRules.admit`` refuses a run with
+_REFUSALS: tuple[type[Exception], ...] = (QuotaExceeded, *REDIS_DOWN)
+
+
 class RequestRules:
     """What the dependencies check against: the access guard, the run accounts (quotas)
     and the ``/batch`` size cap."""
@@ -86,6 +90,16 @@ class RequestRules:
             logger.warning("quota check for %s skipped: Redis is unavailable (%s); served "
                            "(MARITACA_CHAINS_REDIS_FAIL_OPEN)", label, type(exc).__name__)
             redis_unavailable("served")
+
+    async def refusal(self, connection: HTTPConnection, runs: int = 1) -> Exception | None:
+        """``admit``, with its refusal (``QuotaExceeded``, or Redis' error while it is
+        down) returned rather than raised, for a face that says it in its own words;
+        None: admitted."""
+        try:
+            await self.admit(connection, runs)
+        except _REFUSALS as exc:
+            return exc
+        return None
 
     async def admit_http(self, connection: HTTPConnection, runs: int) -> None:
         """``admit``, its refusals as HTTPException: 429 with ``Retry-After``, or the

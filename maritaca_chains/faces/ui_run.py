@@ -30,8 +30,6 @@ from maritaca import closing_upstreams
 
 from ..error_responses import describe_error
 from ..ledger import Ledger, RunAccounts
-from ..quota_exceeded import QuotaExceeded
-from ..redis_outage import REDIS_DOWN
 from ..request_rules import rules_of
 from ._face import Face
 from .ui_text import blank_field, cut_note, error_line, progress_line
@@ -150,13 +148,8 @@ async def _admitted(connection: HTTPConnection | None, chain: str) -> str:
     caller of ``chat_fn``), no quota applies."""
     if connection is None:
         return ""
-    try:
-        await rules_of(connection).admit(connection)
-    except QuotaExceeded as exc:
-        return error_line(chain, describe_error(exc))
-    except REDIS_DOWN as exc:  # the quotas' Redis, unless MARITACA_CHAINS_REDIS_FAIL_OPEN
-        return error_line(chain, describe_error(exc))
-    return ""
+    refused = await rules_of(connection).refusal(connection)
+    return "" if refused is None else error_line(chain, describe_error(refused))
 
 
 def _ended(state: RunUpdate, ledger: Ledger, asked: int | None) -> RunUpdate:

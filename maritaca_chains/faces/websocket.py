@@ -47,8 +47,6 @@ from ..error_responses import ERROR_MARK, error_frame
 from ..input_limits import limits_of, parse_json
 from ..messages import language
 from ..metrics import request_refused
-from ..quotas import QuotaExceeded
-from ..redis_outage import REDIS_DOWN
 from ..request_rules import admit_socket, rules_of
 from ._face import TRUNCATED, Face
 
@@ -84,13 +82,8 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
         await ws.send_text(error_frame(exc, language(ws.headers)))
         return
     rules = rules_of(ws)
-    try:
-        await rules.admit(ws)
-    except QuotaExceeded as exc:
-        await ws.send_text(error_frame(exc, language(ws.headers)))  # quota_exceeded
-        return
-    except REDIS_DOWN as exc:
-        await ws.send_text(error_frame(exc, language(ws.headers)))  # redis_unavailable
+    if (refused := await rules.refusal(ws)) is not None:  # quota_exceeded, redis_unavailable
+        await ws.send_text(error_frame(refused, language(ws.headers)))
         return
     ledger = rules.accounts.open(ws, face.name)
     async with aclosing(face.chunks(request, ledger)) as chunks:
