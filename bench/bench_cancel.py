@@ -1,6 +1,7 @@
 """Cancellation: time from a client hanging up to the upstream connection closing.
 
-Run: ``.venv/bin/python bench/bench_cancel.py [--quick] [--trials 100]``
+Run: ``.venv/bin/python bench/bench_cancel.py [--quick] [--trials 100] [--app-dir DIR]``
+(``--app-dir``: "ours" served from another commit's checkout, for a before/after.)
 
 For every way a client can stop a stream, ``--trials`` times each (round robin), the
 client stops after ``--after`` tokens of a 100 tokens/s emulator stream and we read,
@@ -15,7 +16,10 @@ from the emulator's record of that request, when it saw the connection close
   connection, and the ``stop`` message that ends the run but keeps the connection);
 - "unpaced burst" rows: the emulator sends as fast as it can, so the server is busy
   writing when the client hangs up (LangServe's generator is then suspended at a
-  ``yield`` when the cancellation lands in sse-starlette's ``send``).
+  ``yield`` when the cancellation lands in sse-starlette's ``send``). There the
+  emulator may get all 32,000 tokens into the socket buffers before the close reaches
+  it: "sent all by" says how long after the hang-up it did (a few ms: it won the race;
+  a second: the server read the abandoned answer to its end).
 
 Clocks: both sides read ``time.monotonic()`` (CLOCK_MONOTONIC is one clock for every
 process on Linux; the script checks it against direct requests first). Tokens sent
@@ -56,6 +60,8 @@ class Row:
     not_closed: int = 0
     ran_to_end: int = 0  # of the not closed: the emulator got its whole answer out
     # (to the server, or only into the socket buffers) and never saw the close
+    ended_after_ms: list[float] = field(default_factory=list)  # of those: when, after
+    # the hang-up (a few ms: it won the race with the close; seconds: nobody stopped it)
     errors: list[str] = field(default_factory=list)
 
 
@@ -81,7 +87,9 @@ def account(row: Row, rec: RecordedRequest | None, hung_up_at: float | None, *,
         return
     if rec is None or not rec.client_disconnected or rec.disconnected_at is None:
         row.not_closed += 1
-        row.ran_to_end += rec is not None and rec.finished_at is not None
+        if rec is not None and rec.finished_at is not None:
+            row.ran_to_end += 1
+            row.ended_after_ms.append((rec.finished_at - hung_up_at) * 1e3)
         return
     row.latencies_ms.append((rec.disconnected_at - hung_up_at) * 1e3)
     if not paced:
@@ -191,7 +199,8 @@ async def run(args: argparse.Namespace) -> None:
         ours_model = ChatMaritaca(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
         peer_model = ChatOpenAI(base_url=emu.base_url, api_key=emu.api_key, model="sabia-4",
                                 max_retries=0)
-        with ServerProcess("ours", emu.base_url, emu.api_key) as ours, \
+        ours_env = {"BENCH_APP_DIR": args.app_dir} if args.app_dir else None
+        with ServerProcess("ours", emu.base_url, emu.api_key, extra_env=ours_env) as ours, \
                 ServerProcess("chatopenai", emu.base_url, emu.api_key) as peer:
             async with httpx.AsyncClient(timeout=10) as http:
                 schema = (await http.get(f"{ours.url}/openapi.json")).text
@@ -260,10 +269,11 @@ async def run(args: argparse.Namespace) -> None:
                       max(lat, default=float("nan")),
                       sum(row.after) / len(row.after) if row.after else float("nan"),
                       max(row.after, default=0), row.not_closed,
-                      f"{row.ran_to_end}/{row.not_closed - row.ran_to_end}", len(row.errors)])
+                      f"{row.ran_to_end}/{row.not_closed - row.ran_to_end}",
+                      max(row.ended_after_ms, default=float("nan")), len(row.errors)])
     print_table(["how the client stops", "closed", "p50 ms", "p99 ms", "max ms",
                  "tokens after (mean)", "(max)", "NOT closed", "sent all/still open",
-                 "errors"], table)
+                 "sent all by (max ms)", "errors"], table)
     if not has_ws:
         print("WebSocket row: pending (server_faces.py / the /story/ws route is not there yet)")
     for row in rows.values():
@@ -285,6 +295,8 @@ def main() -> None:
     parser.add_argument("--no-burst", dest="burst", action="store_false",
                         help="skip the rows where the emulator sends as fast as it can, so "
                              "the hang-up lands while the server is writing")
+    parser.add_argument("--app-dir", help="serve 'ours' from this checkout of another "
+                                          "commit instead (a before/after)")
     args = parser.parse_args()
     if args.quick:
         args.trials = 20
