@@ -5,6 +5,7 @@ be obsolete or broken: read its module and decide."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -177,6 +178,56 @@ def test_sse_starlette_encodes_every_probe_event_as_our_one_step_encoder_does():
     assert sse_encoding.matches()
     assert sse_encoding.install()
     assert EventSourceResponse.stream_response is not sse_encoding._ORIGINAL
+
+
+async def test_events_ready_together_go_out_together_and_none_waits_for_the_next():
+    """What the generator has ready is sent in one body message, and sent before the
+    stream waits for its next event: a reader gets every event as soon as it exists."""
+    assert sse_encoding.install()
+    next_token = asyncio.Event()
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        yield {"event": "data", "data": '"Era"'}
+        yield {"event": "data", "data": '" uma"'}
+        await next_token.wait()  # the upstream's next token is not there yet
+        yield {"event": "data", "data": '" vez"'}
+        yield {"event": "end"}
+
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+            next_token.set()  # only once the first two are out
+
+    await asyncio.wait_for(EventSourceResponse(events()).stream_response(send), 5)
+    assert bodies == [b'event: data\r\ndata: "Era"\r\n\r\nevent: data\r\ndata: " uma"\r\n\r\n',
+                      b'event: data\r\ndata: " vez"\r\n\r\nevent: end\r\n\r\n', b""]
+
+
+async def test_a_hang_up_while_ready_events_go_out_reaches_the_generator_where_it_waits():
+    """The send that fails (the client is gone) fails where the generator waits for its
+    next event, as it would without events sent together: it cleans up (here, where
+    the upstream request would be closed) and the failure is raised."""
+    assert sse_encoding.install()
+    cleaned_up: list[str] = []
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            yield {"event": "data", "data": '"Era"'}
+            await asyncio.sleep(30)  # the next token
+            yield {"event": "end"}
+        except BaseException as error:
+            cleaned_up.append(type(error).__name__)
+            raise
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the client hung up")
+
+    with pytest.raises(OSError, match="hung up"):
+        await asyncio.wait_for(EventSourceResponse(events()).stream_response(send), 5)
+    assert cleaned_up == ["OSError"]
 
 
 async def test_langserve_streams_the_same_bytes_through_the_one_step_encoder(monkeypatch):

@@ -5,13 +5,16 @@ event decoded again even when debug logging is off: without that, an unpaced str
 chunk costs the server half as much (BENCHMARKS.md, issue 26, third pass).
 
 ``install()`` gives ``EventSourceResponse`` a ``stream_response`` that sends the same
-messages with the same bytes, and stops within 16 events once the client has hung up
-(sse-starlette's own may read an abandoned ``/stream_events`` answer to its end):
-LangServe's events (a dict of ``event`` and a one-line ``data``, or ``event`` alone) are
-formatted in one step, anything else goes through sse-starlette's own ``ensure_bytes``.
-It is installed only if, at the time, both ways give identical bytes for a set of probe
-events and identical ASGI messages for a probe response (``matches()``); otherwise
-sse-starlette is left as it is.
+bytes, and stops within 16 events once the client has hung up (sse-starlette's own may
+read an abandoned ``/stream_events`` answer to its end). LangServe's events (a dict of
+``event`` and a one-line ``data``, or ``event`` alone) are formatted in one step,
+anything else goes through sse-starlette's own ``ensure_bytes``. The events the
+generator has ready at once (``astream_events`` makes three or four per token, an
+unpaced answer has many tokens ready) go out in one body message, sent before the
+generator waits for its next event: one write and one pass through the middleware
+instead of one per event, and no event held back. It is installed only if, at the time,
+both ways give identical bytes for a set of probe events and for a probe response
+(``matches()``); otherwise sse-starlette is left as it is.
 """
 
 from __future__ import annotations
@@ -20,17 +23,18 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 from anyio import current_effective_deadline
 from sse_starlette import sse
 
-__all__ = ["CHECK_EVERY", "event_bytes", "install", "matches"]
+__all__ = ["CHECK_EVERY", "READY_AT_MOST", "event_bytes", "install", "matches"]
 
 _ORIGINAL = sse.EventSourceResponse.stream_response
 _log = logging.getLogger(sse.__name__)  # sse-starlette's own logger
 CHECK_EVERY = 16  # events between two looks at whether the client hung up (below)
+READY_AT_MOST = 64  # events sent together at most (an unpaced answer has them all ready)
 
 
 def event_bytes(data: Any, sep: str) -> bytes:
@@ -48,16 +52,40 @@ def event_bytes(data: Any, sep: str) -> bytes:
 
 
 async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
-    """``EventSourceResponse.stream_response``, encoding with ``event_bytes``, and ending
-    as soon as the client has hung up (below)."""
+    """``EventSourceResponse.stream_response``, encoding with ``event_bytes``, sending the
+    events the generator has ready together, and ending as soon as the client has hung
+    up (below)."""
     await send({"type": "http.response.start", "status": self.status_code,
                 "headers": self.raw_headers})
     sep = self.sep
+    body = aiter(self.body_iterator)
     task = asyncio.current_task()
     cancelling = False
     events = 0
+    ready: list[bytes] = []  # encoded, not sent: the generator had the next one ready
     try:
-        async for data in self.body_iterator:
+        while True:
+            # The next event, started by hand: if the generator has it ready, it comes
+            # without a wait and joins ``ready``; if it must wait (the upstream, the
+            # next callback), what is ready goes out first, then the wait goes on.
+            step = body.__anext__().__await__()
+            try:
+                waits_on = step.send(None)
+            except StopIteration as got:
+                data = got.value
+            except StopAsyncIteration:
+                break
+            except Exception:
+                if ready:  # what came before the failure (LangServe's error event too)
+                    await _send_ready(send, ready)
+                raise
+            else:
+                if ready:
+                    await _sent_before(send, ready, step)
+                try:
+                    data = await _finished(step, waits_on)
+                except StopAsyncIteration:
+                    break
             events += 1
             if events % CHECK_EVERY == 0 and not cancelling \
                     and current_effective_deadline() == -math.inf:
@@ -77,7 +105,11 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
             chunk = event_bytes(data, sep)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("chunk: %s", chunk.decode())
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            ready.append(chunk)
+            if len(ready) == READY_AT_MOST:
+                await _send_ready(send, ready)
+        if ready:
+            await _send_ready(send, ready)
         async with self._send_lock:
             self.active = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -85,6 +117,61 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
         if cancelling:
             task.uncancel()  # type: ignore[union-attr]  # ours; anyio's goes on
         raise
+
+
+async def _send_ready(send: Any, ready: list[bytes]) -> None:
+    body = b"".join(ready)
+    ready.clear()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _sent_before(send: Any, ready: list[bytes], step: Any) -> None:
+    """``_send_ready`` while ``step`` (the next event) waits. If the send fails (the
+    client hung up: a cancellation), the failure is thrown into the generator where it
+    waits, as it would have landed there without this send, so that it cleans up as
+    on any hang-up; then it is raised here."""
+    try:
+        await _send_ready(send, ready)
+    except BaseException as failure:
+        try:
+            waits_on = step.throw(failure)
+            await _finished(step, waits_on)
+        except BaseException:  # noqa: BLE001, S110 - the send's failure is the one raised
+            pass
+        raise
+
+
+class _finished:  # noqa: N801 - awaited as a function is: ``await _finished(...)``
+    """``await`` of ``step`` (an ``__anext__`` run by hand up to ``waits_on``, what it
+    waits on), resumed: the task waits on what it waits on, and cancellations and other
+    exceptions thrown into the task go into it."""
+
+    __slots__ = ("step", "waits_on")
+
+    def __init__(self, step: Any, waits_on: Any) -> None:
+        self.step, self.waits_on = step, waits_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _resumed(self.step, self.waits_on)
+
+
+def _resumed(step: Any, waits_on: Any) -> Generator[Any, Any, Any]:
+    while True:
+        try:
+            received = yield waits_on
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as thrown:  # noqa: BLE001 - passed on to the step
+            try:
+                waits_on = step.throw(thrown)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waits_on = step.send(received)
+            except StopIteration as done:
+                return done.value
 
 
 # Events as LangServe sends them, and the shapes that must take sse-starlette's own path
@@ -129,12 +216,26 @@ async def _messages(stream_response: Any) -> list[dict[str, Any]]:
         sent.append(message)
 
     await stream_response(response, send)
-    return [*sent, {"active": response.active}]
+    return [*_joined(sent), {"active": response.active}]
+
+
+def _joined(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with each run of body messages that say more follows as one: what
+    a client reads is the same whichever way the bytes were split."""
+    joined: list[dict[str, Any]] = []
+    for message in messages:
+        last = joined[-1] if joined else None
+        if last is not None and message["type"] == last["type"] == "http.response.body" \
+                and last.get("more_body"):
+            joined[-1] = {**message, "body": last["body"] + message["body"]}
+        else:
+            joined.append(message)
+    return joined
 
 
 def matches() -> bool:
     """Whether ``event_bytes`` and ``_stream_response`` send exactly what sse-starlette
-    would, for every probe."""
+    would, for every probe: the same bytes, in as many or fewer body messages."""
     try:
         if not _probe_bytes_match():
             return False
