@@ -83,7 +83,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 if ready:
                     await _sent_before(send, ready, step)
                 try:
-                    data = await _finished(step, waits_on)
+                    data = await _Resumed(step, waits_on)
                 except StopAsyncIteration:
                     break
             events += 1
@@ -135,13 +135,13 @@ async def _sent_before(send: Any, ready: list[bytes], step: Any) -> None:
     except BaseException as failure:
         try:
             waits_on = step.throw(failure)
-            await _finished(step, waits_on)
+            await _Resumed(step, waits_on)
         except BaseException:  # noqa: BLE001, S110 - the send's failure is the one raised
             pass
         raise
 
 
-class _finished:  # noqa: N801 - awaited as a function is: ``await _finished(...)``
+class _Resumed:
     """``await`` of ``step`` (an ``__anext__`` run by hand up to ``waits_on``, what it
     waits on), resumed: the task waits on what it waits on, and cancellations and other
     exceptions thrown into the task go into it."""
