@@ -19,7 +19,7 @@ chain reports exactly what LCEL's reports. ``invoke`` and the rest are LCEL's.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from contextlib import aclosing, closing
+from contextlib import aclosing, asynccontextmanager, closing
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -125,8 +125,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         parts: list[str] = []
         try:
             values, inner_config = self._prepare(input, _child_config(config, root))
-            async for text in _atapped(root, self._asequence(values, inner_config, parts)):
-                yield text
+            async with _aclosed(root, self._asequence(values, inner_config, parts)) as texts:
+                async for text in texts:
+                    yield text
         except BaseException as error:
             await root.on_chain_error(error, inputs=input)
             raise
@@ -150,7 +151,7 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         sequence.on_chain_end("".join(parts), inputs=values)
 
     async def _asequence(self, values: dict[str, str], config: RunnableConfig,
-                         parts: list[str]) -> AsyncIterator[str]:
+                         parts: list[str]) -> AsyncGenerator[str, None]:
         """The ``RunnableSequence`` run: prompt, then model, then parser."""
         prompt, model, parser = self._steps  # type: ignore[misc]
         sequence = await _astart(config, self._inner.get_name())
@@ -158,9 +159,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             prompt_value = await _aadded_up(prompt.atransform(_aiter_of(values),
                                                               _step_config(config, sequence, 1)))
             stream = _model_astream(model, prompt_value, _step_config(config, sequence, 2))
-            async with aclosing(stream):  # type: ignore[type-var]
-                async for text in _atapped(sequence, _aparse(
-                        stream, _step_config(config, sequence, 3), parser.get_name(), parts)):
+            async with aclosing(stream), _aclosed(sequence, _aparse(  # type: ignore[type-var]
+                    stream, _step_config(config, sequence, 3), parser.get_name(), parts)) as texts:
+                async for text in texts:
                     yield text
         except BaseException as error:
             await sequence.on_chain_error(error, inputs=values)
@@ -240,6 +241,18 @@ def _atapped(run: AsyncCallbackManagerForChainRun,
     return output if handler is None else handler.tap_output_aiter(run.run_id, output)
 
 
+@asynccontextmanager
+async def _aclosed(run: AsyncCallbackManagerForChainRun,
+                   output: AsyncGenerator[str, None]) -> AsyncIterator[AsyncIterator[str]]:
+    """``_atapped(run, output)``, both closed on the way out: a step whose caller stops
+    ends its run there and then (async ``for`` leaves an unfinished generator to the
+    garbage collector, whose ``aclose`` runs later in a task of its own, if at all)."""
+    async with aclosing(output):
+        tapped = _atapped(run, output)
+        async with aclosing(tapped):  # type: ignore[type-var]
+            yield tapped
+
+
 def _child_config(config: RunnableConfig, run: ChainRun) -> RunnableConfig:
     return patch_config(config, callbacks=run.get_child(),
                         recursion_limit=config["recursion_limit"] - 1)
@@ -266,14 +279,15 @@ def _parse(stream: Iterator[Any], config: RunnableConfig, name: str,
 
 
 async def _aparse(stream: AsyncIterator[Any], config: RunnableConfig, name: str,
-                  parts: list[str]) -> AsyncIterator[str]:
+                  parts: list[str]) -> AsyncGenerator[str, None]:
     """``_parse`` for async runs."""
     parsed = _Parsed(parts)
     first = await anext(stream, None)
     parsing = await _astart(config, name, "parser")
     try:
-        async for text in _atapped(parsing, _atexts(first, stream, parsed)):
-            yield text
+        async with _aclosed(parsing, _atexts(first, stream, parsed)) as texts:
+            async for text in texts:
+                yield text
     except BaseException as error:
         # LCEL has added up only the first chunk when a step fails
         await parsing.on_chain_error(error, inputs=parsed.first)
@@ -330,7 +344,8 @@ def _texts(first: Any, stream: Iterator[Any], parsed: _Parsed) -> Iterator[str]:
             yield text
 
 
-async def _atexts(first: Any, stream: AsyncIterator[Any], parsed: _Parsed) -> AsyncIterator[str]:
+async def _atexts(first: Any, stream: AsyncIterator[Any],
+                  parsed: _Parsed) -> AsyncGenerator[str, None]:
     """``_texts`` for async runs."""
     if first is None:
         return
