@@ -32,6 +32,8 @@ __all__ = ["ARTIFACTS", "BROWSER_MARKS", "CHROMIUM", "LAUNCH_ARGS", "TOKEN_DELAY
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Screenshots go here, taken with animations="disabled": Gradio's buttons fade between
+# enabled and disabled over 0.2 s, and a shot taken as the page changes shows the old look.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TOKEN_DELAY = 0.05  # seconds between chunks: slow enough to watch the text grow
 WAIT_MS = 20_000  # the longest any single wait on the page may take

@@ -51,7 +51,7 @@ def test_playground_streams(page: Page, name: str) -> None:
             wait_for(lambda: page_errors or box.is_visible(), f"the {field!r} field", page=page)
         finally:
             if not box.is_visible():
-                page.screenshot(path=shot, full_page=True)
+                page.screenshot(animations="disabled", path=shot, full_page=True)
         # (an Optional field in an input or config schema crashes the playground:
         # 'Unknown type: {"type":"null"}'; the chains' schemas avoid them)
         assert not page_errors, f"the /{name} playground failed: {page_errors}"
@@ -72,7 +72,7 @@ def test_playground_streams(page: Page, name: str) -> None:
         samples = sample_until(read, lambda text: text == expected, page,
                                f"the /{name} playground output")
         page.get_by_role("button", name="Start").wait_for()  # the run is over
-        page.screenshot(path=shot, full_page=True)
+        page.screenshot(animations="disabled", path=shot, full_page=True)
     assert_grew(samples, expected)
     assert [r.status for r in chat_requests(emu)] == [200]
     assert not page_errors

@@ -84,7 +84,7 @@ def test_use_chat_streams_a_chain_in_chromium(page_site):
             lengths.append(len(answer.inner_text()))
             time.sleep(0.1)
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "ai-sdk-chat.png"), full_page=True)
+        page.screenshot(animations="disabled", path=str(ARTIFACTS / "ai-sdk-chat.png"), full_page=True)
         body = emu.requests[-1].body
         assert body is not None
         assert answer.inner_text() == emu.expected_text(body["messages"])

@@ -29,7 +29,7 @@ def test_a_directory_chain_in_the_browser(page: Page, tmp_path) -> None:
                 page.goto(f"{server.url}/")
                 card = page.get_by_test_id("chain-traducao")
                 assert "Tradução" in card.inner_text()
-                card.screenshot(path=ARTIFACTS / "chain-dir-card.png")
+                card.screenshot(animations="disabled", path=ARTIFACTS / "chain-dir-card.png")
                 # with five chains the fifth tab sits in Gradio's overflow menu ("..."):
                 # the landing page's button opens it by name
                 page.goto(f"{server.url}/ui/?cadeia=traducao")
@@ -40,7 +40,7 @@ def test_a_directory_chain_in_the_browser(page: Page, tmp_path) -> None:
                 page.locator("#traducao-destino").get_by_text("espanhol").click()
                 page.locator("#traducao-vezes input").fill("2")
                 text.fill("Bom dia, sabiá!")
-                page.screenshot(path=ARTIFACTS / "chain-dir-form.png", full_page=True)
+                page.screenshot(animations="disabled", path=ARTIFACTS / "chain-dir-form.png", full_page=True)
                 page.locator("#send-traducao").click()
                 wait_for(lambda: chat_requests(emu), "the run", page=page)
                 body = chat_requests(emu)[-1].body
@@ -52,6 +52,6 @@ def test_a_directory_chain_in_the_browser(page: Page, tmp_path) -> None:
                 wait_for(lambda: bots.count() >= 2 and page.locator("#ui-stop").is_disabled(),
                          "the answer", timeout=60, page=page)
                 assert bots.first.inner_text().strip() == expected
-                page.screenshot(path=ARTIFACTS / "chain-dir-answer.png", full_page=True)
+                page.screenshot(animations="disabled", path=ARTIFACTS / "chain-dir-answer.png", full_page=True)
             finally:
                 page.goto("about:blank")

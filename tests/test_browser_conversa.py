@@ -29,7 +29,7 @@ RUN_S = 60  # a loaded 2-core machine may take this long to start a run
 
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"conversa-{name}.png", full_page=True)
+    page.screenshot(animations="disabled", path=ARTIFACTS / f"conversa-{name}.png", full_page=True)
 
 
 def log_in(page: Page, url: str, key: str) -> None:

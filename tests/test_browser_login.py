@@ -30,7 +30,7 @@ KEY = "chave-do-navegador-4k9p"
 
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"login-{name}.png", full_page=True)
+    page.screenshot(animations="disabled", path=ARTIFACTS / f"login-{name}.png", full_page=True)
 
 
 def selected_tab(page: Page) -> str:

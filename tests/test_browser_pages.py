@@ -66,7 +66,7 @@ def test_landing_page(page: Page, offline: list[str]) -> None:  # noqa: F811
             card = page.get_by_test_id(f"chain-{name}")
             assert spec.title in card.inner_text()
             assert f"curl -N {server.url}/{name}/text" in card.inner_text()
-        page.screenshot(path=ARTIFACTS / "landing-page.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "landing-page.png", full_page=True)
         page.get_by_test_id("chain-story").get_by_role("link", name="Playground").click()
         page.wait_for_url(f"{server.url}/story/playground/")
         page.goto("about:blank")
@@ -81,7 +81,7 @@ def test_docs_work_offline(page: Page, offline: list[str]) -> None:  # noqa: F81
         operation = page.locator(".opblock-summary-path", has_text="/story/text").first
         operation.wait_for()
         assert page.locator(".opblock").count() > 20
-        page.screenshot(path=ARTIFACTS / "docs-offline.png")
+        page.screenshot(animations="disabled", path=ARTIFACTS / "docs-offline.png")
         page.goto("about:blank")
     assert offline == []
 
@@ -102,6 +102,6 @@ def test_playground_model_field_shows_its_default(page: Page, offline: list[str]
         assert expected in options
         if model_name:
             assert "sabia-4" not in options
-        page.screenshot(path=ARTIFACTS / f"playground-model-{expected}.png")
+        page.screenshot(animations="disabled", path=ARTIFACTS / f"playground-model-{expected}.png")
         page.goto("about:blank")
     assert offline == []

@@ -87,13 +87,13 @@ def test_event_source_survives_going_offline_and_ends_with_the_full_text(page: P
         page.wait_for_timeout(1500)
         offline_text = text.text_content() or ""
         assert chat_requests(emu)[0].chunks_sent > sent_at_drop, "the run must go on meanwhile"
-        page.screenshot(path=ARTIFACTS / "runs-offline.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "runs-offline.png", full_page=True)
         assert offline_text == at_drop, "text arrived while the page was offline"
 
         page.context.set_offline(False)
         wait_for(lambda: status.inner_text() == "concluída", "the end of the run", page=page)
         final = text.text_content() or ""
-        page.screenshot(path=ARTIFACTS / "runs-done.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "runs-done.png", full_page=True)
 
         requests = chat_requests(emu)
         assert len(requests) == 1, "the model must be asked once"

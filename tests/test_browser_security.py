@@ -123,7 +123,7 @@ def serve(page: Page, **env: Any) -> Iterator[tuple[MaritacaEmulator, RunningSer
 
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"security-{name}.png", full_page=True)
+    page.screenshot(animations="disabled", path=ARTIFACTS / f"security-{name}.png", full_page=True)
 
 
 @pytest.mark.timeout(120)

@@ -82,7 +82,7 @@ def test_ui_each_chain_from_its_own_form(page: Page, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with serve(page, TOKENS) as (emu, server):
         open_ui(page, server)
-        page.screenshot(path=ARTIFACTS / "ui-start.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-start.png", full_page=True)
         for runs, name in enumerate(["story", "qa"], start=1):
             fill(page, name, FORMS[name])
             page.locator(f"#send-{name}").click()
@@ -90,7 +90,7 @@ def test_ui_each_chain_from_its_own_form(page: Page, tmp_path: Path) -> None:
             assert answers(page)[-2] == expected_of(emu)
             assert answers(page)[-1].startswith("respondido por sabia-4")
             assert status(page) == "Pronto."
-            page.screenshot(path=ARTIFACTS / f"ui-{name}.png", full_page=True)
+            page.screenshot(animations="disabled", path=ARTIFACTS / f"ui-{name}.png", full_page=True)
         story, qa = (r.body for r in chat_requests(emu))
         assert "cordel" in str(story) and "2002" in str(qa)
 
@@ -105,13 +105,13 @@ def test_ui_each_chain_from_its_own_form(page: Page, tmp_path: Path) -> None:
                  timeout=RUN_MS / 1000, page=page)
         assert "Arquivo carregado" in page.locator("#summarize-file-note").inner_text()
         page.get_by_label("tópicos").check()
-        page.screenshot(path=ARTIFACTS / "ui-summarize-upload.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-summarize-upload.png", full_page=True)
         page.locator("#send-summarize").click()
         run_done(page, 3)
         assert answers(page)[-2] == expected_of(emu)
         sent = str(chat_requests(emu)[-1].body)
         assert "sobretudo na primavera" in sent and "tópicos" in sent
-        page.screenshot(path=ARTIFACTS / "ui-summarize.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-summarize.png", full_page=True)
         users = [m.inner_text() for m in page.get_by_test_id("user").all()]
         assert [u.split(" · ")[0] for u in users] == [
             CHAINS[n].title for n in ("story", "qa", "summarize")]
@@ -145,7 +145,7 @@ def test_ui_stop_stops_the_run_and_its_upstream(page: Page) -> None:
         assert answers(page)[-2] == stopped and expected_of(emu).startswith(stopped)
         assert answers(page)[-1] == "interrompida com Parar"
         assert page.locator("#send-story").is_enabled() and page.locator("#ui-stop").is_disabled()
-        page.screenshot(path=ARTIFACTS / "ui-stopped.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-stopped.png", full_page=True)
     assert len(chat_requests(emu)) == 1
 
 
@@ -164,7 +164,7 @@ def test_ui_errors_are_one_portuguese_line_and_the_history_stays(page: Page) -> 
         wait_for(lambda: status(page).startswith("Atenção:"), "the refusal", page=page)
         assert status(page) == "Atenção: Preencha o campo «Pergunta» antes de enviar."
         assert answers(page) == first and len(chat_requests(emu)) == 1
-        page.screenshot(path=ARTIFACTS / "ui-error-blank.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-error-blank.png", full_page=True)
 
         emu.enqueue(Scenario.rate_limit(retry_after=3))  # sent, and refused upstream
         fill(page, "story", {})
@@ -175,7 +175,7 @@ def test_ui_errors_are_one_portuguese_line_and_the_history_stays(page: Page) -> 
         assert answers(page)[:2] == first and answers(page)[-2:] == [
             "(nenhum texto chegou)", f"Não concluída: {line}"]
         assert page.get_by_text("Error", exact=True).count() == 0  # no Gradio error badge
-        page.screenshot(path=ARTIFACTS / "ui-error-upstream.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-error-upstream.png", full_page=True)
 
         page.locator("#ui-max-tokens input[type=number]").fill("5")  # a cut answer
         page.locator("#ui-max-tokens input[type=number]").press("Enter")
@@ -185,7 +185,7 @@ def test_ui_errors_are_one_portuguese_line_and_the_history_stays(page: Page) -> 
         assert status(page) == ("A resposta foi cortada no limite de 5 tokens: aumente "
                                 "«Máximo de tokens» para recebê-la inteira.")
         assert answers(page)[-1].endswith("cortada no limite de tokens")
-        page.screenshot(path=ARTIFACTS / "ui-cut.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-cut.png", full_page=True)
 
 
 @pytest.mark.timeout(240)
@@ -217,7 +217,7 @@ def test_ui_a_spent_quota_refuses_the_run_on_the_page_not_the_page_itself(page: 
         assert page.get_by_text("Error", exact=True).count() == 0  # no Gradio error toast
         assert page.get_by_text("Erro", exact=True).count() == 0  # nor its badge
         assert page.locator("#send-story").is_enabled() and page.locator("#ui-stop").is_disabled()
-        page.screenshot(path=ARTIFACTS / "ui-quota-spent.png", full_page=True)
+        page.screenshot(animations="disabled", path=ARTIFACTS / "ui-quota-spent.png", full_page=True)
 
 
 @needs_redis
@@ -241,6 +241,6 @@ def test_ui_a_run_while_the_quotas_redis_is_down_says_so_on_the_page(page: Page,
             assert status(page).startswith("Atenção: O Redis está fora de alcance"), status(page)
             assert "redis://" not in page.content()  # the URL (and its password) stays hidden
             assert answers(page) == first and len(chat_requests(emu)) == 1
-            page.screenshot(path=ARTIFACTS / "ui-redis-down.png", full_page=True)
+            page.screenshot(animations="disabled", path=ARTIFACTS / "ui-redis-down.png", full_page=True)
     finally:
         redis.stop()
