@@ -18,7 +18,7 @@ from chains import CHAINS, build_chains
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app, langserve_compat
-from maritaca_chains.langserve_compat.stream_route import defaults, unpacked
+from maritaca_chains.langserve_compat.stream_route import _error_ends, defaults, unpacked
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import emulator_model, loopback_transport
 
@@ -116,3 +116,22 @@ def test_the_input_is_unpacked_as_langserve_unpacks_it(name):
     validated = schema.model_validate(required)
     assert unpacked(validated) == _unpack_input(validated)
     assert unpacked(validated).items() >= required.items()
+
+
+async def test_a_hang_up_ends_the_chains_stream_before_the_response_ends() -> None:
+    """The server closes the events it sends when the client hangs up: the chain's stream
+    inside is closed right there (its runs end, its upstream request closes), not later in
+    a task the garbage collector starts."""
+    closed: list[str] = []
+
+    async def chain_events() -> Any:
+        try:
+            yield {"event": "data", "data": "1"}
+            yield {"event": "data", "data": "2"}
+        finally:
+            closed.append("chain")
+
+    sent = _error_ends(chain_events())
+    assert await anext(sent) == {"event": "data", "data": "1"}
+    await sent.aclose()  # type: ignore[attr-defined]
+    assert closed == ["chain"]

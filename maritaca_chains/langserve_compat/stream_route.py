@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
@@ -119,12 +120,15 @@ def _answerable(chain: Runnable[Any, Any]) -> bool:
     return not hosted and not isinstance(chain, DynamicRunnable)
 
 
-def _error_ends(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """``events``, then LangServe's generic ``error`` event if they raise (re-raised)."""
+def _error_ends(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[dict[str, Any]]:
+    """``events``, then LangServe's generic ``error`` event if they raise (re-raised).
+    Closing it closes ``events`` there and then (the chain's runs end before the response
+    does), not in a task of the garbage collector's later."""
     async def ended() -> AsyncIterator[dict[str, Any]]:
         try:
-            async for event in events:
-                yield event
+            async with aclosing(events):
+                async for event in events:
+                    yield event
         except GeneratorExit:  # closed where it waits: nobody reads an error event
             raise
         except BaseException:
@@ -167,13 +171,15 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         _, input_, config = start
         run_id = config["run_id"]  # type: ignore[typeddict-item]
 
-        async def events() -> AsyncIterator[dict[str, Any]]:
+        async def events() -> AsyncGenerator[dict[str, Any], None]:
             sent_metadata = False
-            async for chunk in chain.astream(input_, config=config):
-                if not sent_metadata:
-                    sent_metadata = True
-                    yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
-                yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
+            stream = cast(AsyncGenerator[Any, None], chain.astream(input_, config=config))
+            async with aclosing(stream):
+                async for chunk in stream:
+                    if not sent_metadata:
+                        sent_metadata = True
+                        yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
+                    yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
             yield {"event": "end"}
 
         return EventSourceResponse(_error_ends(events()))
@@ -185,11 +191,13 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         body, input_, config = start
         filters = _event_filters(body) or {}  # validated in started()
 
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for event in served.astream_events(input_, config=config, version="v2",
-                                                     **filters):
-                event["metadata"] = _public(event["metadata"])
-                yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
+        async def events() -> AsyncGenerator[dict[str, Any], None]:
+            stream = cast(AsyncGenerator[Any, None], served.astream_events(
+                input_, config=config, version="v2", **filters))
+            async with aclosing(stream):
+                async for event in stream:
+                    event["metadata"] = _public(event["metadata"])
+                    yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
             yield {"event": "end"}
 
         return EventSourceResponse(_error_ends(events()))
