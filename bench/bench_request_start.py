@@ -17,6 +17,11 @@ system of the server process) per request, best round, and the first token's
 p50/p90/p99 in that round. With a 5-token answer nearly all of a request's CPU is its
 start (routing, guards, LangServe's config and input handling, callbacks, prompt, the
 model's request, the upstream pool) and its end (the run's bookkeeping).
+"upstream conns": the server's open connections to the emulator after its best round.
+The relay's CPU per request grows with it: httpx's pool (httpcore) looks at every pooled
+connection for every request, so a relay whose pool holds 50 connections spends about
+twice what one holding 18 does, and which of the two a run gets depends on how the first
+batches went. Read the relay's figure with its pool size next to it.
 ``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
 ``--baseline DIR``: also ours as checked out in DIR (e.g. ``git worktree add DIR
 <commit>``; its packages come first on the server's path), both faces, side by side:
@@ -34,11 +39,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import psutil
 from load import TOKEN_MARKERS, StreamResult, chain_body, sse_stream
 from profile_server import summarise
 from report import print_table, run_bench
@@ -60,6 +68,17 @@ async def batch(srv: ServerProcess, face: str, requests: int, concurrency: int
                                     TOKEN_MARKERS[face], limit=60)
 
     return await asyncio.gather(*(one(i) for i in range(requests)))
+
+
+def upstream_connections(srv: ServerProcess, upstream_port: int) -> int:
+    """The server's open TCP connections to the emulator: its upstream pool's size."""
+    count = 0
+    for proc in srv.processes():
+        with contextlib.suppress(psutil.Error):
+            count += sum(1 for c in proc.net_connections("tcp")
+                         if c.raddr and c.raddr.port == upstream_port
+                         and c.status == psutil.CONN_ESTABLISHED)
+    return count
 
 
 async def measure(srv: ServerProcess, face: str, args: argparse.Namespace
@@ -111,7 +130,8 @@ async def run(args: argparse.Namespace) -> None:
             extra_env={"MARITACA_CHAINS_UI": "false",
                        **({"BENCH_APP_DIR": args.baseline} if kind == BASELINE else {})})
             for kind in dict.fromkeys(k for k, _ in cases)}
-        best: dict[tuple[str, str], tuple[float, list[float]]] = {}
+        best: dict[tuple[str, str], tuple[float, list[float], int]] = {}
+        upstream_port = httpx.URL(emu.base_url).port
         profiles = []
         try:
             for srv in servers.values():
@@ -121,11 +141,12 @@ async def run(args: argparse.Namespace) -> None:
             for _ in range(args.repeat):
                 for kind, face in cases:
                     emu.reset()
-                    got = await measure(servers[kind], face, args)
-                    print(f"  {label(kind):28} /{face}: {got[0]:.2f} ms CPU per request",
-                          flush=True)
-                    if (kind, face) not in best or got[0] < best[kind, face][0]:
-                        best[kind, face] = got
+                    ms, ttfts = await measure(servers[kind], face, args)
+                    pool = upstream_connections(servers[kind], upstream_port)
+                    print(f"  {label(kind):28} /{face}: {ms:.2f} ms CPU per request, "
+                          f"{pool} upstream connections", flush=True)
+                    if (kind, face) not in best or ms < best[kind, face][0]:
+                        best[kind, face] = ms, ttfts, pool
             if args.profile:
                 for kind, face in cases:
                     emu.reset()
@@ -139,10 +160,10 @@ async def run(args: argparse.Namespace) -> None:
           f"answer, {args.concurrency} at a time, best of {args.repeat} rounds "
           f"({'server pinned to CPU 0' if args.pin else 'no pinning'}, 1 worker)")
     print_table(["contender", "face", "ms CPU / request", "x floor", "1st token p50 ms",
-                 "1st token p90 ms", "1st token p99 ms"],
+                 "1st token p90 ms", "1st token p99 ms", "upstream conns"],
                 [[label(kind), f"/story/{face}", ms, ms / floor, percentile(t, 50),
-                  percentile(t, 90), percentile(t, 99)]
-                 for (kind, face), (ms, t) in best.items()])
+                  percentile(t, 90), percentile(t, 99), pool]
+                 for (kind, face), (ms, t, pool) in best.items()])
     events = best["ours", "stream_events"][0]
     alone = best["langserve", "stream"][0], best["langserve", "stream_events"][0]
     print(f"LangServe alone: /stream {alone[0] / floor:.2f}x floor, /stream_events "

@@ -47,6 +47,9 @@ async def test_remote_runnable_every_method(live_server, emu, name):
     assert "".join(tokens) == invoked
     assert await asyncio.to_thread(lambda: "".join(remote.stream(value))) == invoked
     assert await asyncio.to_thread(remote.invoke, value) == invoked
+    # closed on this loop: LangServe's finalizer would close it on a loop of its own,
+    # after this one has closed ("Event loop is closed")
+    await remote.async_client.aclose()
 
 
 async def test_remote_runnable_gets_the_upstream_cause(live_server, emu):
@@ -61,6 +64,7 @@ async def test_remote_runnable_gets_the_upstream_cause(live_server, emu):
         await remote.ainvoke(INPUTS["story"])
     assert info.value.response.status_code == 502
     assert "upstream_authentication" in str(info.value) and "MARITACA_API_KEY" in str(info.value)
+    await remote.async_client.aclose()
 
 
 # -------------------------------------------------------------------------- SSE bytes
