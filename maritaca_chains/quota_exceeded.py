@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import HTTPException
 from limits import RateLimitItem
 
+from .brasilia_time import shown
 from .messages import DEFAULT_LANGUAGE, Language, say
 
 __all__ = ["QuotaExceeded"]
@@ -29,8 +31,13 @@ class QuotaExceeded(Exception):
 
     def message(self, lang: Language = DEFAULT_LANGUAGE) -> str:
         """Which limit, and when it resets, for people (pt-BR unless ``lang`` is "en")."""
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.reset_at))
-        limit = str(self.limit) if lang == "en" else _per(self.limit)
+        if lang == "en":
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.reset_at))
+            limit = str(self.limit)
+        else:  # as a Brazilian reads the clock
+            reset = datetime.fromtimestamp(self.reset_at, UTC)
+            when = f"{shown(reset, seconds=True)}, horário de Brasília"
+            limit = _per(self.limit)
         return say(f"quota_exceeded.{self.kind}", lang, limit=limit, when=when,
                    seconds=self.retry_after)
 

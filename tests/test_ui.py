@@ -354,14 +354,15 @@ def test_saved_conversations_are_listed_in_brasilia_time(zone_data, monkeypatch)
     zone), also where the system has no zone data."""
     from zoneinfo import ZoneInfoNotFoundError
 
+    from maritaca_chains import brasilia_time
     from maritaca_chains.faces import ui_threads
 
     if not zone_data:
         def missing(key: str) -> Any:
             raise ZoneInfoNotFoundError(key)
 
-        monkeypatch.setattr(ui_threads, "ZoneInfo", missing)
-        monkeypatch.setattr(ui_threads, "BRASILIA", ui_threads._brasilia())
+        monkeypatch.setattr(brasilia_time, "ZoneInfo", missing)
+        monkeypatch.setattr(brasilia_time, "BRASILIA", brasilia_time._brasilia())
     entry = ui_threads.thread_label({"title": "Sabiás", "message_count": 2,
                                      "updated_at": "2026-12-05T01:30:00.000+00:00"})
     assert entry == "Sabiás · 04/12/2026 às 22:30 · 2 mensagens"
@@ -379,3 +380,20 @@ def test_a_spent_quota_says_when_it_renews_not_that_the_server_failed():
     assert line.startswith("Orçamento de tokens desta chave de acesso (1000 por dia, "
                            "entrada + saída) esgotado; ele se renova em ")
     assert "(daqui a 90 s): espere e envie de novo." in line
+
+
+def test_a_spent_quota_says_when_it_renews_in_brasilia_time():
+    """The pt-BR message gives the reset as a Brazilian reads the clock; the English one
+    (and the logs) keep UTC."""
+    from datetime import UTC, datetime
+
+    from limits import parse
+
+    from maritaca_chains.quota_exceeded import QuotaExceeded
+
+    reset = datetime(2026, 12, 6, 1, 30, 15, tzinfo=UTC).timestamp()
+    spent = QuotaExceeded("requests", parse("60/minute"), reset)
+    assert "se renova em 05/12/2026 às 22:30:15, horário de Brasília (daqui a " \
+        in spent.message("pt")
+    assert "resets at 2026-12-06T01:30:15Z (in " in spent.message("en")
+    assert str(spent) == spent.message("en")  # what the logs get

@@ -6,10 +6,10 @@ login cookie counts as its key: ``security.caller_label``), as on ``/chat/thread
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..brasilia_time import shown
 from ..threads import ThreadStore
 from .ui_text import run_footer
 
@@ -30,22 +30,10 @@ def new_title(message: str) -> str:
     return text if len(text) <= TITLE_CHARACTERS else text[:TITLE_CHARACTERS].rstrip() + "…"
 
 
-def _brasilia() -> tzinfo:
-    """Brasília time, the country's reference (UTC-3 since 2019, when daylight saving
-    ended), from the system's zone data; fixed at UTC-3 where there is none."""
-    try:
-        return ZoneInfo("America/Sao_Paulo")
-    except ZoneInfoNotFoundError:
-        return timezone(timedelta(hours=-3), "BRT")
-
-
-BRASILIA = _brasilia()
-
-
 def when(iso: str) -> str:
     """A stored time (ISO 8601, UTC) as the list shows it, in Brasília time (the list's
     note says so)."""
-    return datetime.fromisoformat(iso).astimezone(BRASILIA).strftime("%d/%m/%Y às %H:%M")
+    return shown(datetime.fromisoformat(iso))
 
 
 def thread_label(thread: dict[str, Any]) -> str:
