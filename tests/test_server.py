@@ -67,6 +67,22 @@ async def test_remote_runnable_gets_the_upstream_cause(live_server, emu):
     await remote.async_client.aclose()
 
 
+async def test_a_batch_stops_its_other_runs_at_its_first_failure(live_server, emu):
+    """One input of a /batch fails: the request fails at once, and the other input's run
+    is stopped (its upstream request closed) instead of running on, charged, for an
+    answer nobody gets (langchain-core's batch leaves it running)."""
+    emu.enqueue(Scenario.unauthorized(), Scenario.slow_first_token(3.0))
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        response = await http.post("/story/batch", json={"inputs": [INPUTS["story"]] * 2})
+    answered = time.monotonic()
+    assert response.status_code == 502 and "upstream_authentication" in response.text
+    slow = [r for r in emu.requests if r.scenario == "slow_first_token"]
+    assert len(slow) == 1 and slow[0].started_at < answered
+    assert slow[0].client_disconnected and slow[0].disconnected_at is not None
+    assert slow[0].disconnected_at <= answered  # closed before the error went out
+    assert slow[0].chunks_sent == 0
+
+
 # -------------------------------------------------------------------------- SSE bytes
 
 

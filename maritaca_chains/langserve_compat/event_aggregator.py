@@ -1,16 +1,24 @@
-"""LangServe's ``/stream`` attaches an event aggregator (``AsyncEventAggregatorCallback``)
-to every run and never reads it; it is not awaited in place, so langchain-core makes an
-asyncio task for it at every token (a quarter of the server's CPU relaying paced
-streams). ``served_chain`` is the chain LangServe serves: the same schemas, name and runs,
-with that callback dropped from ``astream``'s config.
+"""``served_chain``: the chain as LangServe serves it, the same schemas, name and runs,
+with two of LangServe's and langchain-core's habits left out:
+
+- ``/stream`` attaches an event aggregator (``AsyncEventAggregatorCallback``) to every
+  run and never reads it; it is not awaited in place, so langchain-core makes an asyncio
+  task for it at every token (a quarter of the server's CPU relaying paced streams). It
+  is dropped from ``astream``'s config.
+- ``/batch`` runs the inputs with ``asyncio.gather``: when one fails, the request fails
+  at once but the others run on to their end, each upstream request open and charged,
+  for answers nobody gets. Here the first failure cancels the others (their upstream
+  requests close) and the error goes out once they have ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from langserve.callbacks import AsyncEventAggregatorCallback
 
 from chains.bindings import PassThroughBinding
@@ -18,8 +26,9 @@ from chains.bindings import PassThroughBinding
 __all__ = ["served_chain"]
 
 
-class _StreamWithoutAggregator(PassThroughBinding):
-    """The chain, with LangServe's unread ``/stream`` event aggregator left out."""
+class _Served(PassThroughBinding):
+    """The chain, with LangServe's unread ``/stream`` event aggregator left out, and a
+    batch that stops at its first failure."""
 
     def astream(self, input: Any, config: RunnableConfig | None = None,
                 **kwargs: Any) -> AsyncIterator[Any]:
@@ -30,7 +39,33 @@ class _StreamWithoutAggregator(PassThroughBinding):
                 if not isinstance(handler, AsyncEventAggregatorCallback)]}
         return super().astream(input, config, **kwargs)
 
+    async def abatch(self, inputs: list[Any],
+                     config: RunnableConfig | list[RunnableConfig] | None = None,
+                     *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if return_exceptions or len(inputs) < 2:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions,
+                                        **kwargs)
+        configs = get_config_list(config, len(inputs))
+        limit = configs[0].get("max_concurrency")
+        gate = asyncio.Semaphore(limit) if limit else None
+
+        async def one(value: Any, one_config: RunnableConfig) -> Any:
+            if gate is None:
+                return await self.ainvoke(value, one_config, **kwargs)
+            async with gate:
+                return await self.ainvoke(value, one_config, **kwargs)
+
+        runs = [asyncio.ensure_future(one(value, c)) for value, c in zip(inputs, configs,
+                                                                           strict=True)]
+        try:
+            return list(await asyncio.gather(*runs))
+        except BaseException:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)  # each run's end reported
+            raise
+
 
 def served_chain(chain: Runnable[Any, Any]) -> Runnable[Any, Any]:
     """``chain`` as LangServe should serve it (same schemas, name and runs)."""
-    return _StreamWithoutAggregator(bound=chain)
+    return _Served(bound=chain)
