@@ -24,7 +24,7 @@ from maritaca_chains import create_app
 from maritaca_chains.langserve_compat import sse_encoding
 from maritaca_chains.langserve_compat.config_hash import configurable_in_path
 from maritaca_chains.langserve_compat.error_events import GENERIC_ERROR
-from maritaca_chains.langserve_compat.event_aggregator import served_chain
+from maritaca_chains.langserve_compat.served_chain import served_chain
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import emulator_model, loopback_transport
 
@@ -120,7 +120,7 @@ def _callbacks_seen(seen: list[list[type]]) -> Any:
 
 
 async def test_langserve_stream_attaches_an_event_aggregator_it_never_reads():
-    """event_aggregator drops it; served_chain's inner chain no longer sees it."""
+    """served_chain drops it; served_chain's inner chain no longer sees it."""
     seen: list[list[type]] = []
     app = FastAPI()
     chain = _callbacks_seen(seen)

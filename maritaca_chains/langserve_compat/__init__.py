@@ -30,8 +30,9 @@ LangServe's. What this package relies on:
   request with no config (the config they build, how they unpack the input, the events
   they send), done without them; ``add_routes`` adds those ``POST`` routes with the
   chain's dependencies, whose places these routes take.
-- ``event_aggregator``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
-  to the run's callbacks and never reads it.
+- ``served_chain``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
+  to the run's callbacks and never reads it; ``/batch`` calls the chain's ``abatch``,
+  which leaves the other inputs running when one fails.
 
 Only ``app.create_app`` uses this package (``install`` and ``add_chain_routes``); no other
 module imports from it. The request rules it applies are ``request_rules``'.
@@ -53,9 +54,9 @@ from .batch_callbacks import BatchRunsScope
 from .body_guard import JSONBodyGuard, validation_error_json
 from .config_hook import config_hook
 from .error_events import UpstreamErrorMiddleware
-from .event_aggregator import served_chain
 from .feedback_routes import feedback_routes
 from .playground_page import PlaygroundInPortuguese
+from .served_chain import served_chain
 from .sse_encoding import install as install_sse_encoding
 from .stream_route import add_stream_route
 

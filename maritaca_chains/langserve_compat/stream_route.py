@@ -5,7 +5,7 @@ for less work per request; everything else goes to LangServe's own handler.
 LangServe's ``/stream`` validates every request's config against a pydantic model built
 from the chain's config schema, dumps it back, merges it three times, asks the chain for
 its input schema under that config (a new binding each time) and adds an event aggregator
-it never reads (``event_aggregator``): up to 0.25 ms of a short request's 3-4 ms in one
+it never reads (``served_chain``): up to 0.25 ms of a short request's 3-4 ms in one
 process, within noise deployed (BENCHMARKS.md, issue 26, sixth pass). With no config to
 validate, none of that changes what the run gets, so this route does the rest itself:
 
@@ -143,7 +143,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
                      hook: Hook) -> bool:
     """Put this module's routes in place of LangServe's ``POST /<name>/stream`` and
     ``/stream_events`` (call after ``add_routes``); whether it did. ``served`` is the
-    runnable LangServe serves (``chain``, as ``event_aggregator`` wraps it)."""
+    runnable LangServe serves (``chain``, as ``served_chain`` wraps it)."""
     if not _answerable(chain):
         return False
     schema = chain.input_schema
