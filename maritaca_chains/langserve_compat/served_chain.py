@@ -6,9 +6,10 @@ with two of LangServe's and langchain-core's habits left out:
   task for it at every token (a quarter of the server's CPU relaying paced streams). It
   is dropped from ``astream``'s config.
 - ``/batch`` runs the inputs with ``asyncio.gather``: when one fails, the request fails
-  at once but the others run on to their end, each upstream request open and charged,
-  for answers nobody gets. Here the first failure cancels the others (their upstream
-  requests close) and the error goes out once they have ended.
+  at once and the others run on as tasks nobody awaits. Their upstream requests close
+  when the request ends (``closing_upstreams``), so they fail after the response, their
+  ledger lines written then, unseen, or never if the server stops first. Here the first
+  failure cancels them, and the error goes out once they have ended and been accounted.
 """
 
 from __future__ import annotations
