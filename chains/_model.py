@@ -64,14 +64,14 @@ def configurable_model(model: BaseChatModel | None = None, *,
     low_m, high_m = MAX_TOKENS_RANGE
     return model.configurable_fields(
         model_name=ConfigurableField(
-            id="model", name="Model", annotation=Literal[tuple(names)],  # type: ignore[valid-type]
+            id="model", name="Modelo", annotation=Literal[tuple(names)],  # type: ignore[valid-type]
             description="Which model answers: " + ", ".join(names) + "."),
         temperature=ConfigurableField(
-            id="temperature", name="Temperature", annotation=float,
+            id="temperature", name="Temperatura", annotation=float,
             description=f"Sampling temperature, {low_t:g} to {high_t:g}; "
                         f"{low_t:g} is the most deterministic."),
         max_tokens=ConfigurableField(
-            id="max_tokens", name="Max tokens", annotation=int,
+            id="max_tokens", name="Máximo de tokens", annotation=int,
             description=f"Longest answer, in tokens ({low_m} to {high_m}). Unset, the "
                         "chain picks one that fits what was asked (e.g. a short story)."),
     )

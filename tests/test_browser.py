@@ -56,14 +56,14 @@ def test_playground_streams(page: Page, name: str) -> None:
         # 'Unknown type: {"type":"null"}'; the chains' schemas avoid them)
         assert not page_errors, f"the /{name} playground failed: {page_errors}"
         box.fill(PLAYGROUND_INPUTS[name])
-        start = page.get_by_role("button", name="Start")
+        start = page.get_by_role("button", name="Iniciar")
         start.click()
 
         wait_for(lambda: chat_requests(emu), "the chain's request upstream", page=page)
         request = chat_requests(emu)[0]
         assert request.body is not None
         expected = emu.expected_text(request.body["messages"])
-        output = page.locator("h2:text-is('Output') + div")
+        output = page.locator("h2:text-is('Resposta') + div")
 
         def read() -> str:  # "..." is the playground's own text until a chunk comes
             text = output.inner_text().strip() if output.count() else ""
@@ -71,7 +71,7 @@ def test_playground_streams(page: Page, name: str) -> None:
 
         samples = sample_until(read, lambda text: text == expected, page,
                                f"the /{name} playground output")
-        page.get_by_role("button", name="Start").wait_for()  # the run is over
+        page.get_by_role("button", name="Iniciar").wait_for()  # the run is over
         page.screenshot(animations="disabled", path=shot, full_page=True)
     assert_grew(samples, expected)
     assert [r.status for r in chat_requests(emu)] == [200]

@@ -201,14 +201,14 @@ def test_pages_work_under_their_policy(page: Page) -> None:
         name = "story"
         page.goto(f"{server.url}/{name}/playground/")
         page.locator(f'[id="#/properties/{CHAINS[name].main_field}-input"]').fill("sabiá")
-        page.get_by_role("button", name="Start").click()
+        page.get_by_role("button", name="Iniciar").click()
         wait_for(lambda: chat_requests(emu), "the playground's run", page=page)
         request = chat_requests(emu)[0]
         assert request.body is not None
         # the form pre-fills max_tokens 0: the short story's budget from story.yaml
         assert request.body["max_tokens"] == 300
         expected = emu.expected_text(request.body["messages"])
-        output = page.locator("h2:text-is('Output') + div")
+        output = page.locator("h2:text-is('Resposta') + div")
         wait_for(lambda: output.count() and output.inner_text().strip() == expected,
                  "the playground's output", page=page)
         shot(page, "playground")

@@ -1,18 +1,25 @@
 """LangServe's playground page is ``<html lang="en">`` titled "Playground" whatever it
-serves. ``PlaygroundInPortuguese`` (pure ASGI) makes it say ``lang="pt-BR"`` and names
-the chain; it relies on those exact bytes of LangServe's page (pinned by
-``tests/test_messages.py``).
+serves, and its React app's labels are English. ``PlaygroundInPortuguese`` (pure ASGI)
+makes it say ``lang="pt-BR"``, names the chain and adds ``templates/playground-pt.js``
+inline (allowed by hash, as the page's own inline script is), which translates the app's
+fixed labels ("Start" is "Iniciar", "Output" is "Resposta") as they render. It relies on
+those exact bytes of LangServe's page (pinned by ``tests/test_messages.py``) and on the
+labels' English text (``tests/test_browser.py`` reads them translated).
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from importlib import resources
 from typing import Any
 
 __all__ = ["PlaygroundInPortuguese"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
+
+_LABELS_IN_PORTUGUESE = (resources.files("maritaca_chains") / "templates"
+                         / "playground-pt.js").read_text("utf-8")
 
 
 class PlaygroundInPortuguese:
@@ -30,7 +37,8 @@ class PlaygroundInPortuguese:
         if len(parts) != 2 or parts[1] != "playground" or parts[0] not in self.titles:
             await self.app(scope, receive, send)
             return
-        title = f"<title>Playground · {self.titles[parts[0]]} · maritaca-chains</title>"
+        title = (f"<title>Playground · {self.titles[parts[0]]} · maritaca-chains</title>"
+                 f"\n    <script>{_LABELS_IN_PORTUGUESE}</script>")
         held: Message | None = None
 
         async def send_in_portuguese(message: Message) -> None:
