@@ -7,9 +7,9 @@
     "Reset": "Limpar", "Output": "Resposta", "Start": "Iniciar", "Stop": "Parar",
     "Share": "Compartilhar", "Intermediate steps": "Etapas intermediárias",
     "Validation Errors": "Erros de validação", "Loading...": "Carregando...",
-    "Get the code": "Ver o código",
+    "Get the code": "Ver o código", "Configurable": "Ajustes do modelo",
   };
-  const CHROME = new Set(["H2", "H3", "SPAN", "BUTTON", "STRONG"]);
+  const CHROME = new Set(["H2", "H3", "SPAN", "BUTTON", "STRONG", "LEGEND"]);
   const translate = (node) => {
     const parent = node.parentElement;
     const text = node.nodeValue.trim();
