@@ -19,9 +19,10 @@ start (routing, guards, LangServe's config and input handling, callbacks, prompt
 model's request, the upstream pool) and its end (the run's bookkeeping).
 "upstream conns": the server's open connections to the emulator after its best round.
 The relay's CPU per request grows with it: httpx's pool (httpcore) looks at every pooled
-connection for every request, so a relay whose pool holds 50 connections spends about
-twice what one holding 18 does, and which of the two a run gets depends on how the first
-batches went. Read the relay's figure with its pool size next to it.
+connection for every request, so a relay holding 45 connections spent 4.6 ms a request
+where one holding 11 spent 1.7-1.9 (BENCHMARKS.md, issue 26, eighth pass), and which of
+the two a run gets depends on how the first batches went. Read the relay's figure with
+its pool size next to it.
 ``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
 ``--baseline DIR``: also ours as checked out in DIR (e.g. ``git worktree add DIR
 <commit>``; its packages come first on the server's path), both faces, side by side:

@@ -234,21 +234,19 @@ def _tapped(run: CallbackManagerForChainRun, output: Iterator[str]) -> Iterator[
     return output if handler is None else handler.tap_output_iter(run.run_id, output)
 
 
-def _atapped(run: AsyncCallbackManagerForChainRun,
-             output: AsyncIterator[str]) -> AsyncIterator[str]:
-    """``_tapped`` for async runs (``astream_events``, ``astream_log``)."""
-    handler = lcel.streaming_handler(run.handlers)
-    return output if handler is None else handler.tap_output_aiter(run.run_id, output)
-
-
 @asynccontextmanager
 async def _aclosed(run: AsyncCallbackManagerForChainRun,
                    output: AsyncGenerator[str, None]) -> AsyncIterator[AsyncIterator[str]]:
-    """``_atapped(run, output)``, both closed on the way out: a step whose caller stops
-    ends its run there and then (async ``for`` leaves an unfinished generator to the
-    garbage collector, whose ``aclose`` runs later in a task of its own, if at all)."""
+    """``_tapped`` for async runs (``astream_events``, ``astream_log``), and both the tap
+    and ``output`` closed on the way out: a step whose caller stops ends its run there
+    and then (async ``for`` leaves an unfinished generator to the garbage collector,
+    whose ``aclose`` runs later in a task of its own, if at all)."""
+    handler = lcel.streaming_handler(run.handlers)
     async with aclosing(output):
-        tapped = _atapped(run, output)
+        if handler is None:
+            yield output
+            return
+        tapped = handler.tap_output_aiter(run.run_id, output)
         async with aclosing(tapped):  # type: ignore[type-var]
             yield tapped
 

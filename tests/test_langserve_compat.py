@@ -120,7 +120,7 @@ def _callbacks_seen(seen: list[list[type]]) -> Any:
 
 
 async def test_langserve_stream_attaches_an_event_aggregator_it_never_reads():
-    """served_chain drops it; served_chain's inner chain no longer sees it."""
+    """served_chain drops it: the chain it serves no longer sees it."""
     seen: list[list[type]] = []
     app = FastAPI()
     chain = _callbacks_seen(seen)

@@ -119,9 +119,9 @@ def test_the_input_is_unpacked_as_langserve_unpacks_it(name):
 
 
 async def test_a_hang_up_ends_the_chains_stream_before_the_response_ends() -> None:
-    """The server closes the events it sends when the client hangs up: the chain's stream
-    inside is closed right there (its runs end, its upstream request closes), not later in
-    a task the garbage collector starts."""
+    """The server closes the events it sends when the client hangs up: the events they
+    wrap (the chain's stream, in the routes) are closed right there, not later in a task
+    the garbage collector starts."""
     closed: list[str] = []
 
     async def chain_events() -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
+from langchain_core.runnables.utils import gated_coro
 from langserve.callbacks import AsyncEventAggregatorCallback
 
 from chains.bindings import PassThroughBinding
@@ -49,15 +50,9 @@ class _Served(PassThroughBinding):
         configs = get_config_list(config, len(inputs))
         limit = configs[0].get("max_concurrency")
         gate = asyncio.Semaphore(limit) if limit else None
-
-        async def one(value: Any, one_config: RunnableConfig) -> Any:
-            if gate is None:
-                return await self.ainvoke(value, one_config, **kwargs)
-            async with gate:
-                return await self.ainvoke(value, one_config, **kwargs)
-
-        runs = [asyncio.ensure_future(one(value, c)) for value, c in zip(inputs, configs,
-                                                                           strict=True)]
+        runs = [asyncio.ensure_future(run if gate is None else gated_coro(gate, run))
+                for run in (self.ainvoke(value, one_config, **kwargs)
+                            for value, one_config in zip(inputs, configs, strict=True))]
         try:
             return list(await asyncio.gather(*runs))
         except BaseException:
