@@ -102,6 +102,9 @@ def test_playground_model_field_shows_its_default(page: Page, offline: list[str]
         assert expected in options
         if model_name:
             assert "sabia-4" not in options
+        # the empty form's validation messages, in Portuguese (templates/playground-pt.js)
+        page.get_by_text("falta o campo obrigatório 'topic'").wait_for()
+        assert page.get_by_text("campo obrigatório", exact=True).is_visible()
         page.screenshot(animations="disabled", path=ARTIFACTS / f"playground-model-{expected}.png")
         page.goto("about:blank")
     assert offline == []

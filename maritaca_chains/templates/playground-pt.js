@@ -1,6 +1,6 @@
-// LangServe's playground in Brazilian Portuguese: its fixed labels (headings, buttons),
-// translated as React renders them. Only whole labels inside the page's chrome are
-// touched, never the answer (pre, textarea) or the form's own fields.
+// LangServe's playground in Brazilian Portuguese: its fixed labels (headings, buttons)
+// and its form's validation messages, translated as React renders them. Only whole
+// labels and messages are touched, never the answer (pre, textarea) or what is typed.
 (() => {
   const PT = {
     "Configure": "Configurar", "Try it": "Experimente", "Inputs": "Entradas",
@@ -10,12 +10,22 @@
     "Get the code": "Ver o código", "Configurable": "Ajustes do modelo",
   };
   const CHROME = new Set(["H2", "H3", "SPAN", "BUTTON", "STRONG", "LEGEND"]);
+  // the form validator's messages (ajv), wherever the form shows them
+  const CHECKS = [[/^is a required property$/, "campo obrigatório"],
+                  [/^must have required property '(.+)'$/, "falta o campo obrigatório '$1'"]];
   const translate = (node) => {
     const parent = node.parentElement;
     const text = node.nodeValue.trim();
-    if (parent && CHROME.has(parent.tagName) && Object.hasOwn(PT, text)
-        && !parent.closest("pre, textarea")) {
+    if (!parent || parent.closest("pre, textarea")) return;
+    if (CHROME.has(parent.tagName) && Object.hasOwn(PT, text)) {
       node.nodeValue = node.nodeValue.replace(text, PT[text]);
+      return;
+    }
+    for (const [english, portuguese] of CHECKS) {
+      if (english.test(text)) {
+        node.nodeValue = node.nodeValue.replace(text, text.replace(english, portuguese));
+        return;
+      }
     }
   };
   const walk = (root) => {

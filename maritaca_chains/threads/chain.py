@@ -79,7 +79,7 @@ class ThreadChain(RunnableBinding):  # type: ignore[type-arg]
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         return [*super().config_specs, ConfigurableFieldSpec(
-            id=THREAD_ID, annotation=str, name="Thread", default="",
+            id=THREAD_ID, annotation=str, name="Conversa", default="",
             description="The conversation (POST /chat/threads gives one); empty: answer "
                         "the single message.")]
 
