@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 from anyio import current_effective_deadline
+from anyio.lowlevel import checkpoint
 from sse_starlette import sse
 
 __all__ = ["CHECK_EVERY", "READY_AT_MOST", "event_bytes", "install", "matches"]
@@ -115,7 +116,11 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
         if cancelling:
-            task.uncancel()  # type: ignore[union-attr]  # ours; anyio's goes on
+            # Ours, which carries no cancel scope's name: taken back, and the scope's own
+            # cancellation, still pending, lands at this checkpoint instead, so that the
+            # scope knows it as its own and ends the response as a hang-up does.
+            task.uncancel()  # type: ignore[union-attr]
+            await checkpoint()
         raise
 
 
