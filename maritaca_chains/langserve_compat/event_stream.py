@@ -19,7 +19,9 @@ the same cases, with less:
 - the server's exit signal (sse-starlette's ``AppStatus``: its patch of uvicorn's exit
   handler sets it; ``maritaca-chains serve`` never does, it drains instead) is awaited
   by one task per event loop for all the streams live on it, which ends them all;
-- an error is raised in an exception group, as the task group raises it.
+- an error is raised in an exception group, as the task group raises it;
+- the send lock (a ping against the last message) is asyncio's, which takes a free lock
+  without the trip through the event loop that anyio's makes.
 
 A response with a ``data_sender_callable`` (LangServe's routes pass none) runs as
 sse-starlette runs it.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from sse_starlette.sse import AppStatus, EventSourceResponse, ServerSentEvent, ensure_bytes
@@ -106,6 +109,12 @@ def _exit_watch(loop: asyncio.AbstractEventLoop, stop: _Stop) -> _ExitWatch:
 class EventStream(EventSourceResponse):
     """``EventSourceResponse`` with its four tasks made one (see the module docstring):
     the same bytes, pings, hang-up and exit signal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Keeps a ping from going out in the middle of the last message, as sse-starlette's
+        # anyio lock does; asyncio's takes a free lock without a trip through the loop.
+        self._send_lock = asyncio.Lock()  # type: ignore[assignment]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.data_sender_callable is not None:
