@@ -27,7 +27,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
-from report import load_average, print_table  # noqa: E402
+from report import load_average, print_table, run_on  # noqa: E402
 from sse_starlette.sse import AppStatus, EventSourceResponse  # noqa: E402
 from starlette.responses import StreamingResponse  # noqa: E402
 
@@ -106,12 +106,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(run(args))
-    else:
-        asyncio.run(run(args))
+    run_on(args.loop, run(args))
 
 
 if __name__ == "__main__":

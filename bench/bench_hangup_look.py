@@ -16,7 +16,6 @@ round (which goes first swaps every round): the median of ``--rounds`` rounds of
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 from bench_start_layers import Layer, cpu_per_request, layers  # noqa: E402
-from report import load_average, print_table  # noqa: E402
+from report import load_average, print_table, run_on  # noqa: E402
 from servers import emulator  # noqa: E402
 
 from maritaca_chains.langserve_compat import sse_encoding  # noqa: E402
@@ -72,12 +71,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     print(f"hang-up look bench: {load_average()}")
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(run(args))
-    else:
-        asyncio.run(run(args))
+    run_on(args.loop, run(args))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,16 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on ``loop``: "uvloop" (what uvicorn picks) or "asyncio" (asyncio's own)."""
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def install_uvloop() -> str:
     """Use uvloop for this process's asyncio loops when it is installed."""
     try:
