@@ -1,6 +1,8 @@
-"""What an SSE response costs around its events: sse-starlette's ``EventSourceResponse``
-(a task group of four per response), ours (``EventStream``: one task and a timer) and
-Starlette's ``StreamingResponse`` for scale, side by side in one process (issue 26).
+"""What an SSE response costs around its events, side by side in one process (issue 26):
+sse-starlette's ``EventSourceResponse`` (a task group of four per response) against ours
+for LangServe's routes (``OneTaskEventSourceResponse``: one task and a timer), and
+Starlette's ``StreamingResponse`` (a task group of two, as our faces' ``ClosingEventStream``
+was) against that one now (one task).
 
 Run: ``.venv/bin/python bench/bench_event_stream.py [--events 7] [--responses 5000]
 [--rounds 7] [--loop uvloop|asyncio]``
@@ -8,8 +10,7 @@ Run: ``.venv/bin/python bench/bench_event_stream.py [--events 7] [--responses 50
 Each response streams ``--events`` LangServe-shaped events (a metadata event, data
 events, the end event) from a generator that yields to the loop between them, as a
 model's stream does; the ASGI ``send`` takes the messages and drops them, ``receive``
-waits for a hang-up that never comes. All three use ``sse_encoding``'s encoder, as the
-server does. The figure is this process's CPU time per response, the median of
+waits for a hang-up that never comes. All use ``sse_encoding``'s encoder. The figure is this process's CPU time per response, the median of
 ``--rounds`` rounds, the contenders taking turns within each round.
 """
 
@@ -31,8 +32,9 @@ from report import load_average, print_table, run_on  # noqa: E402
 from sse_starlette.sse import AppStatus, EventSourceResponse  # noqa: E402
 from starlette.responses import StreamingResponse  # noqa: E402
 
+from maritaca_chains.event_stream import ClosingEventStream  # noqa: E402
 from maritaca_chains.langserve_compat import sse_encoding  # noqa: E402
-from maritaca_chains.langserve_compat.event_stream import EventStream  # noqa: E402
+from maritaca_chains.langserve_compat.sse_response import OneTaskEventSourceResponse  # noqa: E402
 
 
 def _events(count: int) -> Callable[[], AsyncIterator[dict[str, str]]]:
@@ -55,9 +57,10 @@ def contenders(count: int) -> dict[str, Callable[[], Any]]:
 
     return {
         "sse-starlette EventSourceResponse": lambda: EventSourceResponse(events()),
-        "ours, EventStream": lambda: EventStream(events()),
-        "Starlette StreamingResponse (scale)": lambda: StreamingResponse(
+        "ours, OneTaskEventSourceResponse": lambda: OneTaskEventSourceResponse(events()),
+        "Starlette StreamingResponse": lambda: StreamingResponse(
             encoded(), media_type="text/event-stream"),
+        "ours, faces' ClosingEventStream": lambda: ClosingEventStream(encoded()),
     }
 
 

@@ -26,7 +26,7 @@ LangServe's. What this package relies on:
 - ``sse_encoding``: sse-starlette's ``EventSourceResponse.stream_response`` (which LangServe's
   streams go through) and its ``_send_lock``; replaced by one that sends the same bytes
   (and ends at the next event after a hang-up), only when a probe at start shows it does.
-- ``event_stream``: ``EventSourceResponse``'s attributes (``stream_response``, ``active``,
+- ``sse_response``: ``EventSourceResponse``'s attributes (``stream_response``, ``active``,
   ``ping_interval``, ``ping_message_factory``, ``_send_lock``, ``background``) and the exit
   signal of sse-starlette's ``AppStatus``; its ``__call__`` runs the same response
   without the task group, for our ``/stream`` and ``/stream_events``.

@@ -7,13 +7,13 @@ first to end cancelling the others. Those three extra tasks and the group cost a
 answer about 0.1 ms of server CPU, more than its whole SSE encoding
 (``bench/bench_event_stream.py``).
 
-``EventStream`` sends the same bytes (its ``stream_response`` is the same) and ends in
-the same cases, with less:
+``OneTaskEventSourceResponse`` sends the same bytes (its ``stream_response`` is the
+same) and ends in the same cases, with less:
 
-- the stream runs in the request's own task, inside one anyio cancel scope;
-- the hang-up is awaited in one plain asyncio task, which cancels that scope: the
-  response ends without an error, as sse-starlette's does when its group's scope is
-  cancelled;
+- the stream runs in the request's own task, inside one anyio cancel scope; the
+  hang-up is awaited in one plain asyncio task, which cancels that scope
+  (``event_stream.StreamEnd``, as our own faces' streams end): the response ends without
+  an error, as sse-starlette's does when its group's scope is cancelled;
 - the ping is a timer that starts a task only when it fires (every 15 s by default),
   and sends what sse-starlette would, under the same send lock;
 - the server's exit signal (sse-starlette's ``AppStatus``: its patch of uvicorn's exit
@@ -38,25 +38,11 @@ import anyio
 from sse_starlette.sse import AppStatus, EventSourceResponse, ServerSentEvent, ensure_bytes
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["EventStream"]
+from ..event_stream import StreamEnd, in_group
+
+__all__ = ["OneTaskEventSourceResponse"]
 
 _log = logging.getLogger("sse_starlette.sse")  # where sse-starlette logs its pings
-
-
-class _Stop:
-    """Ends one response's stream (cancels its scope), once, and remembers why:
-    ``error`` when the hang-up wait or a ping failed (raised once the stream ended)."""
-
-    __slots__ = ("error", "scope")
-
-    def __init__(self, scope: anyio.CancelScope) -> None:
-        self.scope = scope
-        self.error: Exception | None = None
-
-    def __call__(self, error: Exception | None = None) -> None:
-        if not self.scope.cancel_called:
-            self.error = error
-            self.scope.cancel()
 
 
 class _ExitWatch:
@@ -64,11 +50,11 @@ class _ExitWatch:
     there, and stops them all when it comes (it ends with the last of them: no task is
     left behind on a loop that stops)."""
 
-    __slots__ = ("event", "loop", "stops", "task")
+    __slots__ = ("ends", "event", "loop", "task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, event: anyio.Event) -> None:
         self.loop, self.event = loop, event
-        self.stops: set[_Stop] = set()
+        self.ends: set[StreamEnd] = set()
         self.task = loop.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -77,14 +63,14 @@ class _ExitWatch:
         except RuntimeError:  # the process's one event is bound to another loop's
             _log.debug("the exit signal cannot be awaited on this event loop")
             return
-        for stop in list(self.stops):
-            stop()
+        for end in list(self.ends):
+            end.stop()
 
-    def leave(self, stop: _Stop) -> None:
-        """``stop``'s stream ended; the watch ends with the last one."""
+    def leave(self, end: StreamEnd) -> None:
+        """``end``'s stream ended; the watch ends with the last one."""
         global _watch
-        self.stops.discard(stop)
-        if not self.stops:
+        self.ends.discard(end)
+        if not self.ends:
             self.task.cancel()
             if _watch is self:
                 _watch = None
@@ -93,8 +79,8 @@ class _ExitWatch:
 _watch: _ExitWatch | None = None
 
 
-def _exit_watch(loop: asyncio.AbstractEventLoop, stop: _Stop) -> _ExitWatch:
-    """This loop's watch of the exit signal, with ``stop`` in it."""
+def _exit_watch(loop: asyncio.AbstractEventLoop, end: StreamEnd) -> _ExitWatch:
+    """This loop's watch of the exit signal, with ``end`` in it."""
     global _watch
     if AppStatus.should_exit_event is None:  # as sse-starlette creates it
         AppStatus.should_exit_event = anyio.Event()
@@ -102,11 +88,11 @@ def _exit_watch(loop: asyncio.AbstractEventLoop, stop: _Stop) -> _ExitWatch:
     if watch is None or watch.loop is not loop or watch.event is not AppStatus.should_exit_event \
             or watch.task.done():
         watch = _watch = _ExitWatch(loop, AppStatus.should_exit_event)
-    watch.stops.add(stop)
+    watch.ends.add(end)
     return watch
 
 
-class EventStream(EventSourceResponse):
+class OneTaskEventSourceResponse(EventSourceResponse):
     """``EventSourceResponse`` with its four tasks made one (see the module docstring):
     the same bytes, pings, hang-up and exit signal."""
 
@@ -121,46 +107,34 @@ class EventStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        with anyio.CancelScope() as cancel_scope:
-            stop = _Stop(cancel_scope)
-            watch = _exit_watch(loop, stop)
+        with anyio.CancelScope() as streaming:
+            end = StreamEnd(receive, streaming)
+            watch = _exit_watch(loop, end)
             if AppStatus.should_exit:  # sse-starlette's exit wait returns at once: so do we
-                loop.call_soon(stop)
-            hang_up = loop.create_task(self._until_disconnect(receive, stop))
-            pinger = _Pinger(self, send, stop, loop)
+                loop.call_soon(end.stop)
+            pinger = _Pinger(self, send, end, loop)
             try:
                 await self.stream_response(send)
             except Exception as error:
-                raise _grouped(error) from None
+                raise in_group(error) from None
             finally:
-                watch.leave(stop)
-                hang_up.cancel()
+                watch.leave(end)
+                end.close()
                 pinger.cancel()
-        if stop.error is not None:
-            raise _grouped(stop.error)
+        if end.error is not None:
+            raise in_group(end.error)
         if self.background is not None:
             await self.background()
-
-    @staticmethod
-    async def _until_disconnect(receive: Receive, stop: _Stop) -> None:
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-        except Exception as error:  # noqa: BLE001 - it ends the stream, raised there
-            stop(error)
-            return
-        _log.debug("Got event: http.disconnect. Stop streaming.")
-        stop()
 
 
 class _Pinger:
     """``EventSourceResponse._ping``'s pings, from a timer: a task only while one is sent."""
 
-    __slots__ = ("loop", "response", "send", "sending", "stop", "timer")
+    __slots__ = ("end", "loop", "response", "send", "sending", "timer")
 
-    def __init__(self, response: EventSourceResponse, send: Send, stop: _Stop,
+    def __init__(self, response: EventSourceResponse, send: Send, end: StreamEnd,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.response, self.send, self.stop, self.loop = response, send, stop, loop
+        self.response, self.send, self.end, self.loop = response, send, end, loop
         self.sending: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = loop.call_later(response.ping_interval,
                                                                  self._due)
@@ -182,7 +156,7 @@ class _Pinger:
                     await self.send({"type": "http.response.body", "body": ping,
                                      "more_body": True})
         except Exception as error:  # noqa: BLE001 - it ends the stream, raised there
-            self.stop(error)
+            self.end.stop(error)
             return
         finally:
             self.sending = None
@@ -195,13 +169,6 @@ class _Pinger:
             self.timer = None
         if self.sending is not None:
             self.sending.cancel()
-
-
-def _grouped(error: Exception) -> BaseExceptionGroup[Exception]:
-    """``error`` in an exception group, as sse-starlette's task group raises it: Starlette's
-    exception handlers, which cannot answer once the response has started, pass a group
-    by, to the middleware that ends the body (``error_events``)."""
-    return BaseExceptionGroup("unhandled errors in a TaskGroup", [error])
 
 
 def _utcnow() -> datetime:
