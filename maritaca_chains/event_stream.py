@@ -5,19 +5,21 @@ faces' streams and the resumable runs' readers: a quiet run must still notice it
 leaving). It closes its body generator however it ends, so the run, and its upstream
 request, stop at once.
 
-``StreamEnd``: how such a response ends early, shared with LangServe's SSE responses
-(``langserve_compat.sse_response``). The response streams in its own task inside a
-cancel scope; one plain asyncio task awaits the hang-up and cancels that scope. An anyio
-task group of two (Starlette's way) costs a short answer some 30-100 µs more
-(``bench/bench_event_stream.py``).
+``StreamEnd``: a response's stream in a task of its own, and how it ends early; shared
+with LangServe's SSE responses (``langserve_compat.sse_response``). One plain asyncio task
+awaits the hang-up and cancels the stream's task. An anyio task group of two (Starlette's
+way) costs a short answer some 30-100 µs more (``bench/bench_event_stream.py``). The
+stream keeps a task of its own rather than the request's: every event's wake-up then
+resumes the stream's few frames, not the whole middleware stack the request's task runs
+(about 10 µs a paced chunk, ``bench/bench_capacity.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
 
-import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -28,25 +30,43 @@ _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class StreamEnd:
-    """Ends one response's stream early by cancelling ``scope`` (the one it streams in):
-    at the client's hang-up, awaited here in one plain task, or at ``stop()``. ``error``:
-    what failed, if a failure ended it (the response raises it once the scope is left).
-    ``close()`` once the response is done."""
+    """Runs ``stream`` (a response's sending) in a task of its own until it ends, or until
+    the client hangs up (awaited in one plain task) or ``stop()`` is called, which cancel
+    it. ``error``: what failed, if a failure stopped it. ``wait()`` in the request's task."""
 
-    __slots__ = ("error", "scope", "task")
+    __slots__ = ("error", "hang_up", "stopped", "stream")
 
-    def __init__(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        self.scope = scope
+    def __init__(self, stream: Coroutine[Any, Any, None], receive: Receive) -> None:
+        loop = asyncio.get_running_loop()
         self.error: Exception | None = None
-        self.task = asyncio.get_running_loop().create_task(self._until_hang_up(receive))
+        self.stopped = False
+        self.stream = loop.create_task(stream)
+        self.hang_up = loop.create_task(self._until_hang_up(receive))
 
     def stop(self, error: Exception | None = None) -> None:
-        if not self.scope.cancel_called:
+        if not self.stopped and not self.stream.done():
+            self.stopped = True
             self.error = error
-            self.scope.cancel()
+            self.stream.cancel()
 
-    def close(self) -> None:
-        self.task.cancel()
+    async def wait(self) -> None:
+        """Until the stream has ended. A stop is no error (the hang-up's, the exit
+        signal's); what the stream or the hang-up wait raised is raised here, in an
+        exception group (``in_group``). If the request itself is cancelled, so is the
+        stream."""
+        try:
+            await self.stream
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.stopped or (task is not None and task.cancelling()):
+                self.stream.cancel()  # the request's own cancellation
+                raise
+        except Exception as error:
+            raise in_group(error) from None
+        finally:
+            self.hang_up.cancel()
+        if self.error is not None:
+            raise in_group(self.error)
 
     async def _until_hang_up(self, receive: Receive) -> None:
         try:
@@ -76,16 +96,7 @@ class ClosingEventStream(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            with anyio.CancelScope() as streaming:
-                end = StreamEnd(receive, streaming)
-                try:
-                    await self.stream_response(send)
-                except Exception as error:
-                    raise in_group(error) from None
-                finally:
-                    end.close()
-            if end.error is not None:
-                raise in_group(end.error)
+            await StreamEnd(self.stream_response(send), receive).wait()
         except OSError:
             pass  # the client went away mid-write
         finally:

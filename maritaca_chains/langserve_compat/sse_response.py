@@ -10,10 +10,9 @@ answer about 0.1 ms of server CPU, more than its whole SSE encoding
 ``OneTaskEventSourceResponse`` sends the same bytes (its ``stream_response`` is the
 same) and ends in the same cases, with less:
 
-- the stream runs in the request's own task, inside one anyio cancel scope; the
-  hang-up is awaited in one plain asyncio task, which cancels that scope
-  (``event_stream.StreamEnd``, as our own faces' streams end): the response ends without
-  an error, as sse-starlette's does when its group's scope is cancelled;
+- the stream runs in a plain asyncio task; the hang-up is awaited in another, which
+  cancels the stream (``event_stream.StreamEnd``, as our own faces' streams end): the
+  response ends without an error, as sse-starlette's does when its group is cancelled;
 - the ping is a timer that starts a task only when it fires (every 15 s by default),
   and sends what sse-starlette would, under the same send lock;
 - the server's exit signal (sse-starlette's ``AppStatus``: its patch of uvicorn's exit
@@ -38,7 +37,7 @@ import anyio
 from sse_starlette.sse import AppStatus, EventSourceResponse, ServerSentEvent, ensure_bytes
 from starlette.types import Receive, Scope, Send
 
-from ..event_stream import StreamEnd, in_group
+from ..event_stream import StreamEnd
 
 __all__ = ["OneTaskEventSourceResponse"]
 
@@ -107,22 +106,16 @@ class OneTaskEventSourceResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        with anyio.CancelScope() as streaming:
-            end = StreamEnd(receive, streaming)
-            watch = _exit_watch(loop, end)
-            if AppStatus.should_exit:  # sse-starlette's exit wait returns at once: so do we
-                loop.call_soon(end.stop)
-            pinger = _Pinger(self, send, end, loop)
-            try:
-                await self.stream_response(send)
-            except Exception as error:
-                raise in_group(error) from None
-            finally:
-                watch.leave(end)
-                end.close()
-                pinger.cancel()
-        if end.error is not None:
-            raise in_group(end.error)
+        end = StreamEnd(self.stream_response(send), receive)
+        watch = _exit_watch(loop, end)
+        if AppStatus.should_exit:  # sse-starlette's exit wait returns at once: so do we
+            loop.call_soon(end.stop)
+        pinger = _Pinger(self, send, end, loop)
+        try:
+            await end.wait()
+        finally:
+            watch.leave(end)
+            pinger.cancel()
         if self.background is not None:
             await self.background()
 
