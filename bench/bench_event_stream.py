@@ -1,8 +1,8 @@
 """What an SSE response costs around its events, side by side in one process (issue 26):
 sse-starlette's ``EventSourceResponse`` (a task group of four per response) against ours
-for LangServe's routes (``OneTaskEventSourceResponse``: one task and a timer), and
+for LangServe's routes (``LeanEventSourceResponse``: two plain tasks and a timer), and
 Starlette's ``StreamingResponse`` (a task group of two, as our faces' ``ClosingEventStream``
-was) against that one now (one task).
+was) against that one now (two plain tasks).
 
 Run: ``.venv/bin/python bench/bench_event_stream.py [--events 7] [--responses 5000]
 [--rounds 7] [--loop uvloop|asyncio]``
@@ -34,7 +34,7 @@ from starlette.responses import StreamingResponse  # noqa: E402
 
 from maritaca_chains.event_stream import ClosingEventStream  # noqa: E402
 from maritaca_chains.langserve_compat import sse_encoding  # noqa: E402
-from maritaca_chains.langserve_compat.sse_response import OneTaskEventSourceResponse  # noqa: E402
+from maritaca_chains.langserve_compat.sse_response import LeanEventSourceResponse  # noqa: E402
 
 
 def _events(count: int) -> Callable[[], AsyncIterator[dict[str, str]]]:
@@ -57,7 +57,7 @@ def contenders(count: int) -> dict[str, Callable[[], Any]]:
 
     return {
         "sse-starlette EventSourceResponse": lambda: EventSourceResponse(events()),
-        "ours, OneTaskEventSourceResponse": lambda: OneTaskEventSourceResponse(events()),
+        "ours, LeanEventSourceResponse": lambda: LeanEventSourceResponse(events()),
         "Starlette StreamingResponse": lambda: StreamingResponse(
             encoded(), media_type="text/event-stream"),
         "ours, faces' ClosingEventStream": lambda: ClosingEventStream(encoded()),

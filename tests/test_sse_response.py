@@ -1,4 +1,4 @@
-"""``OneTaskEventSourceResponse`` behaves as sse-starlette's ``EventSourceResponse`` does, behind a real
+"""``LeanEventSourceResponse`` behaves as sse-starlette's ``EventSourceResponse`` does, behind a real
 uvicorn: the same bytes and headers, pings, the end at a hang-up and at the exit signal,
 and errors raised the same way. Each test runs both side by side, with the encoder the
 server installs (``sse_encoding``)."""
@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from maritaca_chains.langserve_compat import sse_encoding
-from maritaca_chains.langserve_compat.sse_response import OneTaskEventSourceResponse
+from maritaca_chains.langserve_compat.sse_response import LeanEventSourceResponse
 from tests.conftest import RunningServer
 
-KINDS = [EventSourceResponse, OneTaskEventSourceResponse]
+KINDS = [EventSourceResponse, LeanEventSourceResponse]
 assert sse_encoding.install(), "the server's SSE encoder no longer matches sse-starlette's"
 EVENTS = [{"event": "metadata", "data": '{"run_id": "r1"}'},
           {"event": "data", "data": '"Era uma vez"'}, {"event": "data", "data": '" um sabiá"'},

@@ -18,7 +18,8 @@ validate, none of that changes what the run gets, so this route does the rest it
 - the same events (``metadata`` before the first chunk, ``data`` per chunk through
   LangServe's serializer, ``end``; on an error LangServe's generic ``error`` event and the
   exception re-raised) in sse-starlette's ``EventSourceResponse``, as LangServe sends them
-  (``sse_response.OneTaskEventSourceResponse``: the same response with one task instead of four).
+  (``sse_response.LeanEventSourceResponse``: the same response, two plain tasks instead
+  of an anyio task group of four).
 
 A body that is not JSON, not an object, without ``input``, with a config, or whose input
 does not validate is handed to LangServe's handler unchanged: its errors (422 and their
@@ -48,7 +49,7 @@ from langserve.serialization import WellKnownLCSerializer
 from langserve.validation import StreamEventsParameters
 from pydantic import BaseModel, RootModel, ValidationError
 
-from .sse_response import OneTaskEventSourceResponse
+from .sse_response import LeanEventSourceResponse
 
 __all__ = ["add_stream_route", "defaults", "unpacked"]
 
@@ -184,7 +185,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
                     yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
             yield {"event": "end"}
 
-        return OneTaskEventSourceResponse(_error_ends(events()))
+        return LeanEventSourceResponse(_error_ends(events()))
 
     async def stream_events(request: Request) -> Any:
         start = await started(request, "stream_events")
@@ -202,7 +203,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
                     yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
             yield {"event": "end"}
 
-        return OneTaskEventSourceResponse(_error_ends(events()))
+        return LeanEventSourceResponse(_error_ends(events()))
 
     delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
