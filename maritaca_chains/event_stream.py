@@ -5,13 +5,12 @@ faces' streams and the resumable runs' readers: a quiet run must still notice it
 leaving). It closes its body generator however it ends, so the run, and its upstream
 request, stop at once.
 
-``StreamEnd``: a response's stream in a task of its own, and how it ends early; shared
-with LangServe's SSE responses (``langserve_compat.sse_response``). One plain asyncio task
-awaits the hang-up and cancels the stream's task. An anyio task group of two (Starlette's
-way) costs a short answer some 30-100 µs more (``bench/bench_event_stream.py``). The
-stream keeps a task of its own rather than the request's: every event's wake-up then
-resumes the stream's few frames, not the whole middleware stack the request's task runs
-(about 10 µs a paced chunk, ``bench/bench_capacity.py``).
+``StreamEnd``: a response's stream in a task of its own (as Starlette and sse-starlette
+run it), and how it ends early; shared with LangServe's SSE responses
+(``langserve_compat.sse_response``). One plain asyncio task awaits the hang-up and
+cancels the anyio cancel scope the stream runs in. An anyio task group of two
+(Starlette's way) costs a short answer some 30-100 µs more
+(``bench/bench_event_stream.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -34,20 +34,30 @@ class StreamEnd:
     the client hangs up (awaited in one plain task) or ``stop()`` is called, which cancel
     it. ``error``: what failed, if a failure stopped it. ``wait()`` in the request's task."""
 
-    __slots__ = ("error", "hang_up", "stopped", "stream")
+    __slots__ = ("error", "hang_up", "scope", "stopped", "stream")
 
     def __init__(self, stream: Coroutine[Any, Any, None], receive: Receive) -> None:
         loop = asyncio.get_running_loop()
         self.error: Exception | None = None
         self.stopped = False
-        self.stream = loop.create_task(stream)
+        # Stopped through an anyio cancel scope, not one Task.cancel(): the scope cancels
+        # again at every wait until the stream has left it, so a cancellation that some
+        # code on the way swallows (Python 3.11's asyncio.wait_for can, when what it waits
+        # for completes at the same moment) cannot leave an abandoned stream running to
+        # its end, as a resumable run's reader did under load.
+        self.scope = anyio.CancelScope()
+        self.stream = loop.create_task(self._run(stream))
         self.hang_up = loop.create_task(self._until_hang_up(receive))
+
+    async def _run(self, stream: Coroutine[Any, Any, None]) -> None:
+        with self.scope:
+            await stream
 
     def stop(self, error: Exception | None = None) -> None:
         if not self.stopped and not self.stream.done():
             self.stopped = True
             self.error = error
-            self.stream.cancel()
+            self.scope.cancel()
 
     async def wait(self) -> None:
         """Until the stream has ended. A stop is no error (the hang-up's, the exit

@@ -3,9 +3,8 @@ run without its task group.
 
 sse-starlette runs every response as an anyio task group of four: the stream, a ping
 loop, a wait for the server's exit signal and a wait for the client's hang-up, the
-first to end cancelling the others. Those three extra tasks and the group cost a short
-answer about 0.1 ms of server CPU, more than its whole SSE encoding
-(``bench/bench_event_stream.py``).
+first to end cancelling the others. Those extra tasks and the group cost a short answer
+about 0.1 ms of server CPU (``bench/bench_event_stream.py``).
 
 ``LeanEventSourceResponse`` sends the same bytes (its ``stream_response`` is the
 same) and ends in the same cases, with less:
