@@ -18,6 +18,9 @@ p50/p90/p99 in that round. With a 5-token answer nearly all of a request's CPU i
 start (routing, guards, LangServe's config and input handling, callbacks, prompt, the
 model's request, the upstream pool) and its end (the run's bookkeeping).
 "upstream conns": the server's open connections to the emulator after its best round.
+"events / answer" and "KB / answer": what the median answer of that round carried (SSE
+``event:`` lines; body bytes read, chunked framing included), so that a face's CPU can
+be read against how much it sends.
 The relay's CPU per request grows with it: httpx's pool (httpcore) looks at every pooled
 connection for every request, so a relay holding 45 connections spent 4.6 ms a request
 where one holding 11 spent 1.7-1.9 (BENCHMARKS.md, issue 26, eighth pass), and which of
@@ -42,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +87,9 @@ def upstream_connections(srv: ServerProcess, upstream_port: int) -> int:
 
 
 async def measure(srv: ServerProcess, face: str, args: argparse.Namespace
-                  ) -> tuple[float, list[float]]:
-    """(server ms of CPU per request, first-token ms of each request) for one batch."""
+                  ) -> tuple[float, list[float], tuple[float, float]]:
+    """(server ms of CPU per request, first-token ms of each request, the median answer's
+    events and KB) for one batch."""
     before = srv.cpu()
     results = await batch(srv, face, args.requests, args.concurrency)
     await asyncio.sleep(0.1)  # the requests' last bookkeeping
@@ -94,7 +99,9 @@ async def measure(srv: ServerProcess, face: str, args: argparse.Namespace
         raise RuntimeError(f"{srv.kind} /{face}: {len(bad)} of {len(results)} requests "
                            f"failed, e.g. {bad[0]}")
     ttfts = [(r.first_token - r.started) * 1e3 for r in results if r.first_token is not None]
-    return spent / len(results) * 1e3, ttfts
+    size = (round(statistics.median(r.events for r in results)),
+            statistics.median(r.body_bytes for r in results) / 1024)
+    return spent / len(results) * 1e3, ttfts, size
 
 
 async def profile(srv: ServerProcess, kind: str, face: str, args: argparse.Namespace
@@ -131,7 +138,8 @@ async def run(args: argparse.Namespace) -> None:
             extra_env={"MARITACA_CHAINS_UI": "false",
                        **({"BENCH_APP_DIR": args.baseline} if kind == BASELINE else {})})
             for kind in dict.fromkeys(k for k, _ in cases)}
-        best: dict[tuple[str, str], tuple[float, list[float], int]] = {}
+        best: dict[tuple[str, str],
+                   tuple[float, list[float], int, tuple[float, float]]] = {}
         upstream_port = httpx.URL(emu.base_url).port
         profiles = []
         try:
@@ -142,12 +150,12 @@ async def run(args: argparse.Namespace) -> None:
             for _ in range(args.repeat):
                 for kind, face in cases:
                     emu.reset()
-                    ms, ttfts = await measure(servers[kind], face, args)
+                    ms, ttfts, size = await measure(servers[kind], face, args)
                     pool = upstream_connections(servers[kind], upstream_port)
                     print(f"  {label(kind):28} /{face}: {ms:.2f} ms CPU per request, "
                           f"{pool} upstream connections", flush=True)
                     if (kind, face) not in best or ms < best[kind, face][0]:
-                        best[kind, face] = ms, ttfts, pool
+                        best[kind, face] = ms, ttfts, pool, size
             if args.profile:
                 for kind, face in cases:
                     emu.reset()
@@ -161,10 +169,11 @@ async def run(args: argparse.Namespace) -> None:
           f"answer, {args.concurrency} at a time, best of {args.repeat} rounds "
           f"({'server pinned to CPU 0' if args.pin else 'no pinning'}, 1 worker)")
     print_table(["contender", "face", "ms CPU / request", "x floor", "1st token p50 ms",
-                 "1st token p90 ms", "1st token p99 ms", "upstream conns"],
+                 "1st token p90 ms", "1st token p99 ms", "upstream conns", "events / answer",
+                 "KB / answer"],
                 [[label(kind), f"/story/{face}", ms, ms / floor, percentile(t, 50),
-                  percentile(t, 90), percentile(t, 99), pool]
-                 for (kind, face), (ms, t, pool) in best.items()])
+                  percentile(t, 90), percentile(t, 99), pool, count, kb]
+                 for (kind, face), (ms, t, pool, (count, kb)) in best.items()])
     events = best["ours", "stream_events"][0]
     alone = best["langserve", "stream"][0], best["langserve", "stream_events"][0]
     print(f"LangServe alone: /stream {alone[0] / floor:.2f}x floor, /stream_events "

@@ -72,6 +72,8 @@ class StreamResult:
     closed_at: float | None = None      # when we hung up (cancellation)
     failure: str | None = None           # connection error, timeout
     body_head: bytes = b""
+    events: int = 0                      # SSE events read (``event:`` lines)
+    body_bytes: int = 0                  # body bytes read, chunked framing included
 
     @property
     def ok(self) -> bool:
@@ -87,6 +89,7 @@ class SSEStream(asyncio.Protocol):
                  hang_up_after: int | None = None) -> None:
         self.request = request
         self.tokens = _Counter(marker)
+        self.event_lines = _Counter(b"\nevent: ")  # each follows a chunk size or an event
         self.ends = [_Counter(m) for m in END_MARKERS]
         self.errors = [_Counter(m) for m in ERROR_MARKERS]
         self.record_gaps = record_gaps
@@ -117,6 +120,8 @@ class SSEStream(asyncio.Protocol):
                 res.body_head = data[:500]
         if len(res.body_head) < 500 and res.status != 200:
             res.body_head += data[:500 - len(res.body_head)]
+        res.body_bytes += len(data)
+        res.events += self.event_lines.feed(data)
         new = self.tokens.feed(data)
         if new:
             res.tokens += new

@@ -209,6 +209,25 @@ def test_a_chunked_body_is_refused_as_it_streams_past_the_cap(server, path):
     assert len(emu.requests) == calls
 
 
+def test_bytes_past_a_declared_length_are_never_read_as_the_body(server):
+    """A body with a length under the cap is read to that length and no further: what
+    follows is the next request (``BodyLimit`` counts only chunked bodies, on that)."""
+    emu, running = server
+    body = json.dumps({"input": {"topic": "Brasil"}}).encode()
+    padding = b" " * (2 * BODY_LIMIT)  # past the cap, were it read as the body
+    with raw(running) as sock:
+        sock.sendall(b"POST /story/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"content-type: application/json\r\n"
+                     + f"content-length: {len(body)}\r\n\r\n".encode() + body
+                     + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"connection: close\r\n\r\n" + padding)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert emu.expected_text(emu.requests[-1].body["messages"])[:20].encode() in answer
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[-300:]  # then the pipelined GET
+    assert b"body_too_large" not in answer
+
+
 def test_a_body_under_the_cap_still_runs(server):
     emu, running = server
     response = httpx.post(f"{running.url}/summarize/invoke",
