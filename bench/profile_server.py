@@ -28,6 +28,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,20 @@ def library(frame: str) -> str:
     return name if name in LIBRARIES else ("python" if "python3" in path else "other")
 
 
+def stacks(collapsed: Path) -> Iterator[tuple[list[str], int]]:
+    """Each stack of a py-spy collapsed file (outermost frame first) and its samples."""
+    for line in collapsed.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():  # py-spy splits a frame whose name holds a newline
+            yield stack.split(";"), int(count)
+
+
 def summarise(collapsed: Path, top: int) -> None:
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text(encoding="utf-8").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():  # py-spy splits a frame whose name holds a newline
-            continue
-        n = int(count)
-        frames = stack.split(";")
+    for frames, n in stacks(collapsed):
         total += n
         self_time[library(frames[-1])] += n
         functions[frames[-1].split(" (")[0] + " [" + library(frames[-1]) + "]"] += n

@@ -34,12 +34,11 @@ class StreamEnd:
     the client hangs up (awaited in one plain task) or ``stop()`` is called, which cancel
     it. ``error``: what failed, if a failure stopped it. ``wait()`` in the request's task."""
 
-    __slots__ = ("error", "hang_up", "scope", "stopped", "stream")
+    __slots__ = ("error", "hang_up", "scope", "stream")
 
     def __init__(self, stream: Coroutine[Any, Any, None], receive: Receive) -> None:
         loop = asyncio.get_running_loop()
         self.error: Exception | None = None
-        self.stopped = False
         # Stopped through an anyio cancel scope, not one Task.cancel(): the scope cancels
         # again at every wait until the stream has left it, so a cancellation that some
         # code on the way swallows (Python 3.11's asyncio.wait_for can, when what it waits
@@ -54,8 +53,7 @@ class StreamEnd:
             await stream
 
     def stop(self, error: Exception | None = None) -> None:
-        if not self.stopped and not self.stream.done():
-            self.stopped = True
+        if not self.scope.cancel_called and not self.stream.done():
             self.error = error
             self.scope.cancel()
 
@@ -65,12 +63,10 @@ class StreamEnd:
         exception group (``in_group``). If the request itself is cancelled, so is the
         stream."""
         try:
-            await self.stream
+            await self.stream  # a stop ends it without an error: the scope takes its own
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not self.stopped or (task is not None and task.cancelling()):
-                self.stream.cancel()  # the request's own cancellation
-                raise
+            self.stream.cancel()  # the request's own cancellation
+            raise
         except Exception as error:
             raise in_group(error) from None
         finally:

@@ -9,9 +9,10 @@ about 0.1 ms of server CPU (``bench/bench_event_stream.py``).
 ``LeanEventSourceResponse`` sends the same bytes (its ``stream_response`` is the
 same) and ends in the same cases, with less:
 
-- the stream runs in a plain asyncio task; the hang-up is awaited in another, which
-  cancels the stream (``event_stream.StreamEnd``, as our own faces' streams end): the
-  response ends without an error, as sse-starlette's does when its group is cancelled;
+- the stream runs in a plain asyncio task, inside an anyio cancel scope; the hang-up is
+  awaited in another, which cancels that scope (``event_stream.StreamEnd``, as our own
+  faces' streams end): the response ends without an error, as sse-starlette's does when
+  its group is cancelled;
 - the ping is a timer that starts a task only when it fires (every 15 s by default),
   and sends what sse-starlette would, under the same send lock;
 - the server's exit signal (sse-starlette's ``AppStatus``: its patch of uvicorn's exit
