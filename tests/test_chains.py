@@ -181,14 +181,13 @@ async def test_progress_reaches_astream_events_and_leaving_stops_the_remaining_p
                 break
             await asyncio.sleep(0.01)
         await events.aclose()
-        sent = len(emu.requests)
-        assert 1 <= sent <= 4  # at most MAP_CONCURRENCY parts had started
-        for _ in range(100):
-            if all(r.finished_at or r.client_disconnected for r in emu.requests):
-                break
-            await asyncio.sleep(0.01)
+        # A part request already on the wire may reach the emulator just after the close,
+        # so count only once the parts have settled. Each part streams for about 0.6 s
+        # (30 tokens, 0.02 s apart): had leaving not stopped the map, a fifth part would
+        # start within this wait, when one of the first four ended.
+        await asyncio.sleep(1.2)
+        assert 1 <= len(emu.requests) <= 4  # at most MAP_CONCURRENCY parts ever started
         assert all(r.client_disconnected for r in emu.requests)
-        assert len(emu.requests) == sent
 
 
 def test_configurable_fields_are_model_temperature_and_max_tokens_only(emu):
