@@ -5,9 +5,11 @@ repeats two things langchain-core does not publish:
 
 - the tag ``RunnableSequence`` gives the run of its N-th step, ``seq:step:N``;
 - how a run's output is shown to the handler that ``astream_events``/``astream_log``
-  attach: the first handler that is a ``_StreamingCallbackHandler`` (a private protocol
-  of ``langchain_core.tracers._streaming``) taps the output through its
-  ``tap_output_iter``/``tap_output_aiter``.
+  attach: the first handler with both taps, ``tap_output_iter`` and ``tap_output_aiter``,
+  taps the output through them. (langchain-core picks it with ``isinstance`` against a
+  runtime-checkable protocol of those two methods, kept in a private module; a runtime
+  protocol's ``isinstance`` only asks whether the members are there, so the same question
+  is asked here without importing that module.)
 
 The handlers of ``astream_events`` and ``astream_log`` are not ``run_inline``, so
 langchain-core dispatches each of their events in a task of its own (``astream_events``)
@@ -18,8 +20,8 @@ callbacks only record the run and put an event on the handler's own unbounded st
 never wait, so awaiting them in place changes no event and no order (each dispatch was
 awaited to its end anyway) and saves the task or thread hop.
 
-``PRESENT`` says, checked once at import, that the protocol is there, with both taps,
-and that the handlers of ``astream_events`` and ``astream_log`` follow it;
+``PRESENT`` says, checked once at import, that the handlers of ``astream_events`` and
+``astream_log`` have both taps;
 ``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
 included), and takes LCEL's path if either fails.
 """
@@ -32,15 +34,18 @@ from typing import Any
 __all__ = ["PRESENT", "inline_streaming_handler", "step_tag", "streaming_handler"]
 
 
-def _protocol() -> Any:
-    try:
-        from langchain_core.tracers._streaming import _StreamingCallbackHandler
-    except ImportError:
-        return None
-    taps = all(callable(getattr(_StreamingCallbackHandler, tap, None))
-               for tap in ("tap_output_iter", "tap_output_aiter"))
-    followed = all(issubclass(handler, _StreamingCallbackHandler) for handler in _streamers())
-    return _StreamingCallbackHandler if taps and followed and _streamers() else None
+_TAPS = ("tap_output_iter", "tap_output_aiter")
+
+
+def _taps(cls: type) -> bool:
+    """Whether ``cls`` has both taps, as langchain-core's protocol check asks it."""
+    return all(callable(getattr(cls, tap, None)) for tap in _TAPS)
+
+
+def _present() -> bool:
+    """Whether ``astream_events``'s and ``astream_log``'s handlers still tap output."""
+    streamers = _streamers()
+    return bool(streamers) and all(_taps(handler) for handler in streamers)
 
 
 def _streamers() -> tuple[type, ...]:
@@ -53,8 +58,7 @@ def _streamers() -> tuple[type, ...]:
     return _AstreamEventsCallbackHandler, LogStreamCallbackHandler
 
 
-_STREAMING_HANDLER = _protocol()
-PRESENT = _STREAMING_HANDLER is not None
+PRESENT = _present()
 _INLINE_SAFE = frozenset(_streamers())
 
 
@@ -79,16 +83,16 @@ def inline_streaming_handler(handlers: Sequence[Any]) -> None:
         handler.run_inline = True
 
 
-# A runtime protocol's isinstance walks the protocol's members on every call (a few
-# percent of a short request's CPU, issue 26): decided once per handler class. The taps
-# are methods, so a class follows the protocol or not, whatever the instance.
+# Asking for the taps on every run cost a few percent of a short request's CPU (issue 26):
+# decided once per handler class. The taps are methods, so a class has them or not,
+# whatever the instance.
 _FOLLOWS: dict[type, bool] = {}
 
 
 def _follows_protocol(cls: type, handler: Any) -> bool:
     follows = _FOLLOWS.get(cls)
     if follows is None:
-        follows = isinstance(handler, _STREAMING_HANDLER)
+        follows = all(getattr(handler, tap, None) is not None for tap in _TAPS)
         if len(_FOLLOWS) < 1024:  # handler classes are few; never an unbounded cache
             _FOLLOWS[cls] = follows
     return follows

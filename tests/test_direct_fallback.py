@@ -53,14 +53,24 @@ def test_a_renamed_parameter_turns_the_model_path_off(monkeypatch: pytest.Monkey
     assert not _langchain_private._present()
 
 
-def test_the_streaming_protocol_gone_turns_the_chain_path_off(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import langchain_core.tracers._streaming as streaming
+@pytest.mark.parametrize("tap", ["tap_output_iter", "tap_output_aiter"])
+def test_a_streaming_handler_without_its_taps_turns_the_chain_path_off(
+        tap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_core.tracers.log_stream import LogStreamCallbackHandler
 
-    monkeypatch.delattr(streaming._StreamingCallbackHandler, "tap_output_iter")
-    assert _lcel_private._protocol() is None
-    monkeypatch.delattr(streaming, "_StreamingCallbackHandler")
-    assert _lcel_private._protocol() is None
+    assert _lcel_private._present()
+    for cls in LogStreamCallbackHandler.__mro__:  # gone from langchain-core's handler
+        if tap in vars(cls):
+            monkeypatch.delattr(cls, tap)
+    assert not _lcel_private._present()
+
+
+def test_the_streaming_handlers_gone_turn_the_chain_path_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import langchain_core.tracers.event_stream as event_stream
+
+    monkeypatch.delattr(event_stream, "_AstreamEventsCallbackHandler")
+    assert not _lcel_private._present()
 
 
 def test_the_probes_catch_a_run_that_reports_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
