@@ -5,7 +5,8 @@ timeout, pool limits): one ``httpx.Client`` per process, ``ASYNC_SHARDS`` ``http
 AsyncClient`` per event loop (an async client's connections belong to the loop that
 opened them), each request leasing the first one with the fewest requests in flight: a
 quiet server keeps using (and keeping alive) the first one's connection, a busy one
-spreads its requests evenly. The API key is sent per request, never kept in the pool.
+spreads its requests evenly. The API key is sent per request, never kept in the pool,
+and the clients keep no cookies (``ForgetfulCookieJar``): the pool is every caller's.
 
 Why several async clients: httpcore's pool walks every connection it holds on each
 request and each response close (and, for every idle connection, all of them again,
@@ -24,6 +25,7 @@ import asyncio
 import atexit
 import email.utils
 import functools
+import http.cookiejar
 import json
 import random
 import ssl
@@ -39,8 +41,9 @@ import httpx
 from . import errors
 from .asyncio_http import AsyncioHTTPTransport
 
-__all__ = ["Lease", "aclose_clients", "async_lease", "backoff_delay", "close_clients",
-           "error_from_response", "error_from_transport", "parse_retry_after", "sync_client"]
+__all__ = ["ForgetfulCookieJar", "Lease", "aclose_clients", "async_lease", "backoff_delay",
+           "close_clients", "error_from_response", "error_from_transport", "parse_retry_after",
+           "sync_client"]
 
 # Enough for hundreds of concurrent streams through one server process.
 MAX_CONNECTIONS = 2000
@@ -52,6 +55,19 @@ LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections
 ASYNC_SHARDS = 8
 ASYNC_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS // ASYNC_SHARDS,
                             max_keepalive_connections=64, keepalive_expiry=30)
+
+
+
+class ForgetfulCookieJar(http.cookiejar.CookieJar):
+    """A cookie jar that never learns a cookie from a response.
+
+    Use it for a client that several callers share: a cookie the API, a proxy or a load
+    balancer sets in answer to one caller's request would otherwise go out with the
+    next caller's, under another API key."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
 
 _lock = threading.Lock()
 _sync: dict[tuple[Any, ...], httpx.Client] = {}
@@ -75,9 +91,11 @@ def _async_client(timeout: float | None, proxied: bool) -> httpx.AsyncClient:
     proxy (``proxied``: httpx uses the proxies and ``NO_PROXY`` it finds there only with
     its own transport, so those clients keep it)."""
     if proxied:
-        return httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
-    return httpx.AsyncClient(timeout=_timeout(timeout), transport=AsyncioHTTPTransport(
-        limits=ASYNC_LIMITS, ssl_context=_tls_context()))
+        return httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS,
+                                 cookies=ForgetfulCookieJar())
+    return httpx.AsyncClient(timeout=_timeout(timeout), cookies=ForgetfulCookieJar(),
+                             transport=AsyncioHTTPTransport(limits=ASYNC_LIMITS,
+                                                            ssl_context=_tls_context()))
 
 
 def _environment_proxy() -> bool:
@@ -125,7 +143,8 @@ def sync_client(key: tuple[Any, ...], timeout: float | None) -> httpx.Client:
         with _lock:
             client = _sync.get(key)
             if client is None or client.is_closed:
-                client = _sync[key] = httpx.Client(timeout=_timeout(timeout), limits=LIMITS)
+                client = _sync[key] = httpx.Client(timeout=_timeout(timeout), limits=LIMITS,
+                                                   cookies=ForgetfulCookieJar())
     return client
 
 
