@@ -71,8 +71,8 @@ def configurable_model(model: BaseChatModel | None = None, *,
             description=f"Sampling temperature, {low_t:g} to {high_t:g}; "
                         f"{low_t:g} is the most deterministic."),
         max_tokens=ConfigurableField(
-            id="max_tokens", name="Máximo de tokens", annotation=int,
-            description=f"Longest answer, in tokens ({low_m} to {high_m}). Unset, the "
+            id="max_tokens", name="Máximo de tokens (0 = automático)", annotation=int,
+            description=f"Longest answer, in tokens ({low_m} to {high_m}). 0 or unset: the "
                         "chain picks one that fits what was asked (e.g. a short story)."),
     )
 

@@ -194,6 +194,9 @@ def test_configurable_fields_are_model_temperature_and_max_tokens_only(emu):
     chain = build_story_chain(emulator_model(emu))
     assert {spec.id for spec in chain.config_specs} == {"model", "temperature", "max_tokens"}
     model_spec = next(s for s in chain.config_specs if s.id == "model")
+    # the playground shows max_tokens' default, 0, under this name: it must say what 0 is
+    assert next(s.name for s in chain.config_specs if s.id == "max_tokens") == \
+        "Máximo de tokens (0 = automático)"
     assert {"sabia-4", "sabiazinho-4"} <= set(get_args(model_spec.annotation))
     configured = chain.with_config(configurable={"model": "sabiazinho-4", "temperature": 0,
                                                  "max_tokens": 50})
