@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import email.utils
 import functools
 import http.cookiejar
 import json
+import math
 import random
 import ssl
 import threading
@@ -189,18 +191,24 @@ async def aclose_clients() -> None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number (float allowed) or an HTTP date."""
+    """``Retry-After`` as seconds: a number (float allowed) or an HTTP date; None when it
+    is missing or says nothing usable (text, an infinite or NaN number)."""
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # the asctime form and "-0000": HTTP dates are in UTC
+            when = when.replace(tzinfo=datetime.UTC)
+        delay = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return max(delay, 0.0)
 
 
 def _detail(body: bytes) -> str | None:

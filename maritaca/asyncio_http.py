@@ -153,9 +153,12 @@ class _Connection(asyncio.Protocol):
             if timeout is None:
                 self.deadline = _NEVER
             else:
-                self.deadline = loop.time() + timeout
-                if self.read_timer is None:
-                    self.read_timer = loop.call_at(self.deadline, self._expire)
+                self.deadline = deadline = loop.time() + timeout
+                timer = self.read_timer  # kept from an earlier read, if not yet fired
+                if timer is None or timer.when() > deadline:  # a shorter timeout now
+                    if timer is not None:
+                        timer.cancel()
+                    self.read_timer = loop.call_at(deadline, self._expire)
             return await waiter
         finally:
             self.read_waiter = None

@@ -32,6 +32,7 @@ anything else                    500    internal
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -46,7 +47,7 @@ from .redis_outage import REDIS_DOWN, RETRY_AFTER_SECONDS
 from .refusals import Refusal
 
 __all__ = ["ERROR_MARK", "describe_error", "error_frame", "error_json", "error_line",
-           "sse_error_data", "validation_details"]
+           "retry_after_header", "sse_error_data", "validation_details"]
 
 ERROR_MARK = "[ERROR]"
 
@@ -109,9 +110,16 @@ def describe_error(exc: BaseException, lang: Language = DEFAULT_LANGUAGE) -> dic
     return {"status_code": 500, "type": "internal", "message": say("internal", lang)}
 
 
+def retry_after_header(seconds: float) -> str:
+    """A ``Retry-After`` value: whole seconds, rounded up. HTTP allows no fraction, and
+    strict clients (urllib3's retries, for one) refuse one; a body or a ``retry-after-ms``
+    header can carry the exact wait."""
+    return str(max(math.ceil(seconds), 0))
+
+
 def _retry_headers(error: dict[str, Any]) -> dict[str, str] | None:
     if "retry_after" in error:
-        return {"Retry-After": f"{error['retry_after']:g}"}
+        return {"Retry-After": retry_after_header(error["retry_after"])}
     return None
 
 

@@ -157,6 +157,24 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
             await http.get(f"http://127.0.0.1:{server.port}/")
 
 
+async def test_a_shorter_read_timeout_holds_on_a_reused_connection() -> None:
+    """A connection keeps its read timer between requests: a later request's shorter
+    read timeout still times it out on time, not at the earlier request's deadline."""
+    async def answers_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(b"ola"))
+        await writer.drain()
+        await read_request(reader)  # the second request, on the same connection: silence
+        await asyncio.sleep(30)
+
+    async with serving(answers_once) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        assert (await http.get(url, timeout=httpx.Timeout(30))).text == "ola"
+        with pytest.raises(httpx.ReadTimeout):  # within 0.3 s; the guard allows 10x that
+            await asyncio.wait_for(http.get(url, timeout=httpx.Timeout(30, read=0.3)), 3)
+    assert server.connections == 1
+
+
 def trickle(parts: int, gap: float, stall_after: int | None = None) -> Handler:
     """A chunked body of ``parts`` pieces ``gap`` seconds apart (silent for good after
     ``stall_after`` of them)."""

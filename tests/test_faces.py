@@ -130,9 +130,19 @@ async def test_text_upstream_failure_before_the_first_byte_is_a_json_error(clien
     assert error["type"] == kind and kind in error["detail"]
     assert "test-key" not in response.text
     if kind == "rate_limit":
-        assert error["retry_after"] == 2.5 and response.headers["retry-after"] == "2.5"
+        # the body keeps the exact wait; HTTP's header has whole seconds only
+        assert error["retry_after"] == 2.5 and response.headers["retry-after"] == "3"
     if kind == "upstream_authentication":
         assert "MARITACA_API_KEY" in error["detail"]
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "nan", "1e999"])
+async def test_an_upstream_wait_that_is_no_number_is_still_a_rate_limit(client, emu,
+                                                                        retry_after):
+    emu.enqueue(Scenario.rate_limit(retry_after=retry_after))
+    response = await client.post("/story/invoke", json={"input": INPUTS["story"]})
+    assert response.status_code == 429 and response.json()["type"] == "rate_limit"
+    assert "retry-after" not in response.headers  # no wait we could pass on
 
 
 @pytest.mark.parametrize("scenario", [

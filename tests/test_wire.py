@@ -212,6 +212,30 @@ def test_parse_retry_after_number_float_and_http_date():
     assert 25 <= parse_retry_after(later) <= 31
 
 
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999", "Infinity"])
+def test_a_retry_after_that_is_no_finite_number_is_ignored(value):
+    assert parse_retry_after(value) is None
+
+
+@pytest.fixture
+def brasilia_clock(monkeypatch):
+    """The process's local time is Brasília's (UTC-3), as on a server in Brazil."""
+    monkeypatch.setenv("TZ", "America/Sao_Paulo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_http_dates_without_a_zone_are_utc_whatever_the_local_time(brasilia_clock):
+    # the asctime form, which HTTP recipients must accept, and "-0000" carry no zone
+    later = time.gmtime(time.time() + 30)
+    for value in (time.strftime("%a %b %d %H:%M:%S %Y", later),
+                  time.strftime("%a, %d %b %Y %H:%M:%S -0000", later)):
+        assert 25 <= parse_retry_after(value) <= 31, value
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 -0000") > 10**9
+
+
 def test_errors_are_langchain_model_errors():
     from langchain_core import exceptions as lc
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..error_responses import describe_error
+from ..error_responses import describe_error, retry_after_header
 from ..ledger import RunLedger
 
 __all__ = ["DONE", "CompletionWire", "error_type", "openai_error", "openai_usage"]
@@ -45,7 +45,10 @@ def describe_openai(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, 
     """(status, body, headers) of a failed run, the cause named as on every face
     (``code`` is ``error_responses``' type: ``rate_limit``, ``upstream_timeout``...)."""
     error = describe_error(exc)
-    headers = {"Retry-After": f"{error['retry_after']:g}"} if "retry_after" in error else {}
+    headers = {}
+    if "retry_after" in error:  # as OpenAI sends it: whole seconds, and the exact wait in ms
+        headers = {"Retry-After": retry_after_header(error["retry_after"]),
+                   "retry-after-ms": str(round(error["retry_after"] * 1000))}
     param = None
     if error.get("errors"):
         param = ".".join(str(p) for p in error["errors"][0]["loc"]) or None
