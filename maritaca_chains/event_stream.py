@@ -103,8 +103,8 @@ class ClosingEventStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await StreamEnd(self.stream_response(send), receive).wait()
-        except OSError:
-            pass  # the client went away mid-write
+        except* OSError:
+            pass  # the client went away mid-write (ASGI servers' send raises OSError)
         finally:
             aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
