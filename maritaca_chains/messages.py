@@ -179,8 +179,8 @@ MESSAGES: dict[str, dict[Language, str]] = {
         "en": "Conversation {thread_id} is already answering (run {run_id}): wait for it "
               "to end or stop it, then send again"},
     "threads_page": {
-        "pt": "limit vai de 1 a {limit} e offset é 0 ou mais",
-        "en": "limit is 1 to {limit} and offset is 0 or more"},
+        "pt": "limit vai de 1 a {limit} e offset de 0 a {offset}",
+        "en": "limit is 1 to {limit} and offset 0 to {offset}"},
     "truncated": {
         "pt": "a resposta chegou a {limit} e foi cortada; peça mais com "
               '{{"config": {{"configurable": {{"max_tokens": ...}}}}}}',

@@ -133,6 +133,10 @@ def test_the_list_is_newest_first_and_paginated_and_delete_removes(tmp_path):
         assert ids[1] in [t["thread_id"] for t in rest["threads"]]
         bad = http.get("/chat/threads", params={"limit": 0})
         assert bad.status_code == 422 and bad.json()["type"] == "threads_page"
+        for offset in (-1, 10**9 + 1, 2**63):  # past the databases' integers too
+            bad = http.get("/chat/threads", params={"offset": offset})
+            assert bad.status_code == 422 and bad.json()["type"] == "threads_page"
+        assert http.get("/chat/threads", params={"offset": 10**9}).json()["threads"] == []
         assert http.post("/chat/threads", json={"title": "x" * 201}).status_code == 422
         assert http.post("/chat/threads", json={"nome": "x"}).status_code == 422
         assert http.delete(f"/chat/threads/{ids[0]}").status_code == 204

@@ -25,9 +25,10 @@ from ..refusals import Refusal
 from ..security import caller_label
 from .store import TITLE_LENGTH, ThreadNotFound, ThreadStore
 
-__all__ = ["PAGE_LIMIT", "add_thread_routes"]
+__all__ = ["OFFSET_LIMIT", "PAGE_LIMIT", "add_thread_routes"]
 
 PAGE_LIMIT = 100
+OFFSET_LIMIT = 10**9  # past any real list; the databases' integers end at 2**63
 THREADS_PATH = "/chat/threads"
 
 
@@ -58,8 +59,9 @@ def add_thread_routes(app: FastAPI, store: ThreadStore, guard: Depends) -> None:
     async def list_threads(request: Request, limit: int = 20, offset: int = 0
                            ) -> dict[str, Any]:
         """The caller's conversations, most recently updated first."""
-        if not 1 <= limit <= PAGE_LIMIT or offset < 0:
-            raise Refusal(422, "threads_page", language(request.headers), limit=PAGE_LIMIT)
+        if not (1 <= limit <= PAGE_LIMIT and 0 <= offset <= OFFSET_LIMIT):
+            raise Refusal(422, "threads_page", language(request.headers), limit=PAGE_LIMIT,
+                          offset=OFFSET_LIMIT)
         found, total = await store.list(caller_label(request), limit=limit, offset=offset)
         return {"threads": found, "total": total, "limit": limit, "offset": offset}
 
