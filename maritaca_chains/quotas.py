@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
@@ -129,14 +130,20 @@ class Quotas:
             if not await self.tokens.test(item, "tokens", label):
                 stats = await self.tokens.get_window_stats(item, "tokens", label)
                 raise QuotaExceeded("tokens", item, stats.reset_time)
+        # every limit is asked first, then counted: a request one limit refuses must not
+        # have been counted by the limits before it
         for item in quota.requests:
-            admitted = (await self.requests.hit(item, "requests", label, cost=runs) if runs
-                        else await self.requests.test(item, "requests", label))
-            if not admitted:
-                stats = await self.requests.get_window_stats(item, "requests", label)
-                raise QuotaExceeded("requests", item, stats.reset_time)
+            if not await self.requests.test(item, "requests", label, cost=max(runs, 1)):
+                await self._refuse_requests(item, label)
+        for item in quota.requests if runs else ():
+            if not await self.requests.hit(item, "requests", label, cost=runs):
+                await self._refuse_requests(item, label)  # filled since it was asked
         if self.unpaid:
             self.unpaid.wake()  # Redis answers again: pay what it could not take
+
+    async def _refuse_requests(self, item: RateLimitItem, label: str) -> NoReturn:
+        stats = await self.requests.get_window_stats(item, "requests", label)
+        raise QuotaExceeded("requests", item, stats.reset_time)
 
     async def spend(self, label: str, tokens: int) -> None:
         """Charge ``tokens`` to ``label``'s budgets (counted even past the limit); what

@@ -129,6 +129,21 @@ async def _model_usage(http: httpx.AsyncClient, key: str) -> int:
     raise AssertionError("no on_chat_model_end event")
 
 
+async def test_a_request_refused_by_one_limit_spends_nothing_of_the_others(emu):
+    """With two limits, a burst refused by the shorter one leaves the longer one's
+    requests for later: only the request that ran counts."""
+    app = make_app(emu, MARITACA_CHAINS_RATE_LIMIT="2/minute;1/second")
+    async with client_for(app) as http:
+        burst = [(await http.post("/story/invoke", json=STORY, headers=as_key(ALPHA)))
+                 for _ in range(3)]
+        assert [r.status_code for r in burst] == [200, 429, 429]
+        await asyncio.sleep(1.1)  # the second's window passes; the minute's has room for one
+        assert (await http.post("/story/invoke", json=STORY,
+                                headers=as_key(ALPHA))).status_code == 200
+        assert_refused(await http.post("/story/invoke", json=STORY, headers=as_key(ALPHA)),
+                       "Limite de pedidos")
+
+
 async def test_token_budget_counts_the_reported_usage_then_refuses(emu):
     app = make_app(emu, MARITACA_CHAINS_TOKEN_BUDGET="100000/day, *0002=10/hour")
     async with client_for(app) as http:
