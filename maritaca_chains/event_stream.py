@@ -5,6 +5,9 @@ faces' streams and the resumable runs' readers: a quiet run must still notice it
 leaving). It closes its body generator however it ends, so the run, and its upstream
 request, stop at once.
 
+``before_hang_up``: for what a request awaits before it answers (a whole answer, a first
+token): the client leaving cancels it, so the run and its upstream call stop there too.
+
 ``StreamEnd``: a response's stream in a task of its own (as Starlette and sse-starlette
 run it), and how it ends early; shared with LangServe's SSE responses
 (``langserve_compat.sse_response``). One plain asyncio task awaits the hang-up and
@@ -16,14 +19,17 @@ cancels the anyio cancel scope the stream runs in. An anyio task group of two
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["EVENT_STREAM", "ClosingEventStream", "StreamEnd", "in_group"]
+__all__ = ["EVENT_STREAM", "ClientHungUp", "ClosingEventStream", "StreamEnd", "before_hang_up",
+           "in_group"]
+
+T = TypeVar("T")
 
 EVENT_STREAM = "text/event-stream"
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -82,6 +88,31 @@ class StreamEnd:
             self.stop(error)
             return
         self.stop()
+
+
+class ClientHungUp(Exception):
+    """The client hung up before the request had its answer (``before_hang_up``)."""
+
+
+async def before_hang_up(work: Awaitable[T], receive: Receive) -> T:
+    """``work``'s result, or ``ClientHungUp`` if the client hangs up first, ``work`` then
+    cancelled. What ``work`` raises is raised as it is. Call it once the request's body
+    has been read: it waits on ``receive`` for the hang-up."""
+    done: list[T] = []
+    failed: list[Exception] = []
+
+    async def run() -> None:
+        try:
+            done.append(await work)
+        except Exception as error:  # noqa: BLE001 - raised below, as it is
+            failed.append(error)
+
+    await StreamEnd(run(), receive).wait()
+    if failed:
+        raise failed[0]
+    if not done:
+        raise ClientHungUp
+    return done[0]
 
 
 def in_group(error: Exception) -> BaseExceptionGroup[Exception]:

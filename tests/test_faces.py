@@ -88,6 +88,16 @@ async def test_text_streams_and_hanging_up_closes_the_upstream(slow):
     await asyncio.to_thread(wait_disconnected, record, closed_at)
 
 
+async def test_text_hanging_up_before_the_first_token_closes_the_upstream(slow):
+    emu, server = slow
+    emu.enqueue(Scenario.slow_first_token(delay=5))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(f"{server.url}/story/text", json=INPUTS["story"])
+    closed_at = time.monotonic()
+    await asyncio.to_thread(wait_disconnected, emu.requests[-1], closed_at)
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"topic": "x" * 501}, "topic"),
     ({"topic": 42}, "topic"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -16,7 +17,7 @@ from langchain_openai import ChatOpenAI
 from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import RunningServer, emulator_model, wait_disconnected
+from tests.conftest import SLOW_TOKENS, RunningServer, emulator_model, wait_disconnected
 from tests.test_metrics import run_lines
 
 pytestmark = pytest.mark.timeout(90)
@@ -225,6 +226,33 @@ async def test_hanging_up_closes_the_upstream(slow):
             assert record.finished_at is None
         closed_at = time.monotonic()
     await asyncio.to_thread(wait_disconnected, record, closed_at)
+
+
+async def _hang_up_waiting(url: str, body: dict[str, Any]) -> float:
+    """Post ``body`` and hang up after 0.5 s without an answer; when it hung up."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(url, json=body)
+    return time.monotonic()
+
+
+async def test_hanging_up_on_a_whole_completion_closes_the_upstream(slow):
+    """``stream: false`` answers once the run is over: a client that stops waiting (a
+    timeout) stops the run and its upstream call, as a streamed answer's hang-up does."""
+    emu, server = slow
+    body = {"model": "story", "messages": [{"role": "user", "content": "Brasil"}]}
+    closed_at = await _hang_up_waiting(f"{server.url}/v1/chat/completions", body)
+    record = emu.requests[-1]
+    await asyncio.to_thread(wait_disconnected, record, closed_at)
+    assert record.chunks_sent < SLOW_TOKENS // 2  # stopped, not read to its end
+
+
+async def test_hanging_up_before_the_first_token_closes_the_upstream(slow):
+    emu, server = slow
+    emu.enqueue(Scenario.slow_first_token(delay=5))
+    body = {"model": "story", "stream": True, "messages": [{"role": "user", "content": "Brasil"}]}
+    closed_at = await _hang_up_waiting(f"{server.url}/v1/chat/completions", body)
+    await asyncio.to_thread(wait_disconnected, emu.requests[-1], closed_at)
 
 
 def keyed_app(emu: MaritacaEmulator, **env: str):

@@ -34,10 +34,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ValidationError
+from starlette.types import Receive
 
 from chains import HISTORY_FIELD, configurable_model
 from maritaca import closing_upstreams
 
+from ..event_stream import ClientHungUp, before_hang_up
 from ..ledger import Ledger, RunLedger
 from ..request_rules import RunRequest, admitted_caller, current_caller, rules_of
 from ..threads import THREAD_ID, ThreadChain
@@ -177,9 +179,14 @@ def add_openai_routes(app: FastAPI, faces: list[Face], model: BaseChatModel,
         ledger = rules_of(request).accounts.open(request, target.label)
         chunks = target.chunks(completion, ledger)
         wire = CompletionWire(completion.model)
-        if completion.stream:
-            return await _streamed(target.label, wire, chunks, ledger, completion)
-        return await _whole(target.label, wire, chunks, ledger)
+        try:
+            if completion.stream:
+                return await _streamed(target.label, wire, chunks, ledger, completion,
+                                       request.receive)
+            return await _whole(target.label, wire, chunks, ledger, request.receive)
+        except ClientHungUp:  # nobody reads an answer now; the run stopped with the request
+            await chunks.aclose()
+            return Response(status_code=204)
 
 
 def _unknown_model(name: str) -> OpenAIError:
@@ -201,10 +208,16 @@ def _run(ledger: Ledger) -> RunLedger:
     return run
 
 
-async def _whole(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledger) -> Response:
-    try:
+async def _whole(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledger,
+                 receive: Receive) -> Response:
+    async def read() -> str:
         async with aclosing(chunks):
-            text = "".join([chunk async for chunk in chunks])
+            return "".join([chunk async for chunk in chunks])
+
+    try:
+        text = await before_hang_up(read(), receive)
+    except ClientHungUp:
+        raise
     except Exception as exc:
         return await _failed(label, chunks, exc)
     run = _run(ledger)
@@ -212,9 +225,11 @@ async def _whole(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledge
 
 
 async def _streamed(label: str, wire: CompletionWire, chunks: Chunks, ledger: Ledger,
-                    completion: CompletionRequest) -> Response:
-    try:
-        first = await anext(chunks, None)  # a failure before any text: an HTTP error
+                    completion: CompletionRequest, receive: Receive) -> Response:
+    try:  # a failure before any text: an HTTP error
+        first = await before_hang_up(anext(chunks, None), receive)
+    except ClientHungUp:
+        raise
     except Exception as exc:
         return await _failed(label, chunks, exc)
     return ClosingEventStream(_events(label, wire, first, chunks, ledger,

@@ -23,11 +23,12 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from ..error_responses import error_json, error_line
+from ..event_stream import ClientHungUp, before_hang_up
 from ..input_limits import limits_of
 from ..ledger import Ledger
 from ..messages import DEFAULT_LANGUAGE, Language, language
@@ -84,7 +85,7 @@ async def _text_with_end_lines(face: Face, request: RunRequest, ledger: Ledger,
 
 
 def text_endpoint(face: Face) -> Callable[..., Any]:
-    async def text(request: Request, caller: AdmittedCaller) -> StreamingResponse | JSONResponse:
+    async def text(request: Request, caller: AdmittedCaller) -> Response:
         try:
             parsed = face.parse_json_body(await request.body(),
                                           limits_of(request.app).max_json_depth)
@@ -97,7 +98,10 @@ def text_endpoint(face: Face) -> Callable[..., Any]:
         lang = language(request.headers)
         chunks = _text_with_end_lines(face, parsed, ledger, lang)
         try:
-            first = await anext(chunks, "")
+            first = await before_hang_up(anext(chunks, ""), request.receive)
+        except ClientHungUp:  # before the first text: the run stopped with the request
+            await chunks.aclose()
+            return Response(status_code=204)
         except Exception as exc:
             logger.error("/%s/text failed: %s: %s", face.name, type(exc).__name__, exc)
             return error_json(exc, lang)
