@@ -52,7 +52,7 @@ from .security import caller_label
 
 __all__ = ["THREAD_ID_REFUSED", "AdmittedCaller", "Caller", "CallerDep", "RequestRules",
            "RunRequest",
-           "admit_socket", "admitted_caller", "check_configurable", "current_caller",
+           "admit_socket", "admitted_caller", "socket_access_refusal", "check_configurable", "current_caller",
            "parse_run_request", "rules_of", "takes_threads"]
 
 logger = logging.getLogger("maritaca_chains.server")
@@ -187,6 +187,17 @@ async def admit_socket(ws: WebSocket) -> Caller:
     await rules.access(Request({**ws.scope, "type": "http", "method": "GET"}))
     await rules.admit_http(ws, 0)
     return Caller(caller_label(ws))
+
+
+async def socket_access_refusal(ws: WebSocket) -> HTTPException | None:
+    """The access guard asked again for an open WebSocket, before each of its runs: a
+    login session that expired or was logged out (or whose key was removed) stops the
+    socket's runs as it stops HTTP requests. None: still let in."""
+    try:
+        await rules_of(ws).access(Request({**ws.scope, "type": "http", "method": "GET"}))
+    except HTTPException as exc:
+        return exc
+    return None
 
 
 # ---------------------------------------------------------------- what is asked

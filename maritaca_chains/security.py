@@ -83,6 +83,7 @@ class CallerLabels:
         for secret in settings.access_keys:
             key = secret.get_secret_value()
             self._labels[key] = key_label(key)
+        self._known = frozenset(self._labels.values())
 
     def __call__(self, connection: HTTPConnection) -> str:
         if not self._labels:
@@ -91,7 +92,9 @@ class CallerLabels:
             return label
         # a session the access guard already checked (in this process)
         session = self.sessions.known_label(connection.cookies.get(ACCESS_COOKIE, ""))
-        return session or "unknown"  # unknown: only before the access guard refused it
+        if session is not None and session in self._known:
+            return session
+        return "unknown"  # only before the access guard refused it
 
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -122,6 +125,9 @@ def access_guard(settings: ServerSettings, sessions: Sessions
     public access. Async (it never blocks): FastAPI would run a plain function in its
     thread pool, a thread hop before every request's first token."""
     keys = [k.get_secret_value().encode() for k in settings.access_keys]
+    # a session counts only while its key is still configured: one made with a key that
+    # has since been removed (kept in Redis, or by another replica) lets nobody in
+    labels = {key_label(k.get_secret_value()) for k in settings.access_keys}
 
     async def guard(request: Request) -> None:
         if not keys:
@@ -133,7 +139,7 @@ def access_guard(settings: ServerSettings, sessions: Sessions
             return
         if cookie := request.cookies.get(ACCESS_COOKIE):
             try:
-                if await sessions.label_of(cookie) is not None:
+                if await sessions.label_of(cookie) in labels:
                     return
             except REDIS_DOWN:
                 raise redis_unavailable_http(language(request.headers)) from None

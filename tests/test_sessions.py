@@ -12,6 +12,7 @@ someone who stole an old cookie, guesses keys, or logs out on one replica.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ BODY = {"input": {"topic": "Brasil"}}
 
 
 def app_with(emu: MaritacaEmulator, **env: Any) -> Any:
-    return create_app(ServerSettings(_env_file=None, MARITACA_CHAINS_UI=False,  # type: ignore[call-arg]
-                                     MARITACA_CHAINS_API_KEYS=KEY, **env),
+    env = {"MARITACA_CHAINS_API_KEYS": KEY, **env}
+    return create_app(ServerSettings(_env_file=None, MARITACA_CHAINS_UI=False, **env),  # type: ignore[call-arg]
                       model=emulator_model(emu))
 
 
@@ -115,3 +116,47 @@ def test_with_redis_a_session_works_on_every_replica_and_ends_everywhere(emu, tm
             assert on_b.post("/story/invoke", json=BODY).status_code == 200
             assert on_b.post("/logout").status_code == 303
             assert on_a.post("/story/invoke", json=BODY).status_code == 401
+
+
+@needs_redis
+def test_with_redis_a_removed_key_ends_the_sessions_made_with_it(emu, tmp_path: Path):
+    """An operator who removes a leaked key and restarts ends its browser sessions too,
+    though Redis still holds them."""
+    kept = "kept-key-0002"
+    with start_redis(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        both = app_with(emu, MARITACA_CHAINS_REDIS_URL=url,
+                        MARITACA_CHAINS_API_KEYS=f"{KEY},{kept}")
+        with RunningServer(both) as before, httpx.Client(base_url=before.url) as http:
+            token = http.post("/login", data={"key": KEY}).cookies[ACCESS_COOKIE]
+        after = app_with(emu, MARITACA_CHAINS_REDIS_URL=url, MARITACA_CHAINS_API_KEYS=kept)
+        with RunningServer(after) as server, httpx.Client(base_url=server.url) as http:
+            http.cookies.set(ACCESS_COOKIE, token)
+            assert http.post("/story/invoke", json=BODY).status_code == 401
+            assert http.post("/chat/threads", json={}).status_code == 401
+
+
+def test_a_websocket_stops_running_when_its_login_session_ends(emu):
+    """The access check holds on every run of an open WebSocket, as on every HTTP request:
+    once the session has expired the next input gets the refusal and the socket closes."""
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    app = app_with(emu, MARITACA_CHAINS_SESSION_SECONDS=1)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as http:
+        token = http.post("/login", data={"key": KEY}, follow_redirects=False
+                          ).cookies[ACCESS_COOKIE]
+        before = len(emu.requests)
+        with http.websocket_connect("/story/ws",
+                                    headers={"cookie": f"{ACCESS_COOKIE}={token}"}) as ws:
+            ws.send_text("Brasil")
+            while ws.receive_text() != "[END]":
+                pass
+            time.sleep(1.2)  # the session expires while the socket stays open
+            ws.send_text("Brasil")
+            refused = ws.receive_text()
+            assert refused.startswith("[ERROR]") and '"status_code": 401' in refused
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 1008
+        assert len(emu.requests) == before + 1  # the second input never reached the model

@@ -47,7 +47,7 @@ from ..error_responses import ERROR_MARK, error_frame
 from ..input_limits import limits_of, parse_json
 from ..messages import language
 from ..metrics import request_refused
-from ..request_rules import admit_socket, rules_of
+from ..request_rules import admit_socket, rules_of, socket_access_refusal
 from ._face import TRUNCATED, Face
 
 __all__ = ["END", "STOPPED", "TRUNCATED", "is_stop", "socket_endpoint"]
@@ -72,6 +72,11 @@ async def _admit(ws: WebSocket) -> bool:
     return True
 
 
+class AccessEnded(Exception):
+    """The socket's login session ended (or its key was removed) while it was open: its
+    runs stop and it is closed (1008)."""
+
+
 async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     """One run: admitted by the quotas (one request, and the token budget), then its
     chunks, then [TRUNCATED] if the token limit cut it; or an [ERROR] frame. Send
@@ -81,6 +86,10 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
     except ValueError as exc:  # pydantic's ValidationError included
         await ws.send_text(error_frame(exc, language(ws.headers)))
         return
+    if (denied := await socket_access_refusal(ws)) is not None:
+        await ws.send_text(error_frame(denied, language(ws.headers)))
+        await ws.close(1008, "access ended: log in again or send an access key")
+        raise AccessEnded(denied.detail)
     rules = rules_of(ws)
     if (refused := await rules.refusal(ws)) is not None:  # quota_exceeded, redis_unavailable
         await ws.send_text(error_frame(refused, language(ws.headers)))
