@@ -122,6 +122,8 @@ def test_langchains_chatopenai_pointed_at_v1(live_server, emu):
     ({"extra_body": {"input": {"topic": "outro"}}}, "input.topic", openai.UnprocessableEntityError),
     ({"temperature": 7}, "temperature", openai.UnprocessableEntityError),
     ({"n": 2}, "n", openai.UnprocessableEntityError),
+    ({"extra_body": {"n": True}}, "n", openai.UnprocessableEntityError),  # not 1 in JSON
+    ({"reasoning_effort": "high"}, "reasoning_effort", openai.UnprocessableEntityError),
     ({"max_tokens": 50, "max_completion_tokens": 50}, "max_tokens",
      openai.UnprocessableEntityError),
     ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "Brasil"}]},

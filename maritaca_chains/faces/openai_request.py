@@ -5,7 +5,8 @@
 ``messages``, ``stream``, ``stream_options.include_usage``, ``temperature``,
 ``max_tokens``/``max_completion_tokens``) and refuses, by name, the parameters that
 would change the answer and that nothing here honours (``n`` > 1, ``tools``, ``stop``,
-``response_format`` other than text, ``logprobs``, ``top_p``, penalties, ``seed``).
+``response_format`` other than text, ``logprobs``, ``top_p``, penalties, ``seed``,
+``reasoning_effort``...).
 Bookkeeping fields (``user``, ``metadata``, ``store``, ``stream_options``...) pass.
 ``chain_input`` and ``chat_messages`` turn the messages into a chain's input or a
 plain chat.
@@ -64,8 +65,15 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (None, False), "top_logprobs": (None, 0), "top_p": (None, 1, 1.0),
     "frequency_penalty": (None, 0, 0.0), "presence_penalty": (None, 0, 0.0),
     "seed": (None,), "logit_bias": (None, {}), "audio": (None,), "prediction": (None,),
-    "modalities": (None, ["text"]),
+    "modalities": (None, ["text"]), "reasoning_effort": (None,), "verbosity": (None,),
+    "web_search_options": (None,),
 }
+
+
+def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    """Whether ``value`` is one of ``neutral``, of the same JSON type too (``true`` is not
+    ``1``, though Python finds them equal)."""
+    return any(value == kept and type(value) is type(kept) for kept in neutral)
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float, *,
@@ -101,7 +109,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
                                                 f"tool calls")
         _text(message, index)
     for name, neutral in _NEUTRAL.items():
-        if name in body and body[name] not in neutral:
+        if name in body and not _neutral(body[name], neutral):
             raise invalid(name, f"{name} is not supported here; leave it out (the answer "
                                 f"can be tuned with temperature and max_tokens)",
                           "unsupported_parameter")
