@@ -51,8 +51,9 @@ ALLOWED_ORIGINS = "maritaca_chains.allowed_origins"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # query parameters that would carry a key: refused, and never printed by the access log
-_SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_key", "x-api-key",
-                            "x_api_key", "token", "access_token"})
+_SECRET_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_key",
+                            "access-key", "accesskey", "x-api-key", "x_api_key", "token",
+                            "access_token", "bearer", "authorization", "password", "secret"})
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 

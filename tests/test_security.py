@@ -231,9 +231,10 @@ async def test_login_is_a_form_that_checks_the_key_before_any_cookie(emu):
         form = await http.get("/login")
         assert form.status_code == 200 and "method='post'" in form.text
         assert "Chave de acesso" in form.text and "lang='pt-BR'" in form.text
-        in_url = await http.get("/login?key=k1")
-        assert in_url.status_code == 400 and "set-cookie" not in in_url.headers
-        assert "k1" not in in_url.text
+        for name in ("key", "apiKey", "access-key", "bearer", "password"):
+            in_url = await http.get(f"/login?{name}=k1")
+            assert in_url.status_code == 400 and "set-cookie" not in in_url.headers
+            assert "k1" not in in_url.text
         wrong = await http.post("/login", data={"key": "nope"})
         assert wrong.status_code == 401 and "Chave incorreta" in wrong.text
         assert "set-cookie" not in wrong.headers
