@@ -98,6 +98,22 @@ async def test_text_hanging_up_before_the_first_token_closes_the_upstream(slow):
     await asyncio.to_thread(wait_disconnected, emu.requests[-1], closed_at)
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/story/invoke", {"input": INPUTS["story"]}),
+    ("/story/batch", {"inputs": [INPUTS["story"]]}),
+])
+async def test_hanging_up_on_a_whole_answer_closes_the_upstream(slow, path, body):
+    """LangServe's /invoke and /batch answer once the run is over: a client that stops
+    waiting stops the run and its call to Maritaca (langserve_compat.whole_answer_hang_up)."""
+    emu, server = slow
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(f"{server.url}{path}", json=body)
+    closed_at = time.monotonic()
+    record = emu.requests[-1]
+    await asyncio.to_thread(wait_disconnected, record, closed_at)  # and not read to its end
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"topic": "x" * 501}, "topic"),
     ({"topic": 42}, "topic"),

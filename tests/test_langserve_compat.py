@@ -20,13 +20,14 @@ from langserve.callbacks import AsyncEventAggregatorCallback
 from langserve.lzstring import LZString
 from sse_starlette import EventSourceResponse
 
+from maritaca.testing import MaritacaEmulator
 from maritaca_chains import create_app
 from maritaca_chains.langserve_compat import sse_encoding
 from maritaca_chains.langserve_compat.config_hash import configurable_in_path
 from maritaca_chains.langserve_compat.error_events import GENERIC_ERROR
 from maritaca_chains.langserve_compat.served_chain import served_chain
 from maritaca_chains.settings import ServerSettings
-from tests.conftest import emulator_model, loopback_transport
+from tests.conftest import RunningServer, emulator_model, loopback_transport
 
 
 def bare(app: FastAPI) -> httpx.AsyncClient:
@@ -252,3 +253,18 @@ async def test_langserve_streams_the_same_bytes_through_the_one_step_encoder(mon
     assert ours == theirs
     assert b'event: data\r\ndata: " duas\\nlinhas"\r\n\r\n' in ours
     assert ours.endswith(b"event: end\r\n\r\n")
+
+
+async def test_langserve_invoke_runs_on_after_its_client_hangs_up():
+    """whole_answer_hang_up stops the run itself: LangServe's /invoke, served by uvicorn,
+    lets a run whose client has gone read its upstream answer on."""
+    with MaritacaEmulator(reply_tokens=300, token_delay=0.01) as emu:
+        app = FastAPI()
+        add_routes(app, emulator_model(emu), path="/model")
+        with RunningServer(app) as server:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(f"{server.url}/model/invoke", json={"input": "oi"})
+            await asyncio.sleep(1.0)  # a hang-up that reached the run would show by now
+            record = emu.requests[-1]
+            assert not record.client_disconnected and record.finished_at is None

@@ -34,6 +34,8 @@ LangServe's. What this package relies on:
   request with no config (the config they build, how they unpack the input, the events
   they send), done without them; ``add_routes`` adds those ``POST`` routes with the
   chain's dependencies, whose places these routes take.
+- ``whole_answer_hang_up``: ``/invoke`` and ``/batch`` do not watch for the client
+  hanging up while the run goes on (their runs are cancelled when it does).
 - ``served_chain``: ``/stream`` adds ``langserve.callbacks.AsyncEventAggregatorCallback``
   to the run's callbacks and never reads it; ``/batch`` calls the chain's ``abatch``,
   which leaves the other inputs running when one fails.
@@ -63,6 +65,7 @@ from .playground_page import PlaygroundInPortuguese
 from .served_chain import served_chain
 from .sse_encoding import install as install_sse_encoding
 from .stream_route import add_stream_route
+from .whole_answer_hang_up import StopRunOnHangUp
 
 __all__ = ["add_chain_routes", "install"]
 
@@ -71,6 +74,7 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
     """The middlewares and the handler LangServe's routes need (call before the other
     ``add_middleware`` calls: these go innermost); ``titles``: chain name -> its title,
     for the playground's page."""
+    app.add_middleware(StopRunOnHangUp, names=titles)
     app.add_middleware(BatchRunsScope)
     app.add_middleware(UpstreamErrorMiddleware)
     app.add_middleware(PlaygroundInPortuguese, titles=titles)
