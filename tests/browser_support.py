@@ -9,9 +9,10 @@ when a test asks for them. ``tests/test_browser_security.py`` launches its own.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,7 +100,14 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT_M
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            seen = ""
+            if page is not None:  # what the page showed then, to tell why afterwards
+                shot = ARTIFACTS / f"timeout-{re.sub(r'[^a-z0-9]+', '-', what.lower())}.png"
+                with suppress(Exception):
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    page.screenshot(path=shot, full_page=True)
+                    seen = f" (the page then: {shot.name})"
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{seen}")
         if page is not None:
             page.wait_for_timeout(50)
         else:
