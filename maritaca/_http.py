@@ -59,7 +59,6 @@ ASYNC_LIMITS = httpx.Limits(max_connections=MAX_CONNECTIONS // ASYNC_SHARDS,
                             max_keepalive_connections=64, keepalive_expiry=30)
 
 
-
 class ForgetfulCookieJar(http.cookiejar.CookieJar):
     """A cookie jar that never learns a cookie from a response.
 

@@ -135,9 +135,10 @@ class Quotas:
         for item in quota.requests:
             if not await self.requests.test(item, "requests", label, cost=max(runs, 1)):
                 await self._refuse_requests(item, label)
-        for item in quota.requests if runs else ():
-            if not await self.requests.hit(item, "requests", label, cost=runs):
-                await self._refuse_requests(item, label)  # filled since it was asked
+        if runs:
+            for item in quota.requests:
+                if not await self.requests.hit(item, "requests", label, cost=runs):
+                    await self._refuse_requests(item, label)  # filled since it was asked
         if self.unpaid:
             self.unpaid.wake()  # Redis answers again: pay what it could not take
 

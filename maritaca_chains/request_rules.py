@@ -51,9 +51,9 @@ from .request_guards import cross_site_refusal
 from .security import caller_label
 
 __all__ = ["THREAD_ID_REFUSED", "AdmittedCaller", "Caller", "CallerDep", "RequestRules",
-           "RunRequest",
-           "admit_socket", "admitted_caller", "socket_access_refusal", "check_configurable", "current_caller",
-           "parse_run_request", "rules_of", "takes_threads"]
+           "RunRequest", "admit_socket", "admitted_caller", "check_configurable",
+           "current_caller", "parse_run_request", "rules_of", "socket_access_refusal",
+           "takes_threads"]
 
 logger = logging.getLogger("maritaca_chains.server")
 

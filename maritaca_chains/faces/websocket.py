@@ -73,8 +73,8 @@ async def _admit(ws: WebSocket) -> bool:
 
 
 class AccessEnded(Exception):
-    """The socket's login session ended (or its key was removed) while it was open: its
-    runs stop and it is closed (1008)."""
+    """The socket's login session ended (or its key was removed) while it was open: the
+    refusal is sent, and the session closes the socket (1008)."""
 
 
 async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
@@ -88,7 +88,6 @@ async def _answer(ws: WebSocket, face: Face, text: str, max_depth: int) -> None:
         return
     if (denied := await socket_access_refusal(ws)) is not None:
         await ws.send_text(error_frame(denied, language(ws.headers)))
-        await ws.close(1008, "access ended: log in again or send an access key")
         raise AccessEnded(denied.detail)
     rules = rules_of(ws)
     if (refused := await rules.refusal(ws)) is not None:  # quota_exceeded, redis_unavailable
@@ -154,13 +153,16 @@ async def _session(ws: WebSocket, face: Face) -> None:
                     run.cancel()
                     await asyncio.wait({run})
             stopped = run.cancelled()
-            failed = not stopped and run.exception() is not None  # a send failed
-            # Drop the task at once: a cancelled task keeps its traceback, whose frames keep
-            # the chain's generators, and so the upstream request, alive.
+            error = None if stopped else run.exception()  # a send failed, or access ended
+            close = ((1008, "access ended: log in again or send an access key")
+                     if isinstance(error, AccessEnded) else (1011, "internal error"))
+            # Drop the task (and its error) at once: a cancelled task keeps its traceback,
+            # whose frames keep the chain's generators, and so the upstream request, alive.
             del run
-            if failed:
+            if error is not None:
+                del error
                 with suppress(Exception):  # the client is most likely gone already
-                    await ws.close(1011, "internal error")
+                    await ws.close(*close)
                 return
             if stopped:
                 await ws.send_text(STOPPED)
