@@ -10,6 +10,11 @@ LangChain, no LangServe, no middleware, no run bookkeeping: what the platform
 (uvicorn, Starlette, httpx, the event loop) costs per chunk, so the bench can say how
 far our server is from it. Not a server to deploy: no validation, no limits, no errors
 beyond an ``event: error`` for an upstream that does not answer 200.
+
+``BENCH_FLOOR_MAX_CONNECTIONS`` caps its upstream pool (default 2000, no cap in practice):
+httpx looks at every pooled connection for every request, so the relay's CPU per request
+grows with the connections it holds (BENCHMARKS.md, issue 26, eighth pass), and a cap
+holds it at its cheapest.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def app_factory() -> Starlette:
     base_url = os.environ["MARITACA_BASE_URL"].rstrip("/")
     headers = {"Authorization": f"Bearer {os.environ['MARITACA_API_KEY']}"}
     client = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10), limits=httpx.Limits(
-        max_connections=2000, max_keepalive_connections=200, keepalive_expiry=30))
+        max_connections=int(os.environ.get("BENCH_FLOOR_MAX_CONNECTIONS", "2000")),
+        max_keepalive_connections=200, keepalive_expiry=30))
 
     async def relay(max_tokens: int) -> AsyncIterator[bytes]:
         body = {"model": "sabia-4", "messages": MESSAGES, "max_tokens": max_tokens,

@@ -2,7 +2,7 @@
 the bare relay, side by side in one run, and optionally where that CPU goes (py-spy).
 
 Run: ``.venv/bin/python bench/bench_request_start.py [--requests 400] [--concurrency 50]
-[--tokens 5] [--repeat 3] [--pin] [--profile test-artifacts/request-start]
+[--tokens 5] [--repeat 3] [--pin] [--fresh] [--relay-pool N] [--profile test-artifacts/request-start]
 [--baseline DIR]``
 
 The bare relay (``bench/_floor_app.py``: uvicorn + Starlette + httpx, ``/story/stream``
@@ -25,7 +25,11 @@ The relay's CPU per request grows with it: httpx's pool (httpcore) looks at ever
 connection for every request, so a relay holding 45 connections spent 4.6 ms a request
 where one holding 11 spent 1.7-1.9 (BENCHMARKS.md, issue 26, eighth pass), and which of
 the two a run gets depends on how the first batches went. Read the relay's figure with
-its pool size next to it.
+its pool size next to it. ``--fresh`` starts every server anew (and warms it) before
+each round, so that each round's relay builds its pool from nothing and the best round
+is the relay at its cheapest: the ratio to it is then the strictest this bench gives.
+``--relay-pool N`` caps the relay's upstream pool at N connections (requests beyond
+them wait for one), which holds it near its cheapest in every round.
 ``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
 ``--baseline DIR``: also ours as checked out in DIR (e.g. ``git worktree add DIR
 <commit>``; its packages come first on the server's path), both faces, side by side:
@@ -136,21 +140,24 @@ async def run(args: argparse.Namespace) -> None:
         servers = {kind: ServerProcess(
             "ours" if kind == BASELINE else kind, emu.base_url, emu.api_key or "", cpus=cpus,
             extra_env={"MARITACA_CHAINS_UI": "false",
-                       **({"BENCH_APP_DIR": args.baseline} if kind == BASELINE else {})})
+                       **({"BENCH_APP_DIR": args.baseline} if kind == BASELINE else {}),
+                       **({"BENCH_FLOOR_MAX_CONNECTIONS": str(args.relay_pool)}
+                          if kind == "floor" and args.relay_pool else {})})
             for kind in dict.fromkeys(k for k, _ in cases)}
         best: dict[tuple[str, str],
                    tuple[float, list[float], int, tuple[float, float]]] = {}
+        rounds: list[dict[tuple[str, str], float]] = []
         upstream_port = httpx.URL(emu.base_url).port
         profiles = []
         try:
-            for srv in servers.values():
-                srv.start()
-            for kind, face in cases:  # warm-up: imports, pools, first-call caches
-                await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
-            for _ in range(args.repeat):
+            for round_ in range(args.repeat):
+                if round_ == 0 or args.fresh:
+                    await started(servers, cases, args)
+                rounds.append({})
                 for kind, face in cases:
                     emu.reset()
                     ms, ttfts, size = await measure(servers[kind], face, args)
+                    rounds[-1][kind, face] = ms
                     pool = upstream_connections(servers[kind], upstream_port)
                     print(f"  {label(kind):28} /{face}: {ms:.2f} ms CPU per request, "
                           f"{pool} upstream connections", flush=True)
@@ -186,8 +193,39 @@ async def run(args: argparse.Namespace) -> None:
         print(f"ours against the baseline ({args.baseline}): /stream "
               f"{stream / best[BASELINE, 'stream'][0]:.2f}x, /stream_events "
               f"{events / best[BASELINE, 'stream_events'][0]:.2f}x its CPU per request")
+    print_paired(rounds)
     for path in profiles:
         summarise(path, args.top)
+
+
+PAIRS = ((("ours", "stream"), ("floor", "stream")),
+         (("ours", "stream_events"), ("ours", "stream")),
+         (("ours", "stream"), (BASELINE, "stream")),
+         (("ours", "stream_events"), (BASELINE, "stream_events")))
+
+
+def print_paired(rounds: list[dict[tuple[str, str], float]]) -> None:
+    """Each ratio the targets and a baseline ask for, taken within each round (the two
+    served side by side, seconds apart) and summarised over the rounds: on a machine
+    whose speed drifts between rounds, steadier than a ratio of two best rounds."""
+    rows = []
+    for top, bottom in PAIRS:
+        ratios = sorted(one[top] / one[bottom] for one in rounds if top in one and bottom in one)
+        if ratios:
+            rows.append([f"{label(top[0])} /{top[1]}", f"{label(bottom[0])} /{bottom[1]}",
+                         statistics.median(ratios), ratios[0], ratios[-1]])
+    print(f"\nRatios within each round, over {len(rounds)} rounds")
+    print_table(["this", "against", "median ratio", "lowest", "highest"], rows)
+
+
+async def started(servers: dict[str, ServerProcess], cases: tuple[tuple[str, str], ...],
+                  args: argparse.Namespace) -> None:
+    """Every server (re)started and warmed: imports, pools, first-call caches."""
+    for srv in servers.values():
+        srv.stop()
+        srv.start()
+    for kind, face in cases:
+        await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
 
 
 def label(kind: str) -> str:
@@ -202,6 +240,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0 (taskset); emulator and client on CPU 1")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start every server anew before each round")
+    parser.add_argument("--relay-pool", type=int, metavar="N",
+                        help="cap the relay's upstream pool at N connections")
     parser.add_argument("--profile", help="py-spy each server; collapsed stacks to PREFIX-*")
     parser.add_argument("--profile-seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=25)
