@@ -16,7 +16,8 @@ validate, none of that changes what the run gets, so this route does the rest it
   ``__langserve_endpoint`` metadata, a fresh ``run_id``), pinned by a test against it;
 - the input validated by the chain's own input schema and unpacked as LangServe does;
 - the same events (``metadata`` before the first chunk, ``data`` per chunk through
-  LangServe's serializer, ``end``; on an error LangServe's generic ``error`` event and the
+  LangServe's serializer, ``end``; ``/stream_events``' from ``astream_events`` run in
+  the request's task, ``chains.events_in_task``; on an error LangServe's generic ``error`` event and the
   exception re-raised) in sse-starlette's ``EventSourceResponse``, as LangServe sends them
   (``sse_response.LeanEventSourceResponse``: the same response, two plain tasks instead
   of an anyio task group of four).
@@ -49,6 +50,8 @@ from langserve.serialization import WellKnownLCSerializer
 from langserve.validation import StreamEventsParameters
 from pydantic import BaseModel, RootModel, ValidationError
 
+from chains.events_in_task import astream_events, in_task
+
 from .sse_response import LeanEventSourceResponse
 
 __all__ = ["add_stream_route", "defaults", "unpacked"]
@@ -57,6 +60,11 @@ Hook = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
 FILTERS = ("include_names", "include_types", "include_tags",
            "exclude_names", "exclude_types", "exclude_tags")
 _ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"})
+# LangServe's responses use sse-starlette's separator; a ``data`` event is sent already
+# encoded (the same bytes as the dict ``{"event": "data", "data": json}`` gives: JSON
+# from ``orjson`` has no line breaks), without a decode and an encode per event
+_SEP = "\r\n"
+_DATA, _END_DATA = f"event: data{_SEP}data: ".encode(), f"{_SEP}{_SEP}".encode()
 
 
 def defaults(config: dict[str, Any], *, run_name: str, user_agent: str | None,
@@ -123,11 +131,11 @@ def _answerable(chain: Runnable[Any, Any]) -> bool:
     return not hosted and not isinstance(chain, DynamicRunnable)
 
 
-def _error_ends(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[dict[str, Any]]:
+def _error_ends(events: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
     """``events``, then LangServe's generic ``error`` event if they raise (re-raised).
     Closing it closes ``events`` there and then (the chain's runs end before the response
     does), not in a task of the garbage collector's later."""
-    async def ended() -> AsyncIterator[dict[str, Any]]:
+    async def ended() -> AsyncIterator[Any]:
         try:
             async with aclosing(events):
                 async for event in events:
@@ -151,6 +159,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         return False
     schema = chain.input_schema
     serializer = WellKnownLCSerializer()
+    in_task()  # checked here, once, rather than in the first request
 
     async def started(request: Request, endpoint: str
                       ) -> tuple[dict[str, Any], Any, RunnableConfig] | None:
@@ -174,7 +183,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         _, input_, config = start
         run_id = config["run_id"]  # type: ignore[typeddict-item]
 
-        async def events() -> AsyncGenerator[dict[str, Any], None]:
+        async def events() -> AsyncGenerator[dict[str, Any] | bytes, None]:
             sent_metadata = False
             stream = cast(AsyncGenerator[Any, None], chain.astream(input_, config=config))
             async with aclosing(stream):
@@ -182,10 +191,10 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
                     if not sent_metadata:
                         sent_metadata = True
                         yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
-                    yield {"data": serializer.dumps(chunk).decode("utf-8"), "event": "data"}
+                    yield _DATA + serializer.dumps(chunk) + _END_DATA
             yield {"event": "end"}
 
-        return LeanEventSourceResponse(_error_ends(events()))
+        return LeanEventSourceResponse(_error_ends(events()), sep=_SEP)
 
     async def stream_events(request: Request) -> Any:
         start = await started(request, "stream_events")
@@ -194,16 +203,16 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         body, input_, config = start
         filters = _event_filters(body) or {}  # validated in started()
 
-        async def events() -> AsyncGenerator[dict[str, Any], None]:
-            stream = cast(AsyncGenerator[Any, None], served.astream_events(
-                input_, config=config, version="v2", **filters))
+        async def events() -> AsyncGenerator[dict[str, Any] | bytes, None]:
+            stream = cast(AsyncGenerator[Any, None],
+                          astream_events(served, input_, config, **filters))
             async with aclosing(stream):
                 async for event in stream:
                     event["metadata"] = _public(event["metadata"])
-                    yield {"data": serializer.dumps(event).decode("utf-8"), "event": "data"}
+                    yield _DATA + serializer.dumps(event) + _END_DATA
             yield {"event": "end"}
 
-        return LeanEventSourceResponse(_error_ends(events()))
+        return LeanEventSourceResponse(_error_ends(events()), sep=_SEP)
 
     delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
