@@ -1,5 +1,4 @@
-"""Every LCEL internal the chains' direct streaming path and ``chains.events_in_task``
-rely on, in one place.
+"""Every LCEL internal the chains' direct streaming path relies on, in one place.
 
 ``chains._direct`` reports a chain's run as LCEL's streaming transforms report it, so it
 repeats two things langchain-core does not publish:
@@ -21,27 +20,18 @@ callbacks only record the run and put an event on the handler's own unbounded st
 never wait, so awaiting them in place changes no event and no order (each dispatch was
 awaited to its end anyway) and saves the task or thread hop.
 
-``chains.events_in_task`` runs ``astream_events`` (v2) in the caller's task. It makes the
-handler as langchain-core's ``astream_events`` makes it (``events_handler``), and takes
-its events where the handler hands them to its stream for the reader's task: the
-handler's ``send_stream`` attribute, whose ``send_nowait`` gets each event (filtered)
-and whose ``aclose`` ends the stream.
-
 ``PRESENT`` says, checked once at import, that the handlers of ``astream_events`` and
-``astream_log`` have both taps; ``EVENTS_HANDLER`` that the ``astream_events`` handler
-class is there (whether its ``send_stream`` still does what is said above is for
-``chains.events_in_task``'s probe to find out);
+``astream_log`` have both taps;
 ``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
 included), and takes LCEL's path if either fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EVENTS_HANDLER", "PRESENT", "events_handler", "inline_streaming_handler",
-           "step_tag", "streaming_handler"]
+__all__ = ["PRESENT", "inline_streaming_handler", "step_tag", "streaming_handler"]
 
 
 _TAPS = ("tap_output_iter", "tap_output_aiter")
@@ -70,32 +60,6 @@ def _streamers() -> tuple[type, ...]:
 
 PRESENT = _present()
 _INLINE_SAFE = frozenset(_streamers())
-
-
-class _Kept:
-    """In the place of the handler's stream to the reader task: each event to ``keep``."""
-
-    __slots__ = ("send_nowait",)
-
-    def __init__(self, keep: Callable[[Any], None]) -> None:
-        self.send_nowait = keep
-
-    async def aclose(self) -> None:
-        """Nothing to end: the reader is the caller."""
-
-    def close(self) -> None:
-        """The same."""
-
-
-def events_handler(keep: Callable[[Any], None], **filters: Any) -> Any:
-    """A new ``astream_events`` (v2) handler with ``filters`` (``include_names``...) that
-    hands each event it sends to ``keep``, in place."""
-    handler = _streamers()[0](**filters)
-    handler.send_stream = _Kept(keep)
-    return handler
-
-
-EVENTS_HANDLER = bool(_streamers())
 
 
 def step_tag(step: int) -> str:

@@ -16,8 +16,7 @@ validate, none of that changes what the run gets, so this route does the rest it
   ``__langserve_endpoint`` metadata, a fresh ``run_id``), pinned by a test against it;
 - the input validated by the chain's own input schema and unpacked as LangServe does;
 - the same events (``metadata`` before the first chunk, ``data`` per chunk through
-  LangServe's serializer, ``end``; ``/stream_events``' from ``astream_events`` run in
-  the request's task, ``chains.events_in_task``; on an error LangServe's generic ``error`` event and the
+  LangServe's serializer, ``end``; on an error LangServe's generic ``error`` event and the
   exception re-raised) in sse-starlette's ``EventSourceResponse``, as LangServe sends them
   (``sse_response.LeanEventSourceResponse``: the same response, two plain tasks instead
   of an anyio task group of four).
@@ -49,8 +48,6 @@ from langserve import __version__ as langserve_version
 from langserve.serialization import WellKnownLCSerializer
 from langserve.validation import StreamEventsParameters
 from pydantic import BaseModel, RootModel, ValidationError
-
-from chains.events_in_task import astream_events, in_task
 
 from .sse_response import LeanEventSourceResponse
 
@@ -159,7 +156,6 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         return False
     schema = chain.input_schema
     serializer = WellKnownLCSerializer()
-    in_task()  # checked here, once, rather than in the first request
 
     async def started(request: Request, endpoint: str
                       ) -> tuple[dict[str, Any], Any, RunnableConfig] | None:
@@ -204,8 +200,8 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         filters = _event_filters(body) or {}  # validated in started()
 
         async def events() -> AsyncGenerator[dict[str, Any] | bytes, None]:
-            stream = cast(AsyncGenerator[Any, None],
-                          astream_events(served, input_, config, **filters))
+            stream = cast(AsyncGenerator[Any, None], served.astream_events(
+                input_, config=config, version="v2", **filters))
             async with aclosing(stream):
                 async for event in stream:
                     event["metadata"] = _public(event["metadata"])
