@@ -231,6 +231,40 @@ async def test_a_hang_up_while_ready_events_go_out_reaches_the_generator_where_i
     assert cleaned_up == ["OSError"]
 
 
+async def test_a_hang_up_while_ready_events_go_out_cancels_the_task_the_generator_awaits():
+    """An LCEL step waits on a task of its own: when the hang-up's cancellation lands in
+    the send, that task is cancelled too, as a task's cancellation would cancel it,
+    instead of running on (reading its upstream answer to the end) after the response
+    has ended."""
+    assert sse_encoding.install()
+    seen: list[str] = []
+
+    async def next_token() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("the step's task cancelled")
+            raise
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            yield {"event": "data", "data": '"Era"'}
+            await asyncio.create_task(next_token())
+            yield {"event": "end"}
+        except BaseException as error:
+            seen.append(f"the generator: {type(error).__name__}")
+            raise
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            await asyncio.sleep(0.05)  # the next step has started meanwhile
+            raise asyncio.CancelledError  # the client hung up during the send
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(EventSourceResponse(events()).stream_response(send), 5)
+    assert seen == ["the step's task cancelled", "the generator: CancelledError"]
+
+
 async def test_langserve_streams_the_same_bytes_through_the_one_step_encoder(monkeypatch):
     """Byte for byte what sse-starlette's own encoder sends, multi-line chunks included."""
     async def story(_: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -82,7 +82,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 raise
             else:
                 if ready:
-                    await _sent_before(send, ready, step)
+                    await _sent_before(send, ready, step, waits_on)
                 try:
                     data = await _Resumed(step, waits_on)
                 except StopAsyncIteration:
@@ -130,17 +130,23 @@ async def _send_ready(send: Any, ready: list[bytes]) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _sent_before(send: Any, ready: list[bytes], step: Any) -> None:
-    """``_send_ready`` while ``step`` (the next event) waits. If the send fails (the
-    client hung up: a cancellation), the failure is thrown into the generator where it
-    waits, as it would have landed there without this send, so that it cleans up as
-    on any hang-up; then it is raised here."""
+async def _sent_before(send: Any, ready: list[bytes], step: Any, waits_on: Any) -> None:
+    """``_send_ready`` while ``step`` (the next event) waits on ``waits_on``. If the send
+    fails (the client hung up: a cancellation), the generator gets the failure where it
+    waits, as it would have without this send, so that it cleans up as on any hang-up;
+    then the failure is raised here. What it waits on is cancelled first, as a task's
+    cancellation cancels it: a task it awaits (an LCEL step's) ends there, instead of
+    running on, its upstream answer read to the end. A cancellation then reaches the
+    generator as a task's does, once that has ended; any other failure is thrown in."""
     try:
         await _send_ready(send, ready)
     except BaseException as failure:
         try:
-            waits_on = step.throw(failure)
-            await _Resumed(step, waits_on)
+            cancelled = asyncio.isfuture(waits_on) and waits_on.cancel()
+            if cancelled and isinstance(failure, asyncio.CancelledError):
+                await _Resumed(step, waits_on)
+            else:
+                await _Resumed(step, step.throw(failure))
         except BaseException:  # noqa: BLE001, S110 - the send's failure is the one raised
             pass
         raise
