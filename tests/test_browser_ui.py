@@ -51,9 +51,23 @@ def open_ui(page: Page, server: RunningServer) -> None:
 
 
 def fill(page: Page, name: str, fields: dict[str, str]) -> None:
+    """Open the chain's tab and fill its fields. A field filled while the tab was still
+    settling could come back empty (a CI run sent the qa form with its question blank
+    and its context filled), so each value is checked, again after a pause, and
+    filled again until it holds: a person types after the tab has appeared."""
     page.get_by_role("tab", name=CHAINS[name].title, exact=True).click()
-    for selector, value in fields.items():
-        page.locator(selector).fill(value)
+    page.locator(f"#send-{name}").wait_for(state="visible")
+
+    def held() -> bool:
+        lost = [(selector, value) for selector, value in fields.items()
+                if page.locator(selector).input_value() != value]
+        for selector, value in lost:
+            page.locator(selector).fill(value)
+        page.wait_for_timeout(200)
+        return not lost and all(page.locator(selector).input_value() == value
+                                for selector, value in fields.items())
+
+    wait_for(held, f"the {name} form to keep what was typed", page=page)
 
 
 def answers(page: Page) -> list[str]:
