@@ -48,6 +48,10 @@ def open_ui(page: Page, server: RunningServer) -> None:
         pytest.skip("/ui is not mounted (gradio missing)")
     page.goto(f"{server.url}/ui/")
     page.locator("#send-story").wait_for()
+    # the page has finished mounting: the history and the model choice are shown (the
+    # form's button comes first, while the rest still says "Carregando...")
+    page.locator("#ui-history").wait_for(state="visible")
+    page.locator("#ui-model").wait_for(state="visible")
 
 
 def fill(page: Page, name: str, fields: dict[str, str]) -> None:
