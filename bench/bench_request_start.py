@@ -2,8 +2,8 @@
 the bare relay, side by side in one run, and optionally where that CPU goes (py-spy).
 
 Run: ``.venv/bin/python bench/bench_request_start.py [--requests 400] [--concurrency 50]
-[--tokens 5] [--repeat 3] [--pin] [--fresh] [--relay-pool N] [--profile test-artifacts/request-start]
-[--baseline DIR]``
+[--tokens 5] [--repeat 3] [--pin] [--relay-pool N]
+[--profile test-artifacts/request-start] [--baseline DIR]``
 
 The bare relay (``bench/_floor_app.py``: uvicorn + Starlette + httpx, ``/story/stream``
 only), LangServe alone on our story chain (``bench/_langserve_app.py``: ``add_routes`` on
@@ -25,10 +25,7 @@ The relay's CPU per request grows with it: httpx's pool (httpcore) looks at ever
 connection for every request, so a relay holding 45 connections spent 4.6 ms a request
 where one holding 11 spent 1.7-1.9 (BENCHMARKS.md, issue 26, eighth pass), and which of
 the two a run gets depends on how the first batches went. Read the relay's figure with
-its pool size next to it. ``--fresh`` starts every server anew (and warms it) before
-each round, so that each round's relay builds its pool from nothing and the best round
-is the relay at its cheapest: the ratio to it is then the strictest this bench gives.
-``--relay-pool N`` caps the relay's upstream pool at N connections (requests beyond
+its pool size next to it. ``--relay-pool N`` caps the relay's upstream pool at N connections (requests beyond
 them wait for one), which holds it near its cheapest in every round.
 ``--pin``: the servers on CPU 0 (``taskset``), the emulator and this client on CPU 1.
 ``--baseline DIR``: also ours as checked out in DIR (e.g. ``git worktree add DIR
@@ -150,9 +147,11 @@ async def run(args: argparse.Namespace) -> None:
         upstream_port = httpx.URL(emu.base_url).port
         profiles = []
         try:
-            for round_ in range(args.repeat):
-                if round_ == 0 or args.fresh:
-                    await started(servers, cases, args)
+            for srv in servers.values():
+                srv.start()
+            for kind, face in cases:  # warm-up: imports, pools, first-call caches
+                await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
+            for _ in range(args.repeat):
                 rounds.append({})
                 for kind, face in cases:
                     emu.reset()
@@ -218,16 +217,6 @@ def print_paired(rounds: list[dict[tuple[str, str], float]]) -> None:
     print_table(["this", "against", "median ratio", "lowest", "highest"], rows)
 
 
-async def started(servers: dict[str, ServerProcess], cases: tuple[tuple[str, str], ...],
-                  args: argparse.Namespace) -> None:
-    """Every server (re)started and warmed: imports, pools, first-call caches."""
-    for srv in servers.values():
-        srv.stop()
-        srv.start()
-    for kind, face in cases:
-        await batch(servers[kind], face, args.concurrency * 2, args.concurrency)
-
-
 def label(kind: str) -> str:
     return f"{LABELS['ours']} baseline" if kind == BASELINE else LABELS[kind]
 
@@ -240,8 +229,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0 (taskset); emulator and client on CPU 1")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start every server anew before each round")
     parser.add_argument("--relay-pool", type=int, metavar="N",
                         help="cap the relay's upstream pool at N connections")
     parser.add_argument("--profile", help="py-spy each server; collapsed stacks to PREFIX-*")
