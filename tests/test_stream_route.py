@@ -5,6 +5,7 @@ configured as LangServe's would be."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -18,7 +19,7 @@ from chains import CHAINS, build_chains
 from maritaca import ChatMaritaca
 from maritaca.testing import MaritacaEmulator, Scenario
 from maritaca_chains import create_app, langserve_compat
-from maritaca_chains.langserve_compat.stream_route import _error_ends, defaults, unpacked
+from maritaca_chains.langserve_compat.stream_route import _sse_events, defaults, unpacked
 from maritaca_chains.settings import ServerSettings
 from tests.conftest import emulator_model, loopback_transport
 
@@ -119,19 +120,46 @@ def test_the_input_is_unpacked_as_langserve_unpacks_it(name):
 
 
 async def test_a_hang_up_ends_the_chains_stream_before_the_response_ends() -> None:
-    """The server closes the events it sends when the client hangs up: the events they
-    wrap (the chain's stream, in the routes) are closed right there, not later in a task
+    """The server closes the events it sends when the client hangs up: the stream they
+    come from (the chain's, in the routes) is closed right there, not later in a task
     the garbage collector starts."""
     closed: list[str] = []
 
-    async def chain_events() -> Any:
+    async def chain_stream() -> Any:
         try:
-            yield {"event": "data", "data": "1"}
-            yield {"event": "data", "data": "2"}
+            yield "1"
+            yield "2"
         finally:
             closed.append("chain")
 
-    sent = _error_ends(chain_events())
-    assert await anext(sent) == {"event": "data", "data": "1"}
+    first = {"event": "metadata", "data": "{}"}
+    sent = _sse_events(chain_stream, str.encode, first)
+    assert [await anext(sent), await anext(sent)] == [first, b"1"]
     await sent.aclose()  # type: ignore[attr-defined]
     assert closed == ["chain"]
+
+
+async def test_a_failing_stream_ends_with_langserves_error_event_and_raises() -> None:
+    """What came before the failure, LangServe's generic error event (no detail of the
+    failure), then the failure itself for the server to log; no ``end``."""
+    async def chain_stream() -> Any:
+        yield "1"
+        raise RuntimeError("chave sk-secreta recusada")
+
+    sent = _sse_events(chain_stream, str.encode)
+    assert await anext(sent) == b"1"
+    error = await anext(sent)
+    assert error["event"] == "error" and "sk-secreta" not in error["data"]
+    assert json.loads(error["data"]) == {"status_code": 500,
+                                         "message": "Internal Server Error"}
+    with pytest.raises(RuntimeError, match="recusada"):
+        await anext(sent)
+
+
+async def test_an_empty_stream_sends_only_end() -> None:
+    async def chain_stream() -> Any:
+        return
+        yield  # an async generator that yields nothing
+
+    sent = _sse_events(chain_stream, str.encode, {"event": "metadata", "data": "{}"})
+    assert [event async for event in sent] == [{"event": "end"}]

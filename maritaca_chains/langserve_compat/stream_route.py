@@ -128,22 +128,31 @@ def _answerable(chain: Runnable[Any, Any]) -> bool:
     return not hosted and not isinstance(chain, DynamicRunnable)
 
 
-def _error_ends(events: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
-    """``events``, then LangServe's generic ``error`` event if they raise (re-raised).
-    Closing it closes ``events`` there and then (the chain's runs end before the response
-    does), not in a task of the garbage collector's later."""
-    async def ended() -> AsyncIterator[Any]:
+def _sse_events(source: Callable[[], AsyncGenerator[Any, None]],
+                encoded: Callable[[Any], bytes], first: dict[str, str] | None = None
+                ) -> AsyncIterator[dict[str, str] | bytes]:
+    """LangServe's events for the stream ``source()`` makes: ``first`` (if any) before
+    the first item's, a ``data`` event per item (``encoded``), then ``end``; if the stream
+    raises, LangServe's generic ``error`` event and the error re-raised. Closing it closes
+    the stream there and then (the chain's runs end before the response does), not in a
+    task of the garbage collector's later. One generator layer per event."""
+    async def events() -> AsyncIterator[dict[str, str] | bytes]:
+        nonlocal first
         try:
-            async with aclosing(events):
-                async for event in events:
-                    yield event
+            async with aclosing(source()) as stream:
+                async for item in stream:
+                    if first is not None:
+                        yield first
+                        first = None
+                    yield encoded(item)
         except GeneratorExit:  # closed where it waits: nobody reads an error event
             raise
         except BaseException:
             yield {"event": "error", "data": _ERROR}
             raise
+        yield {"event": "end"}
 
-    return ended()
+    return events()
 
 
 def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
@@ -155,7 +164,14 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
     if not _answerable(chain):
         return False
     schema = chain.input_schema
-    serializer = WellKnownLCSerializer()
+    dumps = WellKnownLCSerializer().dumps
+
+    def data(chunk: Any) -> bytes:
+        return _DATA + dumps(chunk) + _END_DATA
+
+    def public_data(event: dict[str, Any]) -> bytes:
+        event["metadata"] = _public(event["metadata"])
+        return _DATA + dumps(event) + _END_DATA
 
     async def started(request: Request, endpoint: str
                       ) -> tuple[dict[str, Any], Any, RunnableConfig] | None:
@@ -177,20 +193,13 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         if start is None:
             return await delegates["stream"](request)
         _, input_, config = start
-        run_id = config["run_id"]  # type: ignore[typeddict-item]
+        metadata = {"event": "metadata",
+                    "data": json.dumps({"run_id": config["run_id"]})}  # type: ignore[typeddict-item]
 
-        async def events() -> AsyncGenerator[dict[str, Any] | bytes, None]:
-            sent_metadata = False
-            stream = cast(AsyncGenerator[Any, None], chain.astream(input_, config=config))
-            async with aclosing(stream):
-                async for chunk in stream:
-                    if not sent_metadata:
-                        sent_metadata = True
-                        yield {"event": "metadata", "data": json.dumps({"run_id": run_id})}
-                    yield _DATA + serializer.dumps(chunk) + _END_DATA
-            yield {"event": "end"}
+        def chunks() -> AsyncGenerator[Any, None]:
+            return cast(AsyncGenerator[Any, None], chain.astream(input_, config=config))
 
-        return LeanEventSourceResponse(_error_ends(events()), sep=_SEP)
+        return LeanEventSourceResponse(_sse_events(chunks, data, metadata), sep=_SEP)
 
     async def stream_events(request: Request) -> Any:
         start = await started(request, "stream_events")
@@ -199,16 +208,11 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         body, input_, config = start
         filters = _event_filters(body) or {}  # validated in started()
 
-        async def events() -> AsyncGenerator[dict[str, Any] | bytes, None]:
-            stream = cast(AsyncGenerator[Any, None], served.astream_events(
+        def run_events() -> AsyncGenerator[Any, None]:
+            return cast(AsyncGenerator[Any, None], served.astream_events(
                 input_, config=config, version="v2", **filters))
-            async with aclosing(stream):
-                async for event in stream:
-                    event["metadata"] = _public(event["metadata"])
-                    yield _DATA + serializer.dumps(event) + _END_DATA
-            yield {"event": "end"}
 
-        return LeanEventSourceResponse(_error_ends(events()), sep=_SEP)
+        return LeanEventSourceResponse(_sse_events(run_events, public_data), sep=_SEP)
 
     delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
