@@ -103,7 +103,9 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 cancelling = True
                 task.cancel()  # type: ignore[union-attr]
                 continue
-            chunk = event_bytes(data, sep)
+            # an event already encoded (``stream_route``'s data events) goes as it is, as
+            # ``ensure_bytes`` sends bytes (``matches()`` checks that too)
+            chunk = data if type(data) is bytes else event_bytes(data, sep)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("chunk: %s", chunk.decode())
             ready.append(chunk)
