@@ -2,8 +2,9 @@
 where CPU time on this machine drifts by a third between runs.
 
 Run: ``.venv/bin/python bench/bench_instructions.py [--requests 100] [--tokens 5]
-[--cases floor:stream,ours:stream,ours:stream_events] [--baseline DIR]``
-(needs valgrind: ``apt-get install valgrind``).
+[--cases floor:stream,ours:stream,ours:stream_events] [--baseline DIR] [--quick]``
+(needs valgrind: ``apt-get install valgrind``; ``--quick``, as ``make bench`` runs it,
+measures 40 requests after 30, and says it skipped when valgrind is not there).
 
 Each case runs in a child process under valgrind's callgrind with instrumentation off.
 The child builds the app in process (ours: ``server:app_factory``, the README's
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--cases", default=DEFAULT_CASES,
                         help="KIND:FACE,... (kinds: floor, ours, baseline)")
     parser.add_argument("--baseline", help="also ours from this checkout (before/after)")
+    parser.add_argument("--quick", action="store_true", help="40 requests after 30")
     parser.add_argument("--child", choices=sorted(FACTORIES), help=argparse.SUPPRESS)
     parser.add_argument("--face", default="stream", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,7 +160,12 @@ def main() -> None:
 
         uvloop.run(_child(args))
         return
+    if args.quick:
+        args.requests, args.warmup = 40, 30
     if shutil.which("valgrind") is None:
+        if args.quick:
+            print("skipped: valgrind is not installed (apt-get install valgrind)")
+            return
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
     cases = [tuple(item.split(":", 1)) for item in args.cases.split(",")]
     if args.baseline:
