@@ -1,7 +1,7 @@
-"""What starting a stream costs, counted in instructions: steady to a tenth of a percent
-where CPU time on this machine drifts by a third between runs.
+"""What starting a stream costs, counted in instructions: two runs agree to 0.2%, where
+CPU time on this machine drifts by a third between runs.
 
-Run: ``.venv/bin/python bench/bench_instructions.py [--requests 100] [--tokens 5]
+Run: ``.venv/bin/python bench/bench_instructions.py [--requests 100] [--warmup 60] [--tokens 5]
 [--cases floor:stream,ours:stream,ours:stream_events] [--baseline DIR] [--quick]``
 (needs valgrind: ``apt-get install valgrind``; ``--quick``, as ``make bench`` runs it,
 measures 40 requests after 30, and says it skipped when valgrind is not there).
@@ -77,13 +77,13 @@ async def _request(app: Callable[..., Any], path: str, body: bytes) -> bytes:
 
 async def _child(args: argparse.Namespace) -> None:
     """In the child, under callgrind: the measured requests."""
-    sys.path.insert(0, str(BENCH))
-    from servers import emulator
-
     module, path = FACTORIES[args.child]
     if args.child == "baseline":
         path = Path(args.baseline)
-    sys.path.insert(0, str(path))
+    # the app's directory first, before anything imports ``maritaca`` (the emulator does)
+    sys.path[:0] = [str(path), str(BENCH)]
+    from servers import emulator
+
     with emulator(reply_tokens=args.tokens, token_delay=0.0, max_records=5000) as emu:
         os.environ.update({"MARITACA_API_KEY": emu.api_key or "",
                            "MARITACA_BASE_URL": emu.base_url, "MARITACA_BACKEND": "maritaca",
@@ -175,6 +175,8 @@ def main() -> None:
            or c[1] not in ("stream", "stream_events") or (c[0] == "floor" and c[1] != "stream")]
     if bad:
         raise SystemExit(f"--cases: cannot measure {bad}; e.g. {DEFAULT_CASES}")
+    if any(kind == "baseline" for kind, _ in cases) and not args.baseline:
+        raise SystemExit("--cases names the baseline: give its checkout with --baseline DIR")
     with ThreadPoolExecutor(2) as pool:
         counts = dict(zip(cases, pool.map(lambda c: _count(c, args), cases), strict=True))
     print(f"Instructions per request (callgrind, user space), {args.requests} requests for a "
