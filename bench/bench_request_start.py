@@ -193,7 +193,10 @@ def chosen(cases: tuple[tuple[str, str], ...], only: str | None) -> tuple[tuple[
 def print_best(best: dict[tuple[str, str], tuple[float, list[float], int, tuple[float, float]]],
                args: argparse.Namespace) -> None:
     """Each case's best round, and the targets' ratios between best rounds."""
-    floor = best.get(("floor", "stream"), (math.nan,))[0]
+    def best_ms(kind: str, face: str) -> float:
+        return best.get((kind, face), (math.nan,))[0]
+
+    floor = best_ms("floor", "stream")
     print(f"\nServer CPU per request, {args.requests} requests for a {args.tokens}-token "
           f"answer, {args.concurrency} at a time, best of {args.repeat} rounds "
           f"({'server pinned to CPU 0' if args.pin else 'no pinning'}, 1 worker)")
@@ -203,10 +206,6 @@ def print_best(best: dict[tuple[str, str], tuple[float, list[float], int, tuple[
                 [[label(kind), f"/story/{face}", ms, ms / floor, percentile(t, 50),
                   percentile(t, 90), percentile(t, 99), pool, count, kb]
                  for (kind, face), (ms, t, pool, (count, kb)) in best.items()])
-
-    def best_ms(kind: str, face: str) -> float:
-        return best.get((kind, face), (math.nan,))[0]
-
     stream, events = best_ms("ours", "stream"), best_ms("ours", "stream_events")
     alone = best_ms("langserve", "stream"), best_ms("langserve", "stream_events")
     if not math.isnan(alone[0] + alone[1]):

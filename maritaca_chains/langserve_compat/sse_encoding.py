@@ -40,7 +40,10 @@ READY_AT_MOST = 64  # events sent together at most (an unpaced answer has them a
 
 def event_bytes(data: Any, sep: str) -> bytes:
     """One event as sse-starlette encodes it (``ensure_bytes``), in one step for
-    LangServe's shapes."""
+    LangServe's shapes; an event already encoded (``stream_route``'s data events) as it
+    is, as ``ensure_bytes`` sends bytes."""
+    if type(data) is bytes:
+        return data
     if type(data) is dict:
         event, payload = data.get("event"), data.get("data")
         if type(event) is str and len(data) == 1 + ("data" in data) \
@@ -103,9 +106,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 cancelling = True
                 task.cancel()  # type: ignore[union-attr]
                 continue
-            # an event already encoded (``stream_route``'s data events) goes as it is, as
-            # ``ensure_bytes`` sends bytes (``matches()`` checks that too)
-            chunk = data if type(data) is bytes else event_bytes(data, sep)
+            chunk = event_bytes(data, sep)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("chunk: %s", chunk.decode())
             ready.append(chunk)
