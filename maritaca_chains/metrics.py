@@ -110,38 +110,57 @@ if not _MULTIPROCESS:
     ProcessCollector(registry=_REGISTRY)
 
 
+# A run touches up to nine labelled series; prometheus-client's ``labels()`` checks and
+# converts the values and takes a lock each time. The series for a label tuple never
+# changes (nothing here removes one), so each is looked up once; the label values are
+# few (chains, models, outcomes), and past _CHILDREN_AT_MOST new ones go uncached.
+_CHILDREN_AT_MOST = 4096
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _series(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once."""
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = metric.labels(*labels)
+        if len(_children) < _CHILDREN_AT_MOST:
+            _children[key] = child
+    return child
+
+
 def serving(chains: Iterable[str], model: str) -> None:
     """At start: every chain's in-flight gauge at 0 and its ``ok`` runs at 0 for the
     served model, so dashboards and alerts see 0 rather than no data."""
     for chain in chains:
-        _ACTIVE.labels(chain)
-        _RUNS.labels(chain, model, "ok")
+        _series(_ACTIVE, chain)
+        _series(_RUNS, chain, model, "ok")
 
 
 def run_started(chain: str) -> None:
-    _ACTIVE.labels(chain).inc()
+    _series(_ACTIVE, chain).inc()
 
 
 def run_ended(chain: str) -> None:
-    _ACTIVE.labels(chain).dec()
+    _series(_ACTIVE, chain).dec()
 
 
 def record_run(chain: str, model: str, outcome: str, *, input_tokens: int,
                output_tokens: int, cached_input_tokens: int, cost_brl: float | None,
                time_to_first_token: float | None, duration: float) -> None:
     """Count one finished run (the run recorder calls it once per run)."""
-    _RUNS.labels(chain, model, outcome).inc()
+    _series(_RUNS, chain, model, outcome).inc()
     if input_tokens:
-        _TOKENS.labels(chain, model, "input").inc(input_tokens)
+        _series(_TOKENS, chain, model, "input").inc(input_tokens)
     if output_tokens:
-        _TOKENS.labels(chain, model, "output").inc(output_tokens)
+        _series(_TOKENS, chain, model, "output").inc(output_tokens)
     if cached_input_tokens:
-        _TOKENS.labels(chain, model, "cached_input").inc(cached_input_tokens)
+        _series(_TOKENS, chain, model, "cached_input").inc(cached_input_tokens)
     if cost_brl:
-        _COST.labels(chain, model).inc(cost_brl)
+        _series(_COST, chain, model).inc(cost_brl)
     if time_to_first_token is not None:
-        _TTFT.labels(chain, model).observe(time_to_first_token)
-    _DURATION.labels(chain, model).observe(duration)
+        _series(_TTFT, chain, model).observe(time_to_first_token)
+    _series(_DURATION, chain, model).observe(duration)
 
 
 def upstream_error(kind: str) -> None:
