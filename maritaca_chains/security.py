@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
@@ -32,7 +31,7 @@ from .redis_outage import REDIS_DOWN, redis_unavailable_http
 from .refusals import Refusal
 from .request_guards import LOGIN_PATH, LOGOUT_PATH
 from .sessions import LoginThrottle, Sessions
-from .settings import ServerSettings
+from .settings import ServerSettings, loopback_address
 
 __all__ = ["ACCESS_COOKIE", "NO_KEY", "CallerLabels", "access_guard", "add_login_route",
            "caller_label", "key_label", "loopback_client", "supplied_key"]
@@ -61,10 +60,7 @@ def loopback_client(connection: HTTPConnection) -> bool:
     A connection without a peer address (a Unix socket) is local."""
     if connection.client is None:
         return True
-    try:
-        return ipaddress.ip_address(connection.client.host).is_loopback
-    except ValueError:
-        return False
+    return loopback_address(connection.client.host)
 
 
 def key_label(key: str) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -213,10 +214,14 @@ def choose_backend(choice: BackendChoice, *, has_key: bool) -> Backend:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    """Whether ``host`` (a name or an address) is this machine's own."""
+    return host == "localhost" or loopback_address(host)
+
+
+@lru_cache(maxsize=1024)  # every request asks it of its client's and its Host's address
+def loopback_address(host: str) -> bool:
+    """Whether ``host`` is a loopback IP address (a name never is)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
