@@ -45,7 +45,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -270,6 +270,9 @@ class Ledger(AsyncCallbackHandler):
         self._calls: dict[UUID, _Call] = {}     # model calls in progress
         self._before_first: dict[UUID, RunLedger] = {}  # calls yet to stream a token
         self._chunks = 0  # chunks streamed by this request's model calls
+        # told of each root run's failure before it is recorded (LangServe's routes:
+        # ``error_events`` names the cause in the error event); None: nobody asks
+        self.on_root_error: Callable[[UUID, BaseException], None] | None = None
 
     @property
     def last(self) -> RunLedger | None:
@@ -305,7 +308,9 @@ class Ledger(AsyncCallbackHandler):
         await self._close(run_id, "ok")
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID,
-                             **kwargs: Any) -> None:
+                             parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        if parent_run_id is None and self.on_root_error is not None:
+            self.on_root_error(run_id, error)
         await self._close(run_id, _outcome(error))
 
     async def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: Any, *,

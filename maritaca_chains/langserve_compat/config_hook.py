@@ -5,7 +5,8 @@ config in the body (one, or ``/batch``'s list) and in the ``/c/<hash>/`` path (a
 ``thread_id`` sent to a chain without history is refused: LangServe would drop it, as a
 key outside the chain's config schema), and adds
 the run's callbacks: the ledger (``ledger``: log line, metrics, token quota; on
-``/batch`` through ``batch_callbacks``) and the error recorder of ``error_events``.
+``/batch`` through ``batch_callbacks``), which also hands a failed run to
+``error_events`` (one handler: each handler costs every run's every event a dispatch).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi import HTTPException, Request
 from ..request_rules import check_configurable, rules_of
 from .batch_callbacks import follow_batch_runs
 from .config_hash import configurable_in_path
-from .error_events import record_run_error
+from .error_events import run_error_recorder
 
 __all__ = ["config_hook", "per_request_config"]
 
@@ -36,7 +37,7 @@ def config_hook(*, threads: bool) -> Callable[[dict[str, Any], Request],
 async def per_request_config(config: dict[str, Any], request: Request, *,
                              threads: bool = True) -> dict[str, Any]:
     """Refuse ``configurable`` keys clients must not set and out-of-range values (422);
-    add the ledger and the error recorder to the run's callbacks."""
+    add the ledger (with the error recorder) to the run's callbacks."""
     configurables = [configurable_in_path(request)]
     if request.method == "POST":
         try:
@@ -54,7 +55,7 @@ async def per_request_config(config: dict[str, Any], request: Request, *,
         raise HTTPException(422, str(exc)) from None
     chain = request.scope["path"].split("/")[1]  # /<chain>/... (request.url: built per call)
     ledger = rules_of(request).accounts.open(request, chain)
-    config["callbacks"] = [*(config.get("callbacks") or []), *record_run_error(request),
-                           ledger]
+    ledger.on_root_error = run_error_recorder(request)
+    config["callbacks"] = [*(config.get("callbacks") or []), ledger]
     follow_batch_runs(request, ledger)  # /batch drops the callbacks above
     return config

@@ -3,8 +3,8 @@
 re-raises it: uvicorn logs a traceback and cuts the body short. ``UpstreamErrorMiddleware``
 puts the cause in the event instead (``error_responses``: a rate limit, a rejected key,
 an unreachable API...), ends the body cleanly, and closes every upstream stream a request
-opened when it ends (hang-ups included). ``record_run_error`` is the callback that keeps
-the run's exception for it (added by ``config_hook``).
+opened when it ends (hang-ups included). ``run_error_recorder`` keeps the run's
+exception for it (the run's ledger calls it: ``config_hook``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from starlette.requests import HTTPConnection
 
 from maritaca import closing_upstreams
@@ -24,7 +23,7 @@ from maritaca import closing_upstreams
 from ..error_responses import sse_error_data
 from ..messages import scope_language
 
-__all__ = ["GENERIC_ERROR", "UpstreamErrorMiddleware", "record_run_error"]
+__all__ = ["GENERIC_ERROR", "UpstreamErrorMiddleware", "run_error_recorder"]
 
 logger = logging.getLogger("maritaca_chains.server")
 
@@ -51,27 +50,14 @@ class _ErrorBox:
     def __init__(self) -> None:
         self.error: BaseException | None = None
 
-
-class _RecordRunError(AsyncCallbackHandler):
-    """Keeps the root run's exception for the error middleware, and logs it with the run id."""
-
-    ignore_llm = ignore_chat_model = ignore_retriever = ignore_agent = ignore_retry = True
-    ignore_custom_event = True
-    # awaited in place: otherwise langchain-core wraps every event, each model chunk
-    # included, in a task of its own just to find it ignored
-    run_inline = True
-
-    def __init__(self, box: _ErrorBox) -> None:
-        self.box = box
-
-    async def on_chain_error(self, error: BaseException, *, run_id: UUID,
-                             parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        if parent_run_id is not None or self.box.error is not None:
+    def record(self, run_id: UUID, error: BaseException) -> None:
+        """A root run failed: keep its exception (the first) and log it with the run id."""
+        if self.error is not None:
             return
         if isinstance(error, asyncio.CancelledError):  # the client went away: not a failure
             logger.info("run %s cancelled: the client disconnected", run_id)
             return
-        self.box.error = error
+        self.error = error
         logger.error("run %s failed: %s: %s", run_id, type(error).__name__, error)
 
 
@@ -80,7 +66,7 @@ class UpstreamErrorMiddleware:
 
     - LangServe hides every mid-stream exception behind one generic SSE error event, then
       re-raises it (uvicorn logs a traceback and cuts the body short). The run's exception
-      (caught by ``_RecordRunError``) says whether it was a rate limit, a rejected key or
+      (kept by ``run_error_recorder``) says whether it was a rate limit, a rejected key or
       an unreachable API: the event says that instead, and the body ends properly.
     - When a request ends (a client hanging up included), every upstream stream it
       opened is closed, even if a framework still holds the abandoned generators.
@@ -123,8 +109,9 @@ class UpstreamErrorMiddleware:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def record_run_error(connection: HTTPConnection) -> list[BaseCallbackHandler]:
-    """The callback that hands the request's failed run to the middleware (none outside
-    an HTTP request the middleware wraps)."""
+def run_error_recorder(connection: HTTPConnection
+                       ) -> Callable[[UUID, BaseException], None] | None:
+    """What hands the request's failed root run to the middleware: the ledger's
+    ``on_root_error`` (none outside an HTTP request the middleware wraps)."""
     box = connection.scope.get("state", {}).get(_ERROR_BOX)
-    return [_RecordRunError(box)] if box is not None else []
+    return box.record if box is not None else None
