@@ -90,6 +90,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         self._inner = inner
         self._steps = direct_steps(inner)
         self._prepare = prepare
+        # a prompt step that streams as ``Runnable`` does (one ``invoke`` of the whole
+        # input: a template) is invoked, without the two generator layers around it
+        self._prompt_invoked = self._steps is not None and _invoked_whole(self._steps[0])
 
     def stream(self, input: Any, config: RunnableConfig | None = None,
                **kwargs: Any) -> Iterator[Any]:
@@ -139,8 +142,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         prompt, model, parser = self._steps  # type: ignore[misc]
         sequence = _start(config, self._inner.get_name())
         try:
-            prompt_value = _added_up(prompt.transform(iter([values]),
-                                                      _step_config(config, sequence, 1)))
+            prompt_config = _step_config(config, sequence, 1)
+            prompt_value = prompt.invoke(values, prompt_config) if self._prompt_invoked \
+                else _added_up(prompt.transform(iter([values]), prompt_config))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
             with closing(stream):  # type: ignore[type-var]
                 yield from _tapped(sequence, _parse(
@@ -156,8 +160,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         prompt, model, parser = self._steps  # type: ignore[misc]
         sequence = await _astart(config, self._inner.get_name())
         try:
-            prompt_value = await _aadded_up(prompt.atransform(_aiter_of(values),
-                                                              _step_config(config, sequence, 1)))
+            prompt_config = _step_config(config, sequence, 1)
+            prompt_value = await prompt.ainvoke(values, prompt_config) if self._prompt_invoked \
+                else await _aadded_up(prompt.atransform(_aiter_of(values), prompt_config))
             stream = _model_astream(model, prompt_value, _step_config(config, sequence, 2))
             async with aclosing(stream), _aclosed(sequence, _aparse(  # type: ignore[type-var]
                     stream, _step_config(config, sequence, 3), parser.get_name(), parts)) as texts:
@@ -167,6 +172,14 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             await sequence.on_chain_error(error, inputs=values)
             raise
         await sequence.on_chain_end("".join(parts), inputs=values)
+
+
+def _invoked_whole(step: Runnable[Any, Any]) -> bool:
+    """Whether ``step`` streams a single value in by ``invoke``-ing it, as ``Runnable``'s
+    own ``transform``/``stream`` (and their async twins) do."""
+    kind = type(step)
+    return all(getattr(kind, name) is getattr(Runnable, name)
+               for name in ("transform", "stream", "atransform", "astream"))
 
 
 def _model_astream(model: Runnable[Any, Any], value: Any,
