@@ -52,6 +52,9 @@ CASES: list[tuple[str, Any, Any]] = [
     ("/story/stream_events", {"input": {"topico": "Brasil"}}, None),
     ("/story/stream_events", {"input": {"topic": "Brasil"}},
      Scenario.error_event(after_chunks=3)),
+    # a filter sent as null, and a key LangServe ignores: no filter either way
+    ("/story/stream_events", {"input": {"topic": "Brasil"}, "exclude_tags": None}, None),
+    ("/story/stream_events", {"input": {"topic": "Brasil"}, "kwargs": {}}, None),
 ]
 
 

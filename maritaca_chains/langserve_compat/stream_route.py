@@ -56,6 +56,7 @@ __all__ = ["add_stream_route", "defaults", "unpacked"]
 Hook = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
 FILTERS = ("include_names", "include_types", "include_tags",
            "exclude_names", "exclude_types", "exclude_tags")
+_FILTER_KEYS = frozenset(FILTERS)
 _ERROR = json.dumps({"status_code": 500, "message": "Internal Server Error"})
 # LangServe's responses use sse-starlette's separator; a ``data`` event is sent already
 # encoded (the same bytes as the dict ``{"event": "data", "data": json}`` gives: JSON
@@ -103,6 +104,8 @@ def _fast_input(body: Any, schema: Any) -> tuple[bool, Any]:
 def _event_filters(body: dict[str, Any]) -> dict[str, Any] | None:
     """``/stream_events``' filters from ``body`` as LangServe reads them; None when they
     do not validate (LangServe's handler answers those)."""
+    if _FILTER_KEYS.isdisjoint(body):  # none asked for: what validation would give
+        return dict.fromkeys(FILTERS)
     try:
         parameters = StreamEventsParameters(**body)
     except ValidationError:
