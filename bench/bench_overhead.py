@@ -79,7 +79,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 class _AlwaysThere(AsyncCallbackHandler):
-    """Stands for the handler every server run has anyway (the error recorder)."""
+    """Stands for another handler on the run (a caller's own callback), so that the
+    comparison is of the ledger's dispatch alone."""
 
     run_inline = True
     ignore_llm = ignore_chat_model = ignore_retriever = ignore_agent = ignore_retry = True

@@ -10,7 +10,8 @@ process, within noise deployed (BENCHMARKS.md, issue 26, sixth pass). With no co
 validate, none of that changes what the run gets, so this route does the rest itself:
 
 - the same dependencies (the key and the quotas), then the same per-request hook
-  (``config_hook``: the ledger and the error recorder in the run's callbacks);
+  (``config_hook``: the ledger, which also keeps a failed run for the error event, in
+  the run's callbacks);
 - the same config as ``langserve.api_handler._update_config_with_defaults`` makes
   (``run_name`` = the route's base path, the ``__useragent``, ``__langserve_version`` and
   ``__langserve_endpoint`` metadata, a fresh ``run_id``), pinned by a test against it;
