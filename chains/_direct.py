@@ -143,7 +143,7 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         sequence = _start(config, self._inner.get_name())
         try:
             prompt_config = _step_config(config, sequence, 1)
-            prompt_value = prompt.invoke(values, prompt_config) if self._prompt_invoked \
+            prompt_value = _invoked(prompt, values, prompt_config) if self._prompt_invoked \
                 else _added_up(prompt.transform(iter([values]), prompt_config))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
             with closing(stream):  # type: ignore[type-var]
@@ -180,6 +180,16 @@ def _invoked_whole(step: Runnable[Any, Any]) -> bool:
     kind = type(step)
     return all(getattr(kind, name) is getattr(Runnable, name)
                for name in ("transform", "stream", "atransform", "astream"))
+
+
+def _invoked(step: Runnable[Any, Any], value: Any, config: RunnableConfig) -> Any:
+    """``step.invoke``, failing as its ``transform`` would: a ``StopIteration`` it raises
+    becomes the ``RuntimeError`` a generator turns it into (``ainvoke`` is a coroutine,
+    which does the same by itself)."""
+    try:
+        return step.invoke(value, config)
+    except StopIteration as stop:
+        raise RuntimeError("generator raised StopIteration") from stop
 
 
 def _model_astream(model: Runnable[Any, Any], value: Any,

@@ -119,7 +119,8 @@ _children: dict[tuple[Any, ...], Any] = {}
 
 
 def _series(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, looked up once."""
+    """``metric.labels(*labels)``, looked up once. For ``str`` labels only (``labels()``
+    turns values into strings; 1 and True would share a key here)."""
     key = (metric, *labels)
     child = _children.get(key)
     if child is None:

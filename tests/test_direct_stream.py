@@ -20,12 +20,15 @@ import pytest
 from conftest import emulator_model, wait_disconnected
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from chains import _lcel_private, build_qa_chain, build_story_chain
 from chains._direct import DirectChain
+from chains._parsers import InlineStrOutputParser
 from maritaca.testing import MaritacaEmulator, Scenario
 
 
@@ -88,6 +91,7 @@ def normalised(value: Any) -> str:
     text = re.sub(r"lc_run--[0-9a-f-]{36}", "lc_run--ID", text)
     text = re.sub(r"chatcmpl-[0-9a-f]+", "chatcmpl-ID", text)
     text = re.sub(r"UUID\('[0-9a-f-]{36}'\)", "UUID(ID)", text)
+    text = re.sub(r" at 0x[0-9a-f]+>", " at ADDRESS>", text)  # a fake model's iterator
     return re.sub(r"127\.0\.0\.1:\d+", "HOST", text)
 
 
@@ -204,6 +208,58 @@ def test_a_prompt_step_that_streams_has_lcels_run_tree(sync: bool) -> None:
     fast = _chain_run(build_qa_chain, value, True, sync)
     assert fast == _chain_run(build_qa_chain, value, False, sync)
     assert "'defers_inputs': False" in fast[1] and "chain_error" not in fast[1]
+
+
+class _ShoutingPrompt(ChatPromptTemplate):
+    """A template whose own ``invoke`` changes its input: the direct path must call it."""
+
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return super().invoke({"topic": input["topic"].upper()}, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return await super().ainvoke({"topic": input["topic"].upper()}, config, **kwargs)
+
+
+class _StoppingPrompt(ChatPromptTemplate):
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        raise StopIteration
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        raise StopIteration
+
+
+def _template_run(prompt: ChatPromptTemplate, direct: bool, sync: bool) -> tuple[str, str]:
+    model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez no Brasil")]))
+    chain = DirectChain(name="c", inner=prompt | model | InlineStrOutputParser(),
+                        prepare=lambda value, config: (value, config))
+    recorder = Recorder()
+    config: Any = {"callbacks": [recorder], "tags": ["t"]}
+    chunks: list[Any] = []
+    try:
+        if sync:
+            chunks.extend(chain.stream({"topic": "Brasil"}, config) if direct
+                          else RunnableLambda.stream(chain, {"topic": "Brasil"}, config))
+        else:
+            chunks.extend(asyncio.run(_collect(
+                chain.astream({"topic": "Brasil"}, config) if direct
+                else RunnableLambda.astream(chain, {"topic": "Brasil"}, config))))
+    except Exception as exc:  # noqa: BLE001 - the error is part of what is compared
+        chunks.append(repr(exc))
+    return normalised(chunks), normalised(recorder.events)
+
+
+@both_ways
+@pytest.mark.parametrize("kind", [_ShoutingPrompt, _StoppingPrompt], ids=["own-invoke", "stops"])
+def test_a_template_prompt_is_invoked_whole_as_lcel_runs_it(kind: Any, sync: bool) -> None:
+    """A template streams by one ``invoke``: the direct path calls it (its own override
+    included) and fails as LCEL does, ``StopIteration`` turned into a ``RuntimeError``."""
+    prompt = kind.from_messages([("human", "{topic}")])
+    direct = _template_run(prompt, True, sync)
+    assert direct == _template_run(prompt, False, sync)
+    if kind is _ShoutingPrompt:
+        assert "BRASIL" in direct[1]
+    else:
+        assert "RuntimeError" in direct[0] and "'StopIteration()'" not in direct[1]
 
 
 def test_other_shapes_stream_through_lcel() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import time
 
 import httpx
@@ -85,6 +86,21 @@ async def test_a_batch_stops_its_other_runs_at_its_first_failure(live_server, em
     slow = [r for r in emu.requests if r.scenario == "slow_first_token"]
     assert len(slow) == 1 and slow[0].chunks_sent == 0
     await asyncio.to_thread(wait_disconnected, slow[0], answered)
+
+
+async def test_a_failed_run_is_logged_once_with_its_run_id(client, emu, caplog):
+    """A stream's failed run is logged with its run id (the cause its error event names);
+    a /batch failure answers before any body, by the exception handler's one line."""
+    caplog.set_level(logging.INFO, logger="maritaca_chains.server")
+    emu.enqueue(Scenario.unauthorized())
+    await client.post("/story/stream", json={"input": INPUTS["story"]})
+    emu.enqueue(Scenario.unauthorized())
+    response = await client.post("/story/batch", json={"inputs": [INPUTS["story"]]})
+    assert response.status_code == 502
+    lines = [r.getMessage() for r in caplog.records if r.name == "maritaca_chains.server"]
+    run_failed = [line for line in lines if re.match(r"run [0-9a-f-]{36} failed", line)]
+    assert len(run_failed) == 1 and "AuthenticationError" in run_failed[0], lines
+    assert any(line.startswith("POST /story/batch failed") for line in lines), lines
 
 
 # -------------------------------------------------------------------------- SSE bytes
