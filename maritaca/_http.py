@@ -70,6 +70,46 @@ class ForgetfulCookieJar(http.cookiejar.CookieJar):
         return None
 
 
+class _ForgetfulCookies(httpx.Cookies):
+    """``httpx.Cookies`` over a ``ForgetfulCookieJar`` that skips extraction outright:
+    httpx wraps every response and its request in urllib adapters (a ``Request`` whose
+    URL is parsed again) only to hand them to the jar, which ignores them: 2% of a
+    short request's server work (BENCHMARKS.md, issue 26, fourteenth pass)."""
+
+    def __init__(self) -> None:
+        super().__init__(ForgetfulCookieJar())
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _Forgetful:
+    """For an httpx client several callers share: its ``cookies`` never keep one, and
+    cost nothing per response (they cannot be replaced either)."""
+
+    _forgetful: _ForgetfulCookies
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._forgetful
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise AttributeError("a client several callers share keeps no cookies")
+
+
+class _SharedClient(_Forgetful, httpx.Client):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cookies=ForgetfulCookieJar(), **kwargs)
+        self._forgetful = _ForgetfulCookies()
+
+
+class _SharedAsyncClient(_Forgetful, httpx.AsyncClient):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cookies=ForgetfulCookieJar(), **kwargs)
+        self._forgetful = _ForgetfulCookies()
+
+
 _lock = threading.Lock()
 _sync: dict[tuple[Any, ...], httpx.Client] = {}
 _async: dict[tuple[Any, ...], weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shards]] = {}
@@ -92,11 +132,10 @@ def _async_client(timeout: float | None, proxied: bool) -> httpx.AsyncClient:
     proxy (``proxied``: httpx uses the proxies and ``NO_PROXY`` it finds there only with
     its own transport, so those clients keep it)."""
     if proxied:
-        return httpx.AsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS,
-                                 cookies=ForgetfulCookieJar())
-    return httpx.AsyncClient(timeout=_timeout(timeout), cookies=ForgetfulCookieJar(),
-                             transport=AsyncioHTTPTransport(limits=ASYNC_LIMITS,
-                                                            ssl_context=_tls_context()))
+        return _SharedAsyncClient(timeout=_timeout(timeout), limits=ASYNC_LIMITS)
+    return _SharedAsyncClient(timeout=_timeout(timeout),
+                              transport=AsyncioHTTPTransport(limits=ASYNC_LIMITS,
+                                                             ssl_context=_tls_context()))
 
 
 def _environment_proxy() -> bool:
@@ -144,8 +183,7 @@ def sync_client(key: tuple[Any, ...], timeout: float | None) -> httpx.Client:
         with _lock:
             client = _sync.get(key)
             if client is None or client.is_closed:
-                client = _sync[key] = httpx.Client(timeout=_timeout(timeout), limits=LIMITS,
-                                                   cookies=ForgetfulCookieJar())
+                client = _sync[key] = _SharedClient(timeout=_timeout(timeout), limits=LIMITS)
     return client
 
 

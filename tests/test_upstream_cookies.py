@@ -81,3 +81,21 @@ async def test_a_cookie_set_for_one_caller_never_reaches_the_next_async(api) -> 
     assert "".join([str(c.content) async for c in bruno.astream("oi")]) == "Olá"
     assert (await bruno.ainvoke("oi")).content == "Olá"
     assert upstream.cookies_received == [None, None, None]
+
+
+async def test_the_shared_clients_cannot_be_given_cookies(api) -> None:
+    """A cookie jar set on a shared client by hand would go out with every caller's
+    requests: the shared clients refuse one, and keep none from the answers."""
+    from maritaca import _http
+
+    upstream, base_url = api
+    ana, _ = _models(base_url)
+    assert (await ana.ainvoke("oi")).content == "Olá"
+    assert ana.invoke("oi").content == "Olá"
+    clients = [*_http._sync.values(),
+               *(client for per_loop in _http._async.values() for shards in per_loop.values()
+                 for client in shards.clients)]
+    assert len(clients) >= 2 and all(not client.cookies for client in clients)
+    for client in clients:
+        with pytest.raises(AttributeError, match="keeps no cookies"):
+            client.cookies = {"sessao": "de-ana"}
