@@ -20,6 +20,7 @@ they run for every token of every stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -42,6 +43,13 @@ _FAILURES = (httpx.HTTPError, errors.MaritacaError, orjson.JSONDecodeError)
 OnToken = Callable[..., Any]  # run_manager.on_llm_new_token(text, chunk=chunk)
 
 
+@functools.lru_cache(maxsize=64)
+def _completions_url(base_url: str) -> httpx.URL:
+    """The endpoint under ``base_url``, parsed once (httpx parses a ``str`` URL again
+    for every request, in Python; a ``URL`` it only copies)."""
+    return httpx.URL(f"{base_url}/chat/completions")
+
+
 class Transport:
     """One call's destination and policy: ``url``/``headers`` (key included), the
     ``base_url`` and ``model`` that error messages name, the pooled client's ``timeout``
@@ -52,7 +60,7 @@ class Transport:
     def __init__(self, base_url: str, headers: dict[str, str], *, model: str,
                  timeout: float | None, max_retries: int) -> None:
         self.base_url = base_url
-        self.url = f"{base_url}/chat/completions"
+        self.url = _completions_url(base_url)
         self.headers = headers
         self.model = model
         self.timeout = timeout
