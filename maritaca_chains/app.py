@@ -39,7 +39,7 @@ from .quotas import Quotas
 from .redis_outage import REDIS_DOWN, redis_unavailable_json
 from .refusals import Refusal, refusal_json
 from .request_guards import add_request_guards
-from .request_rules import RequestRules, admitted_caller
+from .request_rules import RequestRules, admit
 from .runs import add_run_routes
 from .schema_truth import document_the_truth, validation_detail_json
 from .security import CallerLabels, access_guard, add_login_route
@@ -133,9 +133,8 @@ def create_app(settings: ServerSettings | None = None, *,
     for down in REDIS_DOWN:  # a named 503 while Redis cannot be reached, never a 500
         app.add_exception_handler(down, redis_unavailable_json)
 
-    admitted = Depends(admitted_caller)  # the key, then the quotas (request_rules)
-    for name, chain in chains.items():
-        langserve_compat.add_chain_routes(app, name, chain, dependencies=[admitted])
+    for name, chain in chains.items():  # the key, then the quotas (request_rules)
+        langserve_compat.add_chain_routes(app, name, chain, guard=admit)
     app.state.chains = chains
     app.state.served = served
     app.state.accounts = accounts

@@ -177,6 +177,12 @@ async def admitted_caller(request: Request, caller: CallerDep) -> Caller:
 AdmittedCaller = Annotated[Caller, Depends(admitted_caller)]
 
 
+async def admit(request: Request) -> Caller:
+    """``admitted_caller`` (the key, then the quotas) as one plain call: for a route that
+    guards itself, without FastAPI's dependency solving (``Depends(admit)`` elsewhere)."""
+    return await admitted_caller(request, await current_caller(request))
+
+
 async def admit_socket(ws: WebSocket) -> Caller:
     """A WebSocket handshake: the same origin rule as HTTP (browsers apply no CORS to
     WebSockets), the access guard, and room in the quotas for one run (checked, not

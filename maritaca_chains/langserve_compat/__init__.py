@@ -46,11 +46,9 @@ module imports from it. The request rules it applies are ``request_rules``'.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.params import Depends as DependsParam
+from fastapi import Depends, FastAPI
 from langchain_core.runnables import Runnable
 from langserve import add_routes
 from pydantic import ValidationError
@@ -64,7 +62,7 @@ from .feedback_routes import feedback_routes
 from .playground_page import PlaygroundInPortuguese
 from .served_chain import served_chain
 from .sse_encoding import install as install_sse_encoding
-from .stream_route import add_stream_route
+from .stream_route import Guard, add_stream_route
 from .whole_answer_hang_up import StopRunOnHangUp
 
 __all__ = ["add_chain_routes", "install"]
@@ -84,12 +82,13 @@ def install(app: FastAPI, *, max_json_depth: int, titles: dict[str, str]) -> Non
 
 
 def add_chain_routes(app: FastAPI, name: str, chain: Runnable[Any, Any],
-                     dependencies: Sequence[DependsParam]) -> None:
-    """LangServe's routes for ``chain`` at ``/<name>``, behind ``dependencies``; the
-    common ``/stream`` and ``/stream_events`` requests answered by ``stream_route``."""
+                     guard: Guard) -> None:
+    """LangServe's routes for ``chain`` at ``/<name>``, each behind ``guard(request)`` (a
+    dependency of theirs); the common ``/stream`` and ``/stream_events`` requests
+    answered by ``stream_route``, which calls it itself."""
     hook = config_hook(threads=takes_threads(chain))
     served = served_chain(chain)
-    add_routes(app, served, path=f"/{name}", dependencies=list(dependencies),
+    add_routes(app, served, path=f"/{name}", dependencies=[Depends(guard)],
                per_req_config_modifier=hook, config_keys=("configurable",),
                **feedback_routes())
-    add_stream_route(app, name, chain, served, dependencies, hook)
+    add_stream_route(app, name, chain, served, guard, hook)

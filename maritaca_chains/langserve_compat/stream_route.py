@@ -9,7 +9,9 @@ it never reads (``served_chain``): up to 0.25 ms of a short request's 3-4 ms in 
 process, within noise deployed (BENCHMARKS.md, issue 26, sixth pass). With no config to
 validate, none of that changes what the run gets, so this route does the rest itself:
 
-- the same dependencies (the key and the quotas), then the same per-request hook
+- the same guard (the key and the quotas), called in place where LangServe's routes
+  have it as a dependency (FastAPI's dependency solving cost a short request 1.7% of
+  its instructions: BENCHMARKS.md, issue 26, fourteenth pass), then the same per-request hook
   (``config_hook``: the ledger, which also keeps a failed run for the error event, in
   the run's callbacks);
 - the same config as ``langserve.api_handler._update_config_with_defaults`` makes
@@ -33,12 +35,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
-from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute
 from langchain_core.load.serializable import Serializable
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -52,9 +53,10 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from .sse_response import LeanEventSourceResponse
 
-__all__ = ["add_stream_route", "defaults", "unpacked"]
+__all__ = ["Guard", "add_stream_route", "defaults", "unpacked"]
 
 Hook = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
+Guard = Callable[[Request], Awaitable[Any]]  # raises to refuse the request
 FILTERS = ("include_names", "include_types", "include_tags",
            "exclude_names", "exclude_types", "exclude_tags")
 _FILTER_KEYS = frozenset(FILTERS)
@@ -161,11 +163,11 @@ async def _sse_events(source: Callable[[], AsyncGenerator[Any, None]],
 
 
 def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
-                     served: Runnable[Any, Any], dependencies: Sequence[DependsParam],
-                     hook: Hook) -> bool:
+                     served: Runnable[Any, Any], guard: Guard, hook: Hook) -> bool:
     """Put this module's routes in place of LangServe's ``POST /<name>/stream`` and
-    ``/stream_events`` (call after ``add_routes``); whether it did. ``served`` is the
-    runnable LangServe serves (``chain``, as ``served_chain`` wraps it)."""
+    ``/stream_events`` (call after ``add_routes``, whose routes have ``guard`` as their
+    dependency); whether it did. ``served`` is the runnable LangServe serves (``chain``,
+    as ``served_chain`` wraps it)."""
     if not _answerable(chain):
         return False
     schema = chain.input_schema
@@ -196,6 +198,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         return input_, config, filters
 
     async def stream(request: Request) -> Any:
+        await guard(request)
         start = await started(request, "stream")
         if start is None:
             return await delegates["stream"](request)
@@ -209,6 +212,7 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         return LeanEventSourceResponse(_sse_events(chunks, data, metadata), sep=_SEP)
 
     async def stream_events(request: Request) -> Any:
+        await guard(request)
         start = await started(request, "stream_events")
         if start is None:
             return await delegates["stream_events"](request)
@@ -220,17 +224,16 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
 
         return LeanEventSourceResponse(_sse_events(run_events, public_data), sep=_SEP)
 
-    delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours, dependencies)
+    delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
     return True
 
 
-def _replace(app: FastAPI, path: str, endpoint: Callable[..., Any],
-             dependencies: Sequence[DependsParam]) -> Callable[..., Any]:
-    """Route ``POST path`` to ``endpoint`` (behind ``dependencies``) in the place of
-    LangServe's route; LangServe's endpoint."""
+def _replace(app: FastAPI, path: str, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Route ``POST path`` to ``endpoint`` in the place of LangServe's route; LangServe's
+    endpoint (without its route's dependencies: ``endpoint`` has run the guard)."""
     index, langserve = _langserve_route(app, path)
-    app.post(path, include_in_schema=False, dependencies=list(dependencies))(endpoint)
+    app.post(path, include_in_schema=False)(endpoint)
     app.router.routes.insert(index, app.router.routes.pop())
     app.router.routes.remove(langserve)
     return langserve.endpoint
