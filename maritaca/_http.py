@@ -70,14 +70,24 @@ class ForgetfulCookieJar(http.cookiejar.CookieJar):
         return None
 
 
+class _SealedCookieJar(ForgetfulCookieJar):
+    """A ``ForgetfulCookieJar`` that also refuses a cookie set by hand
+    (``client.cookies.set(...)``): it would go out with every caller's requests."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        raise AttributeError("a client several callers share keeps no cookies")
+
+
 class _ForgetfulCookies(httpx.Cookies):
-    """``httpx.Cookies`` over a ``ForgetfulCookieJar`` that skips extraction outright:
+    """``httpx.Cookies`` over a ``_SealedCookieJar`` that skips extraction outright:
     httpx wraps every response and its request in urllib adapters (a ``Request`` whose
     URL is parsed again) only to hand them to the jar, which ignores them: 2% of a
-    short request's server work (BENCHMARKS.md, issue 26, fourteenth pass)."""
+    short request's server work (BENCHMARKS.md, issue 26, fourteenth pass). A
+    request's own ``cookies=`` still go with that request (httpx copies the client's
+    into a jar of their own first)."""
 
     def __init__(self) -> None:
-        super().__init__(ForgetfulCookieJar())
+        super().__init__(_SealedCookieJar())
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None

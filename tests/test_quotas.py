@@ -129,6 +129,25 @@ async def _model_usage(http: httpx.AsyncClient, key: str) -> int:
     raise AssertionError("no on_chat_model_end event")
 
 
+@pytest.mark.parametrize("face", ["stream", "stream_events"])
+async def test_requests_stream_route_hands_to_langserve_are_guarded_once(emu, face):
+    """The requests our /stream and /stream_events hand to LangServe's own handler (a
+    body with a config, an input that does not validate) are refused without a key and
+    counted once each, like the ones they answer themselves."""
+    app = make_app(emu, MARITACA_CHAINS_RATE_LIMIT="3/minute")
+    bodies = [{**STORY, "config": {"configurable": {"temperature": 0.2}}},
+              {"input": {"topico": "Brasil"}}, STORY]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t", timeout=30) as http:
+        for body in bodies:
+            assert (await http.post(f"/story/{face}", json=body)).status_code == 401
+        statuses = [(await http.post(f"/story/{face}", json=body, headers=as_key(ALPHA))
+                     ).status_code for body in bodies]
+        assert statuses == [200, 422, 200]
+        assert_refused(await http.post(f"/story/{face}", json=STORY, headers=as_key(ALPHA)),
+                       "Limite de pedidos desta chave de acesso (3 por minuto)")
+
+
 async def test_a_request_refused_by_one_limit_spends_nothing_of_the_others(emu):
     """With two limits, a burst refused by the shorter one leaves the longer one's
     requests for later: only the request that ran counts."""

@@ -99,3 +99,8 @@ async def test_the_shared_clients_cannot_be_given_cookies(api) -> None:
     for client in clients:
         with pytest.raises(AttributeError, match="keeps no cookies"):
             client.cookies = {"sessao": "de-ana"}
+        with pytest.raises(AttributeError, match="keeps no cookies"):
+            client.cookies.set("sessao", "de-ana")
+        with pytest.raises(AttributeError, match="keeps no cookies"):
+            client.cookies.update({"outra": "1"})
+    assert not any(client.cookies for client in clients)
