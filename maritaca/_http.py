@@ -70,12 +70,15 @@ class ForgetfulCookieJar(http.cookiejar.CookieJar):
         return None
 
 
+_NO_COOKIES = "a client several callers share keeps no cookies"
+
+
 class _SealedCookieJar(ForgetfulCookieJar):
     """A ``ForgetfulCookieJar`` that also refuses a cookie set by hand
     (``client.cookies.set(...)``): it would go out with every caller's requests."""
 
     def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        raise AttributeError("a client several callers share keeps no cookies")
+        raise AttributeError(_NO_COOKIES)
 
 
 class _ForgetfulCookies(httpx.Cookies):
@@ -95,9 +98,13 @@ class _ForgetfulCookies(httpx.Cookies):
 
 class _Forgetful:
     """For an httpx client several callers share: its ``cookies`` never keep one, and
-    cost nothing per response (they cannot be replaced either)."""
+    cost nothing per response (they cannot be replaced either). Put it before the
+    httpx client class."""
 
-    _forgetful: _ForgetfulCookies
+    def __init__(self, **kwargs: Any) -> None:
+        # httpx's own cookie store forgets too, should a release read it directly
+        super().__init__(cookies=ForgetfulCookieJar(), **kwargs)  # type: ignore[call-arg]
+        self._forgetful = _ForgetfulCookies()
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -105,19 +112,15 @@ class _Forgetful:
 
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
-        raise AttributeError("a client several callers share keeps no cookies")
+        raise AttributeError(_NO_COOKIES)
 
 
 class _SharedClient(_Forgetful, httpx.Client):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cookies=ForgetfulCookieJar(), **kwargs)
-        self._forgetful = _ForgetfulCookies()
+    pass
 
 
 class _SharedAsyncClient(_Forgetful, httpx.AsyncClient):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cookies=ForgetfulCookieJar(), **kwargs)
-        self._forgetful = _ForgetfulCookies()
+    pass
 
 
 _lock = threading.Lock()

@@ -35,6 +35,7 @@ directory must exist and be empty at start). The gauge counts live workers only.
 from __future__ import annotations
 
 import atexit
+import functools
 import inspect
 import ipaddress
 import os
@@ -113,21 +114,12 @@ if not _MULTIPROCESS:
 # A run touches up to nine labelled series; prometheus-client's ``labels()`` checks and
 # converts the values and takes a lock each time. The series for a label tuple never
 # changes (nothing here removes one), so each is looked up once; the label values are
-# few (chains, models, outcomes), and past _CHILDREN_AT_MOST new ones go uncached.
-_CHILDREN_AT_MOST = 4096
-_children: dict[tuple[Any, ...], Any] = {}
-
-
+# few (chains, models, outcomes).
+@functools.lru_cache(maxsize=4096)
 def _series(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, looked up once. For ``str`` labels only (``labels()``
     turns values into strings; 1 and True would share a key here)."""
-    key = (metric, *labels)
-    child = _children.get(key)
-    if child is None:
-        child = metric.labels(*labels)
-        if len(_children) < _CHILDREN_AT_MOST:
-            _children[key] = child
-    return child
+    return metric.labels(*labels)
 
 
 def serving(chains: Iterable[str], model: str) -> None:

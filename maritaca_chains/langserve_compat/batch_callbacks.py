@@ -24,11 +24,14 @@ _BATCH_HANDLER: ContextVar[BaseCallbackHandler | None] = ContextVar(
 register_configure_hook(_BATCH_HANDLER, inheritable=True)
 
 
-def follow_batch_runs(request: Request, handler: BaseCallbackHandler) -> None:
-    """On ``/batch``: every run this request starts gets ``handler`` (no-op elsewhere).
-    Called from LangServe's per-request hook, which runs in the request's own task."""
-    if request.url.path.endswith("/batch"):
-        _BATCH_HANDLER.set(handler)
+def follow_batch_runs(request: Request, handler: BaseCallbackHandler) -> bool:
+    """On ``/batch``: every run this request starts gets ``handler`` (no-op elsewhere);
+    whether it is a batch. Called from LangServe's per-request hook, which runs in the
+    request's own task."""
+    if not request.scope["path"].endswith("/batch"):  # not request.url: a parse per request
+        return False
+    _BATCH_HANDLER.set(handler)
+    return True
 
 
 class BatchRunsScope:

@@ -55,9 +55,9 @@ async def per_request_config(config: dict[str, Any], request: Request, *,
         raise HTTPException(422, str(exc)) from None
     chain = request.scope["path"].split("/")[1]  # /<chain>/... (request.url: built per call)
     ledger = rules_of(request).accounts.open(request, chain)
-    if not request.scope["path"].endswith("/batch"):
-        # a batch's failure answers before any body goes out: nothing to name there
-        ledger.on_root_error = run_error_recorder(request)
     config["callbacks"] = [*(config.get("callbacks") or []), ledger]
-    follow_batch_runs(request, ledger)  # /batch drops the callbacks above
+    # /batch drops the callbacks above; its failure answers before any body goes out,
+    # so there is no error event to name it in
+    if not follow_batch_runs(request, ledger):
+        ledger.on_root_error = run_error_recorder(request)
     return config
