@@ -84,8 +84,11 @@ async def test_a_batch_stops_its_other_runs_at_its_first_failure(live_server, em
     assert response.status_code == 502 and "upstream_authentication" in response.text
     assert outcomes == ["cancelled", "upstream_authentication"]
     slow = [r for r in emu.requests if r.scenario == "slow_first_token"]
-    assert len(slow) == 1 and slow[0].chunks_sent == 0
-    await asyncio.to_thread(wait_disconnected, slow[0], answered)
+    # the other run is stopped wherever the failure finds it: its upstream request open
+    # (then closed before the answer) or, on a quick failure, not yet sent
+    assert len(slow) <= 1 and all(r.chunks_sent == 0 for r in slow)
+    for record in slow:
+        await asyncio.to_thread(wait_disconnected, record, answered)
 
 
 async def test_a_failed_run_is_logged_once_with_its_run_id(client, emu, caplog):
