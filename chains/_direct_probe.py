@@ -21,21 +21,32 @@ from maritaca.run_probe import Recorder, plain, reports_match
 
 from ._parsers import InlineStrOutputParser
 
-__all__ = ["probe_matches"]
+__all__ = ["prepare_probe", "probe_matches", "probe_prompt", "probe_values"]
 
 _VALID, _INVALID = {"topic": "Brasil"}, {"topic": ""}  # the second one fails in prepare
 
 
-def _prepare(value: Any, config: RunnableConfig) -> tuple[dict[str, str], RunnableConfig]:
+def probe_values(*, valid: bool = True) -> dict[str, str]:
+    """A probe chain's input: one its ``prepare_probe`` takes, or one it refuses."""
+    return dict(_VALID if valid else _INVALID)
+
+
+def prepare_probe(value: Any, config: RunnableConfig) -> tuple[dict[str, str], RunnableConfig]:
+    """A probe chain's ``prepare``: refuses an empty topic (``ValueError``)."""
     if not value["topic"]:
         raise ValueError("topic is empty")
     return value, config
 
 
+def probe_prompt() -> Runnable[Any, Any]:
+    """A probe chain's template prompt."""
+    return ChatPromptTemplate.from_messages([("human", "{topic}")])
+
+
 def _prompts() -> tuple[Runnable[Any, Any], ...]:
     """A prompt step of each kind the chains use: a template (run as one ``invoke``) and
     a lambda that picks one (a streaming step of its own)."""
-    template = ChatPromptTemplate.from_messages([("human", "{topic}")])
+    template = probe_prompt()
     return template, RunnableLambda(lambda values: template.invoke(values),
                                     name="ChatPromptTemplate")
 
@@ -51,7 +62,7 @@ def _runs_of(direct_chain: type[Any]) -> Callable[[Callable[..., list[Any]]], li
                               (_INVALID, template)):
             model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez no Brasil")]))
             inner = prompt | model | InlineStrOutputParser()
-            chain = direct_chain(name="probe", inner=inner, prepare=_prepare)
+            chain = direct_chain(name="probe", inner=inner, prepare=prepare_probe)
             recorder = Recorder()
             config = {"callbacks": [recorder], "tags": ["probe"], "metadata": {"probe": 1}}
             chunks: list[Any] = []

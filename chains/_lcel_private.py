@@ -20,6 +20,12 @@ callbacks only record the run and put an event on the handler's own unbounded st
 never wait, so awaiting them in place changes no event and no order (each dispatch was
 awaited to its end anyway) and saves the task or thread hop.
 
+``events_handler`` builds ``astream_events``' (v2) handler with its events sent to a sink
+of the caller's instead of its own stream (``chains.events``): that handler's class is
+private, and so is where it sends its events, its ``send_stream`` attribute (whose
+``send_nowait`` each event goes to, and whose ``aclose`` ``astream_events`` calls when
+the run has ended).
+
 ``PRESENT`` says, checked once at import, that the handlers of ``astream_events`` and
 ``astream_log`` have both taps;
 ``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
@@ -31,7 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["PRESENT", "inline_streaming_handler", "step_tag", "streaming_handler"]
+__all__ = ["PRESENT", "events_handler", "inline_streaming_handler", "step_tag",
+           "streaming_handler"]
 
 
 _TAPS = ("tap_output_iter", "tap_output_aiter")
@@ -60,6 +67,19 @@ def _streamers() -> tuple[type, ...]:
 
 PRESENT = _present()
 _INLINE_SAFE = frozenset(_streamers())
+
+
+def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
+    """``astream_events``' (v2) callback handler, filtering as ``filters`` (its keyword
+    arguments, ``include_names`` and the rest) say, each event it lets through sent to
+    ``sink.send_nowait``; ``sink`` is also what ``send_stream.aclose()`` then closes."""
+    from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
+
+    handler = _AstreamEventsCallbackHandler(**filters)
+    if not hasattr(handler, "send_stream"):
+        raise LookupError("astream_events' handler sends its events elsewhere")
+    handler.send_stream = sink
+    return handler
 
 
 def step_tag(step: int) -> str:

@@ -22,7 +22,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langsmith import tracing_context
 from pydantic import BaseModel
 
-__all__ = ["Recorder", "plain", "reports_match"]
+__all__ = ["Recorder", "async_reports_match", "plain", "reports_match"]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # in reprs: where an object happens to live
@@ -85,10 +85,16 @@ def reports_match(runs: Runs, direct: Callable[..., Iterator[Any]],
         if _quiet(lambda: runs(lambda *args: list(direct(*args)))) \
                 != _quiet(lambda: runs(lambda *args: list(reference(*args)))):
             return False
-        seen = _in_thread(lambda: _async_runs(runs, adirect))
-        return seen is not None and seen == _in_thread(lambda: _async_runs(runs, areference))
+        return async_reports_match(runs, adirect, areference)
     except Exception:  # noqa: BLE001 - any failure means: not the same
         return False
+
+
+def async_reports_match(runs: Runs, adirect: Callable[..., AsyncIterator[Any]],
+                        areference: Callable[..., AsyncIterator[Any]]) -> bool:
+    """``reports_match`` for async streams only."""
+    seen = _in_thread(lambda: _async_runs(runs, adirect))
+    return seen is not None and seen == _in_thread(lambda: _async_runs(runs, areference))
 
 
 def _quiet(run: Callable[[], Any]) -> Any:

@@ -52,6 +52,8 @@ from langserve.validation import StreamEventsParameters
 from pydantic import BaseModel, RootModel, ValidationError
 from starlette.routing import Route
 
+from chains.events import astream_events, in_place
+
 from .sse_response import LeanEventSourceResponse
 
 __all__ = ["Guard", "add_stream_route", "defaults", "unpacked"]
@@ -173,13 +175,26 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         return False
     schema = chain.input_schema
     dumps = WellKnownLCSerializer().dumps
+    in_place()  # its one check, now rather than in the first request
 
     def data(chunk: Any) -> bytes:
         return _DATA + dumps(chunk) + _END_DATA
 
-    def public_data(event: dict[str, Any]) -> bytes:
-        event["metadata"] = _public(event["metadata"])
-        return _DATA + dumps(event) + _END_DATA
+    def public_data() -> Callable[[dict[str, Any]], bytes]:
+        """A request's event encoder: each event without its metadata's internal keys.
+        A run's events share one metadata dict (langchain-core's handler keeps it per
+        run), so its public copy is made once per run, not once per event."""
+        public: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+        def encoded(event: dict[str, Any]) -> bytes:
+            metadata = event["metadata"]
+            known = public.get(id(metadata))
+            if known is None or known[0] is not metadata:
+                known = public[id(metadata)] = (metadata, _public(metadata))
+            event["metadata"] = known[1]
+            return _DATA + dumps(event) + _END_DATA
+
+        return encoded
 
     async def started(request: Request, endpoint: str
                       ) -> tuple[Any, RunnableConfig, dict[str, Any]] | None:
@@ -220,10 +235,10 @@ def add_stream_route(app: FastAPI, name: str, chain: Runnable[Any, Any],
         input_, config, filters = start
 
         def run_events() -> AsyncGenerator[Any, None]:
-            return cast(AsyncGenerator[Any, None], served.astream_events(
-                input_, config=config, version="v2", **filters))
+            return cast(AsyncGenerator[Any, None],
+                        astream_events(served, input_, config, **filters))
 
-        return LeanEventSourceResponse(_sse_events(run_events, public_data), sep=_SEP)
+        return LeanEventSourceResponse(_sse_events(run_events, public_data()), sep=_SEP)
 
     delegates = {endpoint: _replace(app, f"/{name}/{endpoint}", ours)
                  for endpoint, ours in (("stream", stream), ("stream_events", stream_events))}
