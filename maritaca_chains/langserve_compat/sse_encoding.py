@@ -67,6 +67,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
     cancelling = False
     events = 0
     ready: list[bytes] = []  # encoded, not sent: the generator had the next one ready
+    debug = _log.isEnabledFor(logging.DEBUG)  # sse-starlette's line per event, if wanted
     try:
         while True:
             # The next event, started by hand: if the generator has it ready, it comes
@@ -106,8 +107,8 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 cancelling = True
                 task.cancel()  # type: ignore[union-attr]
                 continue
-            chunk = event_bytes(data, sep)
-            if _log.isEnabledFor(logging.DEBUG):
+            chunk = data if type(data) is bytes else event_bytes(data, sep)
+            if debug:
                 _log.debug("chunk: %s", chunk.decode())
             ready.append(chunk)
             if len(ready) == READY_AT_MOST:
