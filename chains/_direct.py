@@ -33,6 +33,8 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.runnables.configurable import DynamicRunnable
 
+from maritaca.run_end import report_end
+
 from . import _lcel_private as lcel
 from ._direct_probe import probe_matches
 from ._parsers import InlineStrOutputParser, text_of
@@ -132,9 +134,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
                 async for text in texts:
                     yield text
         except BaseException as error:
-            await root.on_chain_error(error, inputs=input)
+            await report_end(root.on_chain_error, error, inputs=input)
             raise
-        await root.on_chain_end("".join(parts), inputs=input)
+        await report_end(root.on_chain_end, "".join(parts), inputs=input)
 
     def _sequence(self, values: dict[str, str], config: RunnableConfig,
                   parts: list[str]) -> Iterator[str]:
@@ -169,9 +171,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
                 async for text in texts:
                     yield text
         except BaseException as error:
-            await sequence.on_chain_error(error, inputs=values)
+            await report_end(sequence.on_chain_error, error, inputs=values)
             raise
-        await sequence.on_chain_end("".join(parts), inputs=values)
+        await report_end(sequence.on_chain_end, "".join(parts), inputs=values)
 
 
 def _invoked_whole(step: Runnable[Any, Any]) -> bool:
@@ -311,9 +313,9 @@ async def _aparse(stream: AsyncIterator[Any], config: RunnableConfig, name: str,
                 yield text
     except BaseException as error:
         # LCEL has added up only the first chunk when a step fails
-        await parsing.on_chain_error(error, inputs=parsed.first)
+        await report_end(parsing.on_chain_error, error, inputs=parsed.first)
         raise
-    await parsing.on_chain_end("".join(parts), inputs=parsed.merged())
+    await report_end(parsing.on_chain_end, "".join(parts), inputs=parsed.merged())
 
 
 class _Parsed:

@@ -50,6 +50,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from . import _langchain_private as private
 from ._model_run_probe import probe_matches
+from .run_end import report_end
 
 if TYPE_CHECKING:
     from .chat_model import ChatMaritaca
@@ -170,13 +171,13 @@ async def _astream(model: BaseChatModel, messages: list[BaseMessage],
                 await on_token("", closing)
             yield closing.message  # type: ignore[misc]
     except BaseException as error:
-        await run.on_llm_error(error, response=generation.failed(error))
+        await report_end(run.on_llm_error, error, response=generation.failed(error))
         raise
     if (result := generation.result()) is None:
         empty = ValueError("No generation chunks were returned")
-        await run.on_llm_error(empty, response=LLMResult(generations=[]))
+        await report_end(run.on_llm_error, empty, response=LLMResult(generations=[]))
         raise empty
-    await run.on_llm_end(result)
+    await report_end(run.on_llm_end, result)
 
 
 def _with_run_metadata(chunk: ChatGenerationChunk, message_id: str) -> BaseMessage:
