@@ -27,6 +27,8 @@ from contextvars import ContextVar
 
 import httpx
 
+from .in_place import run_until_wait
+
 __all__ = ["UpstreamStream", "closing_upstreams", "open_upstreams"]
 
 _END = object()
@@ -113,10 +115,13 @@ async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
             async for block in response.aiter_bytes():
                 await put(block)
         finally:
-            closing = asyncio.get_running_loop().create_task(response.aclose())
-            _reading.add(closing)
-            closing.add_done_callback(_closed)
-            await asyncio.shield(closing)
+            # run to its end even if the reader is cancelled: in place unless it waits
+            closed, rest = run_until_wait(response.aclose())
+            if not closed:
+                closing = asyncio.get_running_loop().create_task(rest)
+                _reading.add(closing)
+                closing.add_done_callback(_closed)
+                await asyncio.shield(closing)
     except asyncio.CancelledError:
         raise
     except _Abandoned:  # closed: nobody reads the queue any more

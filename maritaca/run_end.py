@@ -12,7 +12,8 @@ Use ``await report_end(run.on_chain_end, outputs, ...)`` in place of ``await
 run.on_chain_end(outputs, ...)`` (any shielded method of a run manager). It runs the same
 method's own body (what ``shielded`` wraps, ``__wrapped__``) in the caller's task, up to
 the first point where a handler waits (I/O, a task of langchain-core's for a handler
-that is not ``run_inline``, a worker thread for a synchronous one). If none waits, the
+that is not ``run_inline``, a worker thread for a synchronous one: ``in_place.run_until_wait``).
+If none waits, the
 end is reported there and then: no cancellation can land in code that never waits, so
 the handlers hear exactly what the shielded call would have told them. If one does, the
 rest goes on as langchain-core runs it: in a task of its own, shielded.
@@ -28,7 +29,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .resumed import Resumed
+from .in_place import run_until_wait
 
 __all__ = ["report_end"]
 
@@ -41,13 +42,6 @@ async def report_end(end: Callable[..., Awaitable[None]], *args: Any, **kwargs: 
     if body is None or owner is None:  # not langchain-core's shielded method
         await end(*args, **kwargs)
         return
-    step = body(owner, *args, **kwargs)
-    try:
-        waits_on = step.send(None)
-    except StopIteration:
-        return
-    await asyncio.shield(asyncio.ensure_future(_rest(step, waits_on)))
-
-
-async def _rest(step: Any, waits_on: Any) -> None:
-    await Resumed(step, waits_on)
+    done, rest = run_until_wait(body(owner, *args, **kwargs))
+    if not done:
+        await asyncio.shield(asyncio.ensure_future(rest))
