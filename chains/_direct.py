@@ -18,8 +18,10 @@ chain reports exactly what LCEL's reports. ``invoke`` and the rest are LCEL's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextlib import aclosing, asynccontextmanager, closing
+from functools import partial
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -30,9 +32,11 @@ from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
     patch_config,
+    set_config_context,
 )
 from langchain_core.runnables.configurable import DynamicRunnable
 
+from maritaca.in_place import run_until_wait
 from maritaca.run_end import report_end
 
 from . import _lcel_private as lcel
@@ -92,9 +96,12 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         self._inner = inner
         self._steps = direct_steps(inner)
         self._prepare = prepare
-        # a prompt step that streams as ``Runnable`` does (one ``invoke`` of the whole
-        # input: a template) is invoked, without the two generator layers around it
-        self._prompt_invoked = self._steps is not None and _invoked_whole(self._steps[0])
+        # A prompt template's run is re-done here (``_run_prompt``); another prompt step
+        # that streams as ``Runnable`` does (one ``invoke`` of the whole input) is
+        # invoked, without the two generator layers around it.
+        prompt = self._steps[0] if self._steps is not None else None
+        self._prompt_template = prompt is not None and lcel.plain_prompt_template(prompt)
+        self._prompt_invoked = prompt is not None and _invoked_whole(prompt)
 
     def stream(self, input: Any, config: RunnableConfig | None = None,
                **kwargs: Any) -> Iterator[Any]:
@@ -145,8 +152,12 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         sequence = _start(config, self._inner.get_name())
         try:
             prompt_config = _step_config(config, sequence, 1)
-            prompt_value = _invoked(prompt, values, prompt_config) if self._prompt_invoked \
-                else _added_up(prompt.transform(iter([values]), prompt_config))
+            if self._prompt_template:
+                prompt_value = _invoked(partial(_run_prompt, prompt), values, prompt_config)
+            elif self._prompt_invoked:
+                prompt_value = _invoked(prompt.invoke, values, prompt_config)
+            else:
+                prompt_value = _added_up(prompt.transform(iter([values]), prompt_config))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
             with closing(stream):  # type: ignore[type-var]
                 yield from _tapped(sequence, _parse(
@@ -163,8 +174,13 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         sequence = await _astart(config, self._inner.get_name())
         try:
             prompt_config = _step_config(config, sequence, 1)
-            prompt_value = await prompt.ainvoke(values, prompt_config) if self._prompt_invoked \
-                else await _aadded_up(prompt.atransform(_aiter_of(values), prompt_config))
+            if self._prompt_template:
+                prompt_value = await _arun_prompt(prompt, values, prompt_config)
+            elif self._prompt_invoked:
+                prompt_value = await prompt.ainvoke(values, prompt_config)
+            else:
+                prompt_value = await _aadded_up(prompt.atransform(_aiter_of(values),
+                                                                  prompt_config))
             stream = _model_astream(model, prompt_value, _step_config(config, sequence, 2))
             async with aclosing(stream), _aclosed(sequence, _aparse(  # type: ignore[type-var]
                     stream, _step_config(config, sequence, 3), parser.get_name(), parts)) as texts:
@@ -184,14 +200,60 @@ def _invoked_whole(step: Runnable[Any, Any]) -> bool:
                for name in ("transform", "stream", "atransform", "astream"))
 
 
-def _invoked(step: Runnable[Any, Any], value: Any, config: RunnableConfig) -> Any:
-    """``step.invoke``, failing as its ``transform`` would: a ``StopIteration`` it raises
-    becomes the ``RuntimeError`` a generator turns it into (``ainvoke`` is a coroutine,
-    which does the same by itself)."""
+def _invoked(invoke: Callable[[Any, RunnableConfig], Any], value: Any,
+             config: RunnableConfig) -> Any:
+    """``invoke(value, config)`` (a step's ``invoke``), failing as the step's
+    ``transform`` would: a ``StopIteration`` it raises becomes the ``RuntimeError`` a
+    generator turns it into (``ainvoke`` is a coroutine, which does the same by itself)."""
     try:
-        return step.invoke(value, config)
+        return invoke(value, config)
     except StopIteration as stop:
         raise RuntimeError("generator raised StopIteration") from stop
+
+
+def _run_prompt(prompt: Any, values: dict[str, str], config: RunnableConfig) -> Any:
+    """``prompt.invoke(values, config)`` for a template (``lcel.plain_prompt_template``),
+    as ``BasePromptTemplate.invoke`` and LCEL's ``_call_with_config`` run it, without
+    their look at the formatting function's signature."""
+    config = ensure_config(config)
+    if prompt.metadata:
+        config["metadata"] = {**config["metadata"], **prompt.metadata}
+    if prompt.tags:
+        config["tags"] += prompt.tags
+    run = get_callback_manager_for_config(config).on_chain_start(
+        lcel.prompt_serialized(prompt), values, run_type="prompt",
+        name=config.get("run_name") or prompt.get_name(), run_id=config.pop("run_id", None))
+    try:
+        with set_config_context(patch_config(config, callbacks=run.get_child())) as context:
+            output = context.run(lcel.format_prompt, prompt, values)
+    except BaseException as error:
+        run.on_chain_error(error)
+        raise
+    run.on_chain_end(output)
+    return output
+
+
+async def _arun_prompt(prompt: Any, values: dict[str, str], config: RunnableConfig) -> Any:
+    """``_run_prompt`` for async runs, as ``ainvoke`` runs it, with the formatting run in
+    place (LCEL gives it a task) unless it waits, and the end reported in place."""
+    config = ensure_config(config)
+    if prompt.metadata:
+        config["metadata"].update(prompt.metadata)
+    if prompt.tags:
+        config["tags"].extend(prompt.tags)
+    run = await get_async_callback_manager_for_config(config).on_chain_start(
+        lcel.prompt_serialized(prompt), values, run_type="prompt",
+        name=config.get("run_name") or prompt.get_name(), run_id=config.pop("run_id", None))
+    try:
+        with set_config_context(patch_config(config, callbacks=run.get_child())) as context:
+            done, output = context.run(run_until_wait, lcel.aformat_prompt(prompt, values))
+            if not done:  # it waits: the rest in a task in that context, as LCEL runs it
+                output = await asyncio.create_task(output, context=context)
+    except BaseException as error:
+        await report_end(run.on_chain_error, error)
+        raise
+    await report_end(run.on_chain_end, output)
+    return output
 
 
 def _model_astream(model: Runnable[Any, Any], value: Any,

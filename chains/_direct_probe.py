@@ -3,7 +3,8 @@
 ``chains._direct`` re-does what LCEL's streaming transforms report, from LCEL internals a
 langchain-core release may change without notice (``chains._lcel_private``).
 ``probe_matches`` builds probe ``prompt | model | parser`` chains on a fake chat model,
-streams it the direct way and LCEL's way, sync and async, on valid and on invalid input,
+streams it the direct way and LCEL's way, sync and async, on valid and on invalid input
+(refused before the steps, or by the template),
 with each kind of prompt step the chains use, and compares every chunk and every callback (names, run tree, tags, inputs, outputs).
 """
 
@@ -24,6 +25,7 @@ from ._parsers import InlineStrOutputParser
 __all__ = ["prepare_probe", "probe_matches", "probe_prompt", "probe_values"]
 
 _VALID, _INVALID = {"topic": "Brasil"}, {"topic": ""}  # the second one fails in prepare
+_NO_TOPIC = {"assunto": "Brasil"}  # passes prepare, fails the template's own validation
 
 
 def probe_values(*, valid: bool = True) -> dict[str, str]:
@@ -32,8 +34,9 @@ def probe_values(*, valid: bool = True) -> dict[str, str]:
 
 
 def prepare_probe(value: Any, config: RunnableConfig) -> tuple[dict[str, str], RunnableConfig]:
-    """A probe chain's ``prepare``: refuses an empty topic (``ValueError``)."""
-    if not value["topic"]:
+    """A probe chain's ``prepare``: refuses an empty topic (``ValueError``); a missing
+    one is left to the template."""
+    if not value.get("topic", "(the template asks)"):
         raise ValueError("topic is empty")
     return value, config
 
@@ -57,9 +60,10 @@ def _runs_of(direct_chain: type[Any]) -> Callable[[Callable[..., list[Any]]], li
         invalid input."""
         seen = []
         template, lambda_prompt = _prompts()
-        # invalid input fails before any step runs: one prompt kind shows it
+        # invalid input fails before any step runs, a missing topic in the prompt step:
+        # one prompt kind shows each
         for value, prompt in ((_VALID, template), (_VALID, lambda_prompt),
-                              (_INVALID, template)):
+                              (_INVALID, template), (_NO_TOPIC, template)):
             model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez no Brasil")]))
             inner = prompt | model | InlineStrOutputParser()
             chain = direct_chain(name="probe", inner=inner, prepare=prepare_probe)
@@ -68,7 +72,7 @@ def _runs_of(direct_chain: type[Any]) -> Callable[[Callable[..., list[Any]]], li
             chunks: list[Any] = []
             try:
                 chunks.extend(stream(chain, value, config))
-            except ValueError as error:
+            except (ValueError, KeyError) as error:
                 chunks.append(error)
             seen.append(plain((chunks, recorder.events)))
         return seen

@@ -26,18 +26,33 @@ private, and so is where it sends its events, its ``send_stream`` attribute (who
 ``send_nowait`` each event goes to, and whose ``aclose`` ``astream_events`` calls when
 the run has ended).
 
+A prompt template's ``invoke``/``ainvoke`` is LCEL's ``_call_with_config`` around the
+template's own formatting. LCEL looks at the formatting function's signature on every
+call, and async, runs it in a task of its own and reports its end through another
+(``shielded``): two tasks and two trips through the event loop per run.
+``chains._direct`` re-does that run for a template whose ``invoke`` and ``ainvoke`` are
+``BasePromptTemplate``'s (``plain_prompt_template``), with three private members of
+the template: ``_serialized`` (what ``on_chain_start`` is told) and
+``_format_prompt_with_error_handling`` and its async twin (the formatting, input
+validation included).
+
 ``PRESENT`` says, checked once at import, that the handlers of ``astream_events`` and
-``astream_log`` have both taps;
+``astream_log`` have both taps (and ``plain_prompt_template`` says no to every step if
+prompt templates lack one of those three members);
 ``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
 included), and takes LCEL's path if either fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-__all__ = ["PRESENT", "events_handler", "inline_streaming_handler", "step_tag",
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import BasePromptTemplate
+
+__all__ = ["PRESENT", "aformat_prompt", "events_handler", "format_prompt",
+           "inline_streaming_handler", "plain_prompt_template", "prompt_serialized", "step_tag",
            "streaming_handler"]
 
 
@@ -47,6 +62,10 @@ _TAPS = ("tap_output_iter", "tap_output_aiter")
 def _taps(cls: type) -> bool:
     """Whether ``cls`` has both taps, as langchain-core's protocol check asks it."""
     return all(callable(getattr(cls, tap, None)) for tap in _TAPS)
+
+
+_PROMPT_MEMBERS = ("_serialized", "_format_prompt_with_error_handling",
+                   "_aformat_prompt_with_error_handling")
 
 
 def _present() -> bool:
@@ -67,6 +86,7 @@ def _streamers() -> tuple[type, ...]:
 
 PRESENT = _present()
 _INLINE_SAFE = frozenset(_streamers())
+_PROMPTS_PRESENT = all(hasattr(BasePromptTemplate, member) for member in _PROMPT_MEMBERS)
 
 
 def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
@@ -80,6 +100,31 @@ def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
         raise LookupError("astream_events' handler sends its events elsewhere")
     handler.send_stream = sink
     return handler
+
+
+def plain_prompt_template(step: Any) -> bool:
+    """Whether ``step`` is a prompt template whose ``invoke`` and ``ainvoke`` are
+    ``BasePromptTemplate``'s own (what ``chains._direct`` re-does)."""
+    kind = type(step)
+    return _PROMPTS_PRESENT and isinstance(step, BasePromptTemplate) \
+        and kind.invoke is BasePromptTemplate.invoke \
+        and kind.ainvoke is BasePromptTemplate.ainvoke
+
+
+def prompt_serialized(prompt: BasePromptTemplate) -> dict[str, Any] | None:
+    """What a template's ``invoke`` tells ``on_chain_start`` the template is."""
+    return prompt._serialized  # type: ignore[no-any-return]
+
+
+def format_prompt(prompt: BasePromptTemplate, values: dict[str, Any]) -> PromptValue:
+    """The template's formatting of ``values`` (validated first), as ``invoke`` runs it."""
+    return prompt._format_prompt_with_error_handling(values)
+
+
+def aformat_prompt(prompt: BasePromptTemplate,
+                   values: dict[str, Any]) -> Coroutine[Any, Any, PromptValue]:
+    """``format_prompt`` as ``ainvoke`` runs it."""
+    return prompt._aformat_prompt_with_error_handling(values)
 
 
 def step_tag(step: int) -> str:

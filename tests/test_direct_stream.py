@@ -262,6 +262,41 @@ def test_a_template_prompt_is_invoked_whole_as_lcel_runs_it(kind: Any, sync: boo
         assert "RuntimeError" in direct[0] and "'StopIteration()'" not in direct[1]
 
 
+def _stop() -> str:
+    raise StopIteration
+
+
+_PLAIN_TEMPLATES = {
+    # the template's own tags and metadata join the run's
+    "tagged": lambda: ChatPromptTemplate.from_messages([("human", "{topic}")]).model_copy(
+        update={"tags": ["molde"], "metadata": {"versao": 2}}),
+    # the template refuses the input (a variable it needs is missing)
+    "refuses": lambda: ChatPromptTemplate.from_messages([("human", "{tema}")]),
+    # formatting raises StopIteration (a partial variable's function)
+    "stops": lambda: ChatPromptTemplate.from_messages(
+        [("human", "{topic} {extra}")]).partial(extra=_stop),
+}
+
+
+@both_ways
+@pytest.mark.parametrize("kind", sorted(_PLAIN_TEMPLATES))
+def test_a_plain_templates_run_is_lcels(kind: str, sync: bool) -> None:
+    """A template that is ``BasePromptTemplate``'s own (most are) is run by the direct
+    path itself, without LCEL's task and signature checks: it reports what LCEL
+    reports, its failures included."""
+    prompt = _PLAIN_TEMPLATES[kind]()
+    assert _lcel_private.plain_prompt_template(prompt)
+    direct = _template_run(prompt, True, sync)
+    assert direct == _template_run(prompt, False, sync)
+    chunks, events = direct
+    if kind == "tagged":
+        assert "'molde'" in events and "'versao': 2" in events and "'Brasil'" in chunks
+    elif kind == "refuses":
+        assert "KeyError" in chunks and "missing variables" in chunks
+    else:
+        assert "RuntimeError" in chunks and "chain_error" in events
+
+
 def test_other_shapes_stream_through_lcel() -> None:
     """A chain that is not ``prompt | model | InlineStrOutputParser`` takes LCEL's path."""
     with MaritacaEmulator(reply_tokens=4) as emulator:
