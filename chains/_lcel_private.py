@@ -86,7 +86,14 @@ def _streamers() -> tuple[type, ...]:
 
 PRESENT = _present()
 _INLINE_SAFE = frozenset(_streamers())
-_PROMPTS_PRESENT = all(hasattr(BasePromptTemplate, member) for member in _PROMPT_MEMBERS)
+
+
+def _prompts_present() -> bool:
+    """Whether prompt templates still have the members ``chains._direct`` reads."""
+    return all(hasattr(BasePromptTemplate, member) for member in _PROMPT_MEMBERS)
+
+
+_PROMPTS_PRESENT = _prompts_present()
 
 
 def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
