@@ -18,7 +18,6 @@ chain reports exactly what LCEL's reports. ``invoke`` and the rest are LCEL's.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from contextlib import aclosing, asynccontextmanager, closing
 from functools import partial
@@ -32,16 +31,15 @@ from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
     patch_config,
-    set_config_context,
 )
 from langchain_core.runnables.configurable import DynamicRunnable
 
-from maritaca.in_place import run_until_wait
 from maritaca.run_end import report_end
 
 from . import _lcel_private as lcel
 from ._direct_probe import probe_matches
 from ._parsers import InlineStrOutputParser, text_of
+from ._prompt_step import arun_prompt, invoked, invoked_whole, run_prompt
 
 __all__ = ["DIRECT", "DirectChain", "astream_closed", "direct_steps", "stream_closed"]
 
@@ -96,12 +94,12 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         self._inner = inner
         self._steps = direct_steps(inner)
         self._prepare = prepare
-        # A prompt template's run is re-done here (``_run_prompt``); another prompt step
+        # A prompt template's run is re-done here (``_prompt_step.run_prompt``); another prompt step
         # that streams as ``Runnable`` does (one ``invoke`` of the whole input) is
         # invoked, without the two generator layers around it.
         prompt = self._steps[0] if self._steps is not None else None
         self._prompt_template = prompt is not None and lcel.plain_prompt_template(prompt)
-        self._prompt_invoked = prompt is not None and _invoked_whole(prompt)
+        self._prompt_invoked = prompt is not None and invoked_whole(prompt)
 
     def stream(self, input: Any, config: RunnableConfig | None = None,
                **kwargs: Any) -> Iterator[Any]:
@@ -153,9 +151,9 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         try:
             prompt_config = _step_config(config, sequence, 1)
             if self._prompt_template:
-                prompt_value = _invoked(partial(_run_prompt, prompt), values, prompt_config)
+                prompt_value = invoked(partial(run_prompt, prompt), values, prompt_config)
             elif self._prompt_invoked:
-                prompt_value = _invoked(prompt.invoke, values, prompt_config)
+                prompt_value = invoked(prompt.invoke, values, prompt_config)
             else:
                 prompt_value = _added_up(prompt.transform(iter([values]), prompt_config))
             stream = model.stream(prompt_value, _step_config(config, sequence, 2))
@@ -175,7 +173,7 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
         try:
             prompt_config = _step_config(config, sequence, 1)
             if self._prompt_template:
-                prompt_value = await _arun_prompt(prompt, values, prompt_config)
+                prompt_value = await arun_prompt(prompt, values, prompt_config)
             elif self._prompt_invoked:
                 prompt_value = await prompt.ainvoke(values, prompt_config)
             else:
@@ -190,70 +188,6 @@ class DirectChain(RunnableLambda):  # type: ignore[type-arg]
             await report_end(sequence.on_chain_error, error, inputs=values)
             raise
         await report_end(sequence.on_chain_end, "".join(parts), inputs=values)
-
-
-def _invoked_whole(step: Runnable[Any, Any]) -> bool:
-    """Whether ``step`` streams a single value in by ``invoke``-ing it, as ``Runnable``'s
-    own ``transform``/``stream`` (and their async twins) do."""
-    kind = type(step)
-    return all(getattr(kind, name) is getattr(Runnable, name)
-               for name in ("transform", "stream", "atransform", "astream"))
-
-
-def _invoked(invoke: Callable[[Any, RunnableConfig], Any], value: Any,
-             config: RunnableConfig) -> Any:
-    """``invoke(value, config)`` (a step's ``invoke``), failing as the step's
-    ``transform`` would: a ``StopIteration`` it raises becomes the ``RuntimeError`` a
-    generator turns it into (``ainvoke`` is a coroutine, which does the same by itself)."""
-    try:
-        return invoke(value, config)
-    except StopIteration as stop:
-        raise RuntimeError("generator raised StopIteration") from stop
-
-
-def _run_prompt(prompt: Any, values: dict[str, str], config: RunnableConfig) -> Any:
-    """``prompt.invoke(values, config)`` for a template (``lcel.plain_prompt_template``),
-    as ``BasePromptTemplate.invoke`` and LCEL's ``_call_with_config`` run it, without
-    their look at the formatting function's signature."""
-    config = ensure_config(config)
-    if prompt.metadata:
-        config["metadata"] = {**config["metadata"], **prompt.metadata}
-    if prompt.tags:
-        config["tags"] += prompt.tags
-    run = get_callback_manager_for_config(config).on_chain_start(
-        lcel.prompt_serialized(prompt), values, run_type="prompt",
-        name=config.get("run_name") or prompt.get_name(), run_id=config.pop("run_id", None))
-    try:
-        with set_config_context(patch_config(config, callbacks=run.get_child())) as context:
-            output = context.run(lcel.format_prompt, prompt, values)
-    except BaseException as error:
-        run.on_chain_error(error)
-        raise
-    run.on_chain_end(output)
-    return output
-
-
-async def _arun_prompt(prompt: Any, values: dict[str, str], config: RunnableConfig) -> Any:
-    """``_run_prompt`` for async runs, as ``ainvoke`` runs it, with the formatting run in
-    place (LCEL gives it a task) unless it waits, and the end reported in place."""
-    config = ensure_config(config)
-    if prompt.metadata:
-        config["metadata"].update(prompt.metadata)
-    if prompt.tags:
-        config["tags"].extend(prompt.tags)
-    run = await get_async_callback_manager_for_config(config).on_chain_start(
-        lcel.prompt_serialized(prompt), values, run_type="prompt",
-        name=config.get("run_name") or prompt.get_name(), run_id=config.pop("run_id", None))
-    try:
-        with set_config_context(patch_config(config, callbacks=run.get_child())) as context:
-            done, output = context.run(run_until_wait, lcel.aformat_prompt(prompt, values))
-            if not done:  # it waits: the rest in a task in that context, as LCEL runs it
-                output = await asyncio.create_task(output, context=context)
-    except BaseException as error:
-        await report_end(run.on_chain_error, error)
-        raise
-    await report_end(run.on_chain_end, output)
-    return output
 
 
 def _model_astream(model: Runnable[Any, Any], value: Any,

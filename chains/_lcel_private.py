@@ -30,28 +30,39 @@ A prompt template's ``invoke``/``ainvoke`` is LCEL's ``_call_with_config`` aroun
 template's own formatting. LCEL looks at the formatting function's signature on every
 call, and async, runs it in a task of its own and reports its end through another
 (``shielded``): two tasks and two trips through the event loop per run.
-``chains._direct`` re-does that run for a template whose ``invoke`` and ``ainvoke`` are
-``BasePromptTemplate``'s (``plain_prompt_template``), with three private members of
-the template: ``_serialized`` (what ``on_chain_start`` is told) and
-``_format_prompt_with_error_handling`` and its async twin (the formatting, input
-validation included).
+``chains._direct`` re-does that run for the templates ``plain_prompt_template`` accepts
+(langchain-core's ``ChatPromptTemplate`` of plain text messages and placeholders, and
+``PromptTemplate``, exactly those classes: their async formatting is their sync
+formatting, which never waits), with two private members of the template:
+``_serialized`` (what ``on_chain_start`` is told) and
+``_format_prompt_with_error_handling`` (the formatting, input validation included).
 
 ``PRESENT`` says, checked once at import, that the handlers of ``astream_events`` and
 ``astream_log`` have both taps (and ``plain_prompt_template`` says no to every step if
-prompt templates lack one of those three members);
+prompt templates lack one of those two members);
 ``chains._direct`` also checks once that a direct run reports what LCEL's reports (tags
 included), and takes LCEL's path if either fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
-from langchain_core.prompts import BasePromptTemplate
+from langchain_core.prompts import (
+    AIMessagePromptTemplate,
+    BasePromptTemplate,
+    ChatMessagePromptTemplate,
+    ChatPromptTemplate,
+    HumanMessagePromptTemplate,
+    MessagesPlaceholder,
+    PromptTemplate,
+    SystemMessagePromptTemplate,
+)
 
-__all__ = ["PRESENT", "aformat_prompt", "events_handler", "format_prompt",
+__all__ = ["PRESENT", "events_handler", "format_prompt",
            "inline_streaming_handler", "plain_prompt_template", "prompt_serialized", "step_tag",
            "streaming_handler"]
 
@@ -64,8 +75,10 @@ def _taps(cls: type) -> bool:
     return all(callable(getattr(cls, tap, None)) for tap in _TAPS)
 
 
-_PROMPT_MEMBERS = ("_serialized", "_format_prompt_with_error_handling",
-                   "_aformat_prompt_with_error_handling")
+_PROMPT_MEMBERS = ("_serialized", "_format_prompt_with_error_handling")
+# the message templates of a plain chat template: one text template each, or a placeholder
+_TEXT_MESSAGES = frozenset({SystemMessagePromptTemplate, HumanMessagePromptTemplate,
+                            AIMessagePromptTemplate, ChatMessagePromptTemplate})
 
 
 def _present() -> bool:
@@ -110,12 +123,18 @@ def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
 
 
 def plain_prompt_template(step: Any) -> bool:
-    """Whether ``step`` is a prompt template whose ``invoke`` and ``ainvoke`` are
-    ``BasePromptTemplate``'s own (what ``chains._direct`` re-does)."""
-    kind = type(step)
-    return _PROMPTS_PRESENT and isinstance(step, BasePromptTemplate) \
-        and kind.invoke is BasePromptTemplate.invoke \
-        and kind.ainvoke is BasePromptTemplate.ainvoke
+    """Whether ``step`` is a template whose run ``chains._direct`` re-does: a
+    ``PromptTemplate``, or a ``ChatPromptTemplate`` of messages, placeholders and text
+    message templates (those classes exactly: a subclass may format otherwise, or wait)."""
+    if not _PROMPTS_PRESENT:
+        return False
+    if type(step) is PromptTemplate:
+        return True
+    return type(step) is ChatPromptTemplate and all(
+        isinstance(message, BaseMessage) or type(message) is MessagesPlaceholder
+        or (type(message) in _TEXT_MESSAGES
+            and type(getattr(message, "prompt", None)) is PromptTemplate)
+        for message in step.messages)
 
 
 def prompt_serialized(prompt: BasePromptTemplate) -> dict[str, Any] | None:
@@ -124,14 +143,9 @@ def prompt_serialized(prompt: BasePromptTemplate) -> dict[str, Any] | None:
 
 
 def format_prompt(prompt: BasePromptTemplate, values: dict[str, Any]) -> PromptValue:
-    """The template's formatting of ``values`` (validated first), as ``invoke`` runs it."""
+    """The template's formatting of ``values`` (validated first), as ``invoke`` runs it
+    (and, for a plain template, as ``ainvoke`` does)."""
     return prompt._format_prompt_with_error_handling(values)
-
-
-def aformat_prompt(prompt: BasePromptTemplate,
-                   values: dict[str, Any]) -> Coroutine[Any, Any, PromptValue]:
-    """``format_prompt`` as ``ainvoke`` runs it."""
-    return prompt._aformat_prompt_with_error_handling(values)
 
 
 def step_tag(step: int) -> str:
@@ -148,11 +162,13 @@ def streaming_handler(handlers: Sequence[Any]) -> Any | None:
 
 
 def inline_streaming_handler(handlers: Sequence[Any]) -> None:
-    """Mark the handler a run streams to ``run_inline`` if it is ``astream_events``'s or
-    ``astream_log``'s own (see the module's docstring); anyone else's is left as it is."""
+    """Mark the handler a run streams to ``run_inline`` (and ``ends_in_place``, for
+    ``maritaca.run_end``) if it is ``astream_events``'s or ``astream_log``'s own (see the
+    module's docstring); anyone else's is left as it is."""
     handler = streaming_handler(handlers)
     if handler is not None and type(handler) in _INLINE_SAFE:
         handler.run_inline = True
+        handler.ends_in_place = True  # nor do its end callbacks wait (maritaca.run_end)
 
 
 # Asking for the taps on every run cost a few percent of a short request's CPU (issue 26):

@@ -48,7 +48,9 @@ __all__ = ["astream_events", "in_place"]
 class _Events:
     """Where the handler sends its events: ``ready``, and a future the reader waits on
     while it is empty. Sent from the event loop's thread, an event is there at once;
-    from another thread, it comes through the loop, in order."""
+    from another thread, it comes through the loop, and so does every event after it
+    (one sent on the loop's thread must not pass one still on its way). An event sent
+    once the run has ended is dropped, as langchain-core's reader never reads it."""
 
     __slots__ = ("closed", "crossed", "loop", "ready", "thread", "waiter")
 
@@ -59,9 +61,11 @@ class _Events:
         self.closed = self.crossed = False
 
     def send_nowait(self, event: Any) -> None:
-        if get_ident() != self.thread:  # a callback run on a worker thread
+        if self.crossed or get_ident() != self.thread:  # a worker thread's, or after one
             self.crossed = True
             self.loop.call_soon_threadsafe(self._put, event)
+            return
+        if self.closed:
             return
         self.ready.append(event)
         waiter = self.waiter
@@ -83,8 +87,9 @@ class _Events:
         return self.waiter
 
     def _put(self, event: Any) -> None:
-        self.ready.append(event)
-        self._wake()
+        if not self.closed:
+            self.ready.append(event)
+            self._wake()
 
     def _close(self) -> None:
         self.closed = True

@@ -27,8 +27,6 @@ from contextvars import ContextVar
 
 import httpx
 
-from .in_place import run_until_wait
-
 __all__ = ["UpstreamStream", "closing_upstreams", "open_upstreams"]
 
 _END = object()
@@ -115,10 +113,10 @@ async def _read(queue: asyncio.Queue[object], client: httpx.AsyncClient,
             async for block in response.aiter_bytes():
                 await put(block)
         finally:
-            # run to its end even if the reader is cancelled: in place unless it waits
-            closed, rest = run_until_wait(response.aclose())
-            if not closed:
-                closing = asyncio.get_running_loop().create_task(rest)
+            # A body read to its end has closed itself; any other close runs to its end
+            # in a task of its own, even if the reader is cancelled meanwhile.
+            if not response.is_closed:
+                closing = asyncio.get_running_loop().create_task(response.aclose())
                 _reading.add(closing)
                 closing.add_done_callback(_closed)
                 await asyncio.shield(closing)

@@ -1,4 +1,4 @@
-"""A run's end, reported to its callback handlers in place unless one of them must wait.
+"""A run's end, reported to its callback handlers in place when none of them can wait.
 
 langchain-core's async run managers report a run's end (``on_chain_end``, ``on_llm_end``
 and their ``_error`` twins) through its ``shielded`` decorator: each call becomes a task
@@ -9,39 +9,54 @@ trip also let the response send what it had so far, one more write per end
 (BENCHMARKS.md, issue 26, fifteenth pass).
 
 Use ``await report_end(run.on_chain_end, outputs, ...)`` in place of ``await
-run.on_chain_end(outputs, ...)`` (any shielded method of a run manager). It runs the same
-method's own body (what ``shielded`` wraps, ``__wrapped__``) in the caller's task, up to
-the first point where a handler waits (I/O, a task of langchain-core's for a handler
-that is not ``run_inline``, a worker thread for a synchronous one: ``in_place.run_until_wait``).
-If none waits, the
-end is reported there and then: no cancellation can land in code that never waits, so
-the handlers hear exactly what the shielded call would have told them. If one does, the
-rest goes on as langchain-core runs it: in a task of its own, shielded.
+run.on_chain_end(outputs, ...)``. When no handler of the run can wait in that callback,
+it runs the method's own body (what ``shielded`` wraps, ``__wrapped__``) in the caller's
+task: code that never waits cannot be cancelled halfway, so the handlers hear exactly
+what the shielded call would have told them. A handler cannot wait when langchain-core
+calls it in place (``run_inline``) and it ignores the event, or its callback is a plain
+function, or it says so (``ends_in_place``: our ledger when it charges no quota, the
+``astream_events`` handler of our direct runs). Any other handler (one langchain-core
+gives a task or a worker thread, or an async callback that may do I/O) gets
+langchain-core's own shielded call, unchanged.
 
-The one difference: what the handlers run before their first wait runs in the caller's
-context, not in a copy of it (a handler that sets a context variable there would set
-it for the caller).
+Two differences remain: the handlers' callbacks run in the caller's context, not a copy
+of it; and an error raised in a task whose cancel scope was cancelled just before is
+raised as it is (the shielded call's wait would have turned it into the cancellation).
 """
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .in_place import run_until_wait
-
 __all__ = ["report_end"]
+
+# the end callbacks this reports, and the handler flag that makes langchain-core skip each
+_IGNORED_BY = {"on_chain_end": "ignore_chain", "on_chain_error": "ignore_chain",
+               "on_llm_end": "ignore_llm", "on_llm_error": "ignore_llm"}
 
 
 async def report_end(end: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any) -> None:
     """``await end(*args, **kwargs)`` (a run manager's shielded end method), in place when
-    its handlers do not wait (see the module docstring)."""
+    no handler of the run can wait in it (see the module docstring)."""
     body = getattr(end, "__wrapped__", None)
-    owner = getattr(end, "__self__", None)
-    if body is None or owner is None:  # not langchain-core's shielded method
+    manager = getattr(end, "__self__", None)
+    event = getattr(end, "__name__", "")
+    ignored_by = _IGNORED_BY.get(event)
+    if body is None or manager is None or ignored_by is None or not all(
+            _in_place(handler, event, ignored_by) for handler in manager.handlers):
         await end(*args, **kwargs)
         return
-    done, rest = run_until_wait(body(owner, *args, **kwargs))
-    if not done:
-        await asyncio.shield(asyncio.ensure_future(rest))
+    await body(manager, *args, **kwargs)
+
+
+def _in_place(handler: Any, event: str, ignored_by: str) -> bool:
+    """Whether langchain-core calls ``handler``'s ``event`` in place and it cannot wait."""
+    if not handler.run_inline:
+        return False  # langchain-core gathers it in a task (or a worker thread)
+    if getattr(handler, ignored_by, False):
+        return True
+    if not inspect.iscoroutinefunction(getattr(handler, event)):
+        return True  # a plain function, called in place
+    return getattr(handler, "ends_in_place", False) is True

@@ -275,6 +275,12 @@ class Ledger(AsyncCallbackHandler):
         self.on_root_error: Callable[[UUID, BaseException], None] | None = None
 
     @property
+    def ends_in_place(self) -> bool:
+        """Whether its end callbacks never wait (``maritaca.run_end``): a run's record
+        waits only to charge its tokens to a quota."""
+        return self.accounts.quotas is None
+
+    @property
     def last(self) -> RunLedger | None:
         """The run that ended last (a face's one run)."""
         return self.runs[-1] if self.runs else None

@@ -65,8 +65,7 @@ def test_a_streaming_handler_without_its_taps_turns_the_chain_path_off(
     assert not _lcel_private._present()
 
 
-@pytest.mark.parametrize("member", ["_serialized", "_format_prompt_with_error_handling",
-                                    "_aformat_prompt_with_error_handling"])
+@pytest.mark.parametrize("member", ["_serialized", "_format_prompt_with_error_handling"])
 def test_a_prompt_member_gone_turns_the_templates_own_run_off(
         member: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The direct path then invokes the template as before (LCEL's run of it)."""

@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from chains import _lcel_private, build_qa_chain, build_story_chain
@@ -295,6 +295,43 @@ def test_a_plain_templates_run_is_lcels(kind: str, sync: bool) -> None:
         assert "KeyError" in chunks and "missing variables" in chunks
     else:
         assert "RuntimeError" in chunks and "chain_error" in events
+
+
+class _LockedPrompt(ChatPromptTemplate):
+    """A template whose async formatting waits, under an anyio lock (as I/O would)."""
+
+    async def aformat_prompt(self, **kwargs: Any) -> Any:
+        async with _LOCK[0]:
+            await asyncio.sleep(0)
+            return self.format_prompt(**kwargs)
+
+
+_LOCK: list[Any] = []
+
+
+def test_only_langchains_own_plain_templates_are_run_by_the_direct_path() -> None:
+    human = ("human", "{topic}")
+    assert _lcel_private.plain_prompt_template(ChatPromptTemplate.from_messages(
+        [("system", "Conte histórias."), MessagesPlaceholder("historico"), human]))
+    assert _lcel_private.plain_prompt_template(PromptTemplate.from_template("{topic}"))
+    image = ChatPromptTemplate.from_messages([("human", [
+        {"type": "text", "text": "{topic}"},
+        {"type": "image_url", "image_url": "{imagem}"}])])  # formats on a worker thread
+    for other in (_LockedPrompt.from_messages([human]), image):
+        assert not _lcel_private.plain_prompt_template(other)
+
+
+async def test_a_template_that_waits_to_format_runs_as_lcel_runs_it() -> None:
+    import anyio
+
+    _LOCK[:] = [anyio.Lock()]
+    prompt = _LockedPrompt.from_messages([("human", "{topic}")])
+    model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez")]))
+    chain = DirectChain(name="c", inner=prompt | model | InlineStrOutputParser(),
+                        prepare=lambda value, config: (value, config))
+    assert "".join([text async for text in chain.astream({"topic": "Brasil"})]) \
+        == "Era uma vez"
+    assert not _LOCK[0].locked()
 
 
 def test_other_shapes_stream_through_lcel() -> None:

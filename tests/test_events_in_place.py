@@ -12,9 +12,15 @@ import time
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import adispatch_custom_event
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
 from chains import build_chains, events
+from chains._direct import DirectChain
+from chains._direct_probe import probe_prompt
+from chains._parsers import InlineStrOutputParser
 from maritaca.run_probe import plain
 from maritaca.testing import MaritacaEmulator, Scenario
 from tests.conftest import emulator_model, wait_disconnected
@@ -115,6 +121,52 @@ async def test_events_sent_from_a_worker_thread_arrive_while_it_runs() -> None:
     names = [(event["event"], event["name"]) for event in runs[0]]
     assert names.index(("on_chain_end", "maiusculas")) < names.index(
         ("on_chain_start", "embrulho"))
+
+
+async def test_events_behind_a_worker_threads_keep_their_place() -> None:
+    """A direct chain whose ``prepare`` runs a synchronous step: langchain-core sends
+    that step's events from a worker thread while the loop waits for it. The events the
+    loop sends afterwards must not pass them."""
+    lookup = RunnableLambda(lambda value: {"topic": value["topic"].upper()}, name="busca")
+
+    def chain() -> Any:
+        model = GenericFakeChatModel(messages=iter([AIMessage("Era uma vez")]))
+        return DirectChain(name="cadeia", inner=probe_prompt() | model | InlineStrOutputParser(),
+                           prepare=lambda value, config: (lookup.invoke(value, config), config))
+
+    ours = [(e["event"], e["name"]) async for e in
+            events.astream_events(chain(), {"topic": "b"}, _config())]
+    theirs = [(e["event"], e["name"]) async for e in
+              chain().astream_events({"topic": "b"}, _config(), version="v2")]
+    assert ours == theirs
+    assert ours.index(("on_chain_end", "busca")) < ours.index(("on_chain_start",
+                                                                 "RunnableSequence"))
+
+
+async def test_an_event_sent_after_the_run_ended_is_not_read() -> None:
+    """A task the chain leaves behind sends an event once the run is over: langchain-core's
+    reader has stopped by then, and so does ours, even for a slow client."""
+    async def late(config: Any) -> None:
+        await asyncio.sleep(0.01)
+        await adispatch_custom_event("tarde", {}, config=config)
+
+    async def step(value: int, config: Any) -> int:
+        asyncio.get_running_loop().create_task(late(config))  # left behind
+        return value
+
+    async def read(stream: Any) -> list[Any]:
+        got = []
+        async for event in stream:
+            got.append((event["event"], event["name"]))
+            await asyncio.sleep(0.02)  # a slow client
+        return got
+
+    chain = RunnableLambda(step, name="passo")
+    theirs = await read(chain.astream_events(1, _config(), version="v2"))
+    await asyncio.sleep(0.05)
+    ours = await read(events.astream_events(chain, 1, _config()))
+    assert ours == theirs == [("on_chain_start", "passo"), ("on_chain_stream", "passo"),
+                              ("on_chain_end", "passo")]
 
 
 async def test_closing_the_events_stops_the_run_and_its_upstream_request() -> None:

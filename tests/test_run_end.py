@@ -1,24 +1,31 @@
 """``maritaca.run_end.report_end``: a run's end reaches every handler as langchain-core's
-shielded call delivers it, in place when no handler waits, and shielded from the
-caller's cancellation when one does."""
+shielded call delivers it: in place when no handler can wait, langchain-core's own
+shielded call otherwise (a handler that waits keeps its task, its locks and its shield
+from the caller's cancellation)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import anyio
 import pytest
-from langchain_core.callbacks import AsyncCallbackHandler, AsyncCallbackManager
+from langchain_core.callbacks import (
+    AsyncCallbackHandler,
+    AsyncCallbackManager,
+    BaseCallbackHandler,
+)
 
 from maritaca.run_end import report_end
 
 
 class Heard(AsyncCallbackHandler):
-    """Keeps each chain end; waits ``pause`` seconds first if given (then it is not
-    ``run_inline``: langchain-core gives it a task)."""
+    """Keeps each chain end; waits ``pause`` seconds first if given."""
 
-    def __init__(self, *, pause: float = 0.0, inline: bool = True, fail: bool = False) -> None:
+    def __init__(self, *, pause: float = 0.0, inline: bool = True, fail: bool = False,
+                 in_place: bool = False) -> None:
         self.pause, self.run_inline, self.raise_error = pause, inline, fail
+        self.ends_in_place = in_place
         self.ends: list[Any] = []
 
     async def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
@@ -29,41 +36,88 @@ class Heard(AsyncCallbackHandler):
         self.ends.append((outputs, kwargs.get("inputs")))
 
 
-async def _run(*handlers: Heard) -> Any:
+class PlainHeard(BaseCallbackHandler):
+    """A synchronous handler langchain-core calls in place."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.ends: list[Any] = []
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self.ends.append(outputs)
+
+
+async def _run(*handlers: Any) -> Any:
     manager = AsyncCallbackManager(handlers=list(handlers))
     return await manager.on_chain_start({}, {"topic": "Brasil"})
 
 
-async def test_an_end_no_handler_waits_on_is_reported_without_a_trip_through_the_loop():
-    heard = Heard()
-    run = await _run(heard)
-    step = report_end(run.on_chain_end, "fim", inputs={"topic": "Brasil"}).__await__()
-    with pytest.raises(StopIteration):  # done at the first step: it never waited
+def _first_step(awaitable: Any) -> bool:
+    """Whether ``awaitable`` finished at its first step (it never waited)."""
+    step = awaitable.__await__()
+    try:
         step.send(None)
-    assert heard.ends == [("fim", {"topic": "Brasil"})]
+    except StopIteration:
+        return True
+    step.close()
+    return False
 
 
-async def test_a_waiting_handler_hears_the_end_even_if_the_caller_is_cancelled():
-    inline, slow = Heard(), Heard(pause=0.05, inline=False)
+async def test_an_end_no_handler_can_wait_on_is_reported_in_place() -> None:
+    declared, plain = Heard(in_place=True), PlainHeard()
+    run = await _run(declared, plain)
+    assert _first_step(report_end(run.on_chain_end, "fim", inputs={"topic": "Brasil"}))
+    assert declared.ends == [("fim", {"topic": "Brasil"})] and plain.ends == ["fim"]
+
+
+@pytest.mark.parametrize("handler", [Heard(), Heard(inline=False, in_place=True)],
+                         ids=["async-undeclared", "not-inline"])
+async def test_a_handler_that_may_wait_gets_langchain_cores_shielded_call(handler: Heard
+                                                                          ) -> None:
+    run = await _run(Heard(in_place=True), handler)
+    assert not _first_step(report_end(run.on_chain_end, "fim"))
+    await asyncio.sleep(0.01)  # the shielded task, started above, has ended
+    assert handler.ends == [("fim", None)]
+
+
+async def test_a_waiting_handler_hears_the_end_even_if_the_caller_is_cancelled() -> None:
+    inline, slow = Heard(in_place=True), Heard(pause=0.05, inline=False)
     run = await _run(inline, slow)
     ending = asyncio.ensure_future(report_end(run.on_chain_end, "fim"))
     await asyncio.sleep(0.01)
     ending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await ending
-    assert inline.ends == [("fim", None)]
     await asyncio.sleep(0.1)
-    assert slow.ends == [("fim", None)]  # the shielded rest ran on to its end
+    assert inline.ends == [("fim", None)] and slow.ends == [("fim", None)]
 
 
-@pytest.mark.parametrize("pause", [0.0, 0.01])
-async def test_a_handler_that_raises_its_errors_fails_the_call(pause: float):
-    run = await _run(Heard(pause=pause, fail=True))
+async def test_a_handler_that_waits_under_an_anyio_lock_ends_cleanly() -> None:
+    """An inline handler that does I/O (an httpx call takes anyio locks) runs in one
+    task from start to end, as langchain-core runs it."""
+    lock = anyio.Lock()
+
+    class Webhook(AsyncCallbackHandler):
+        run_inline, raise_error = True, True
+
+        async def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+            async with lock:
+                await asyncio.sleep(0)
+
+    run = await _run(Webhook())
+    await report_end(run.on_chain_end, "fim")
+    assert not lock.locked()
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+async def test_a_handler_that_raises_its_errors_fails_the_call(in_place: bool) -> None:
+    run = await _run(Heard(fail=True, in_place=in_place))
     with pytest.raises(RuntimeError, match="o handler falhou"):
         await report_end(run.on_chain_end, "fim")
 
 
-async def test_a_method_that_is_not_shielded_is_awaited_as_it_is():
+async def test_a_method_that_is_not_shielded_is_awaited_as_it_is() -> None:
     calls: list[str] = []
 
     async def end(outputs: str) -> None:

@@ -30,7 +30,7 @@ from anyio import current_effective_deadline
 from anyio.lowlevel import checkpoint
 from sse_starlette import sse
 
-from maritaca.in_place import Resumed
+from maritaca.resumed import Resumed
 
 __all__ = ["CHECK_EVERY", "READY_AT_MOST", "event_bytes", "install", "matches"]
 
