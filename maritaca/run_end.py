@@ -19,9 +19,8 @@ function, or it says so (``ends_in_place``: our ledger when it charges no quota,
 gives a task or a worker thread, or an async callback that may do I/O) gets
 langchain-core's own shielded call, unchanged.
 
-Two differences remain: the handlers' callbacks run in the caller's context, not a copy
-of it; and an error raised in a task whose cancel scope was cancelled just before is
-raised as it is (the shielded call's wait would have turned it into the cancellation).
+One difference remains: the handlers' callbacks run in the caller's context, not a copy
+of it.
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from anyio.lowlevel import checkpoint_if_cancelled
 
 __all__ = ["report_end"]
 
@@ -44,11 +45,21 @@ async def report_end(end: Callable[..., Awaitable[None]], *args: Any, **kwargs: 
     manager = getattr(end, "__self__", None)
     event = getattr(end, "__name__", "")
     ignored_by = _IGNORED_BY.get(event)
-    if body is None or manager is None or ignored_by is None or not all(
-            _in_place(handler, event, ignored_by) for handler in manager.handlers):
+    if body is None or manager is None or ignored_by is None \
+            or not _all_in_place(manager.handlers, event, ignored_by):
         await end(*args, **kwargs)
         return
     await body(manager, *args, **kwargs)
+    # As the shielded call's wait would: a cancel scope cancelled meanwhile takes over
+    # here (a cancellation, not the error the caller is about to raise).
+    await checkpoint_if_cancelled()
+
+
+def _all_in_place(handlers: list[Any], event: str, ignored_by: str) -> bool:
+    try:
+        return all(_in_place(handler, event, ignored_by) for handler in handlers)
+    except Exception:  # noqa: BLE001 - a handler's flag failed: langchain-core's own call
+        return False
 
 
 def _in_place(handler: Any, event: str, ignored_by: str) -> bool:

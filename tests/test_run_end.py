@@ -125,3 +125,36 @@ async def test_a_method_that_is_not_shielded_is_awaited_as_it_is() -> None:
 
     await report_end(end, "fim")
     assert calls == ["fim"]
+
+
+async def test_a_handler_whose_flag_fails_gets_langchain_cores_call() -> None:
+    """langchain-core logs a handler's failing ``ignore_chain`` and tells the others."""
+    class Broken(BaseCallbackHandler):
+        run_inline = True
+
+        @property
+        def ignore_chain(self) -> bool:
+            raise RuntimeError("a flag que falha")
+
+    plain = PlainHeard()
+    run = await _run(Broken(), plain)
+    await report_end(run.on_chain_end, "fim")
+    assert plain.ends == ["fim"]
+
+
+async def test_an_error_raised_in_a_cancelled_scope_ends_as_the_cancellation() -> None:
+    """In a cancel scope already cancelled (a hang-up, in the server's responses), an
+    error reported in place then raised ends the scope as the shielded call's wait
+    would: as the scope's cancellation, which the scope takes."""
+    heard = Heard(in_place=True)
+    run = await _run(heard)
+    left = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            raise ValueError("o upstream respondeu 500")
+        except ValueError as error:
+            await report_end(run.on_chain_error, error)
+            raise
+    left = True
+    assert left and scope.cancelled_caught

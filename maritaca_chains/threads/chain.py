@@ -60,6 +60,7 @@ class _AnswerUsage(AsyncCallbackHandler):
     """Adds up the answer's model calls (tokens, cost)."""
 
     run_inline = True
+    ends_in_place = True  # its end callback never waits (maritaca.run_end)
     ignore_chain = ignore_agent = ignore_retriever = ignore_custom_event = True
 
     def __init__(self, run_id: str, chain: str, key: str) -> None:
