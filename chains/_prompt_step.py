@@ -8,7 +8,7 @@ one of three ways (``DirectChain`` decides once per chain):
   and ``ainvoke`` (LCEL's ``_call_with_config``) without their per-call costs: LCEL
   looks at the formatting function's signature on every call and, async, formats in a
   task of its own and reports the end through another (two tasks and two trips through
-  the event loop, 3.7% of a short ``/stream`` request's instructions: BENCHMARKS.md,
+  the event loop, 3.4% of a short ``/stream`` request's instructions: BENCHMARKS.md,
   issue 26, fifteenth pass);
 - another step that streams as ``Runnable`` does, one ``invoke`` of its whole input
   (``invoked_whole``), by its own ``invoke``/``ainvoke`` (``invoked``), without the two

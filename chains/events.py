@@ -9,7 +9,7 @@ langchain-core runs the chain in a task whose callback handler puts each event o
 stream made for a reader on another thread (``call_soon_threadsafe`` per event, an
 ``asyncio.Queue``), and hands each event up through three async generators. Here the
 same handler (``chains._lcel_private.events_handler``) puts its events on a deque that
-one generator reads, waking it with one future when it waits: 3.6% of a short
+one generator reads, waking it with one future when it waits: about 3.5% of a short
 ``/stream_events`` request's instructions (BENCHMARKS.md, issue 26, fifteenth pass). A
 callback run on a worker thread still hands its event over through the event loop.
 
