@@ -39,6 +39,7 @@ from langchain_core.runnables.config import ensure_config
 from maritaca.run_probe import async_reports_match, plain
 
 from . import _lcel_private as lcel
+from ._direct import DirectChain
 from ._direct_probe import prepare_probe, probe_prompt, probe_values
 from ._parsers import InlineStrOutputParser
 
@@ -173,8 +174,6 @@ def astream_events(runnable: Runnable[Any, Any], value: Any, config: RunnableCon
 
 def _probe_runs(stream: Callable[..., list[Any]]) -> list[Any]:
     """What ``stream(chain, value, config, filters)`` yields for each probe case."""
-    from ._direct import DirectChain
-
     seen = []
     for value, filters, direct in (
             (probe_values(), {}, True), (probe_values(valid=False), {}, True),
