@@ -98,7 +98,8 @@ def _streamers() -> tuple[type, ...]:
 
 
 PRESENT = _present()
-_INLINE_SAFE = frozenset(_streamers())
+_STREAMERS = _streamers()  # (astream_events', astream_log's) handler classes, or ()
+_INLINE_SAFE = frozenset(_STREAMERS)
 
 
 def _prompts_present() -> bool:
@@ -113,9 +114,9 @@ def events_handler(sink: Any, filters: dict[str, Any]) -> Any:
     """``astream_events``' (v2) callback handler, filtering as ``filters`` (its keyword
     arguments, ``include_names`` and the rest) say, each event it lets through sent to
     ``sink.send_nowait``; ``sink`` is also what ``send_stream.aclose()`` then closes."""
-    from langchain_core.tracers.event_stream import _AstreamEventsCallbackHandler
-
-    handler = _AstreamEventsCallbackHandler(**filters)
+    if not _STREAMERS:
+        raise LookupError("astream_events' handler is gone")
+    handler = _STREAMERS[0](**filters)
     if not hasattr(handler, "send_stream"):
         raise LookupError("astream_events' handler sends its events elsewhere")
     handler.send_stream = sink

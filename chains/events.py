@@ -66,14 +66,7 @@ class _Events:
             self.crossed = True
             self.loop.call_soon_threadsafe(self._put, event)
             return
-        if self.closed:
-            return
-        self.ready.append(event)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._put(event)
 
     async def aclose(self) -> None:
         """The run has ended: once the events sent before are there, the reader stops."""

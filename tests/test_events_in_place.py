@@ -183,7 +183,8 @@ async def test_closing_the_events_stops_the_run_and_its_upstream_request() -> No
         assert record.chunks_sent < 100
     # nothing of the run is left running
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    assert not [task for task in others if "run" in repr(task.get_coro())]
+    assert not [task for task in others
+                if "_events_in_place" in task.get_coro().__qualname__]  # its run task
 
 
 def test_the_probe_notices_events_that_differ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,14 +23,12 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 from anyio import current_effective_deadline
 from anyio.lowlevel import checkpoint
 from sse_starlette import sse
-
-from maritaca.resumed import Resumed
 
 __all__ = ["CHECK_EVERY", "READY_AT_MOST", "event_bytes", "install", "matches"]
 
@@ -90,7 +88,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 if ready:
                     await _sent_before(send, ready, step, waits_on)
                 try:
-                    data = await Resumed(step, waits_on)
+                    data = await _Resumed(step, waits_on)
                 except StopAsyncIteration:
                     break
             events += 1
@@ -109,7 +107,7 @@ async def _stream_response(self: sse.EventSourceResponse, send: Any) -> None:
                 cancelling = True
                 task.cancel()  # type: ignore[union-attr]
                 continue
-            chunk = data if type(data) is bytes else event_bytes(data, sep)
+            chunk = event_bytes(data, sep)
             if debug:
                 _log.debug("chunk: %s", chunk.decode())
             ready.append(chunk)
@@ -150,12 +148,45 @@ async def _sent_before(send: Any, ready: list[bytes], step: Any, waits_on: Any) 
         try:
             cancelled = asyncio.isfuture(waits_on) and waits_on.cancel()
             if cancelled and isinstance(failure, asyncio.CancelledError):
-                await Resumed(step, waits_on)
+                await _Resumed(step, waits_on)
             else:
-                await Resumed(step, step.throw(failure))
+                await _Resumed(step, step.throw(failure))
         except BaseException:  # noqa: BLE001, S110 - the send's failure is the one raised
             pass
         raise
+
+
+class _Resumed:
+    """``await`` of ``step`` (an ``__anext__`` run by hand up to ``waits_on``, what it
+    waits on), resumed: the task waits on what it waits on, and cancellations and other
+    exceptions thrown into the task go into it."""
+
+    __slots__ = ("step", "waits_on")
+
+    def __init__(self, step: Any, waits_on: Any) -> None:
+        self.step, self.waits_on = step, waits_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _resumed(self.step, self.waits_on)
+
+
+def _resumed(step: Any, waits_on: Any) -> Generator[Any, Any, Any]:
+    while True:
+        try:
+            received = yield waits_on
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as thrown:  # noqa: BLE001 - passed on to the step
+            try:
+                waits_on = step.throw(thrown)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waits_on = step.send(received)
+            except StopIteration as done:
+                return done.value
 
 
 # Events as LangServe sends them, and the shapes that must take sse-starlette's own path
